@@ -1,0 +1,406 @@
+package chunkstore
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// stamp identifies one version of a file on disk.
+type stamp struct {
+	Size  int64  // bytes
+	Mtime int64  // modification time, ns since the epoch
+	Ctime int64  // change time, ns since the epoch (0 where unknown)
+	Ino   uint64 // inode number (0 where unknown)
+	Dev   uint64 // device number (0 where unknown)
+}
+
+// entry is one hashed file.
+type entry struct {
+	m     *Manifest
+	stamp stamp // the version m was computed from
+}
+
+// Config configures a Store.
+type Config struct {
+	// Dir is the shared folder. Only regular files below it are served;
+	// names starting with '.' are skipped.
+	Dir string
+	// IndexPath is where hashes are kept across restarts. Empty disables
+	// the index: every start rehashes everything.
+	IndexPath string
+	// Workers is how many goroutines hash at once; 0 means GOMAXPROCS.
+	Workers int
+	// Logger receives one line per file hashed and per change noticed;
+	// nil discards.
+	Logger *slog.Logger
+}
+
+// Store serves the files of one folder by content id or by name.
+type Store struct {
+	cfg  Config
+	root *os.Root
+
+	mu     sync.RWMutex
+	byID   map[ID]*entry     // guarded by mu
+	byName map[string]*entry // guarded by mu
+
+	changed chan struct{} // signalled when a file is withdrawn; buffered 1
+
+	scanMu sync.Mutex // one scan at a time
+
+	readyOnce sync.Once
+	ready     chan struct{} // closed when the first scan finishes
+
+	// Hashed counts files hashed (not taken from the index), for tests.
+	hashed   int
+	hashedMu sync.Mutex
+}
+
+// Open opens the store for cfg.Dir. It reads the index but hashes nothing:
+// call Scan (typically in a goroutine) to hash the folder.
+func Open(cfg Config) (*Store, error) {
+	if cfg.Workers <= 0 {
+		cfg.Workers = runtime.GOMAXPROCS(0)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	root, err := os.OpenRoot(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("open shared folder: %w", err)
+	}
+	s := &Store{
+		cfg:     cfg,
+		root:    root,
+		byID:    map[ID]*entry{},
+		byName:  map[string]*entry{},
+		changed: make(chan struct{}, 1),
+		ready:   make(chan struct{}),
+	}
+	return s, nil
+}
+
+// Close releases the folder.
+func (s *Store) Close() error { return s.root.Close() }
+
+// Ready is closed once the first Scan has finished.
+func (s *Store) Ready() <-chan struct{} { return s.ready }
+
+// Hashed reports how many files this store hashed itself rather than
+// taking their manifests from the index.
+func (s *Store) Hashed() int {
+	s.hashedMu.Lock()
+	defer s.hashedMu.Unlock()
+	return s.hashed
+}
+
+// Scan walks the folder, reuses index entries whose file is unchanged,
+// hashes the others in parallel, drops files that are gone, and saves the
+// index. Files become servable as they are hashed.
+func (s *Store) Scan(ctx context.Context) error {
+	s.scanMu.Lock()
+	defer s.scanMu.Unlock()
+	defer s.readyOnce.Do(func() { close(s.ready) })
+
+	idx := loadIndex(s.cfg.IndexPath, s.cfg.Logger)
+	seen := map[string]bool{}
+	var todo []string
+	err := fs.WalkDir(s.root.FS(), ".", func(name string, d fs.DirEntry, err error) error {
+		if err != nil {
+			s.cfg.Logger.Warn("skip unreadable path", "name", name, "err", err)
+			return nil
+		}
+		if name != "." && strings.HasPrefix(d.Name(), ".") {
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() {
+			return nil // directories, symlinks, devices: never served
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		seen[name] = true
+		st := stampOf(fi)
+		s.mu.RLock()
+		cur := s.byName[name]
+		s.mu.RUnlock()
+		if cur != nil && cur.stamp == st {
+			return nil
+		}
+		if e, ok := idx[name]; ok && e.stamp == st {
+			s.put(name, e)
+			return nil
+		}
+		todo = append(todo, name)
+		return ctx.Err()
+	})
+	if err != nil {
+		return fmt.Errorf("scan %s: %w", s.cfg.Dir, err)
+	}
+	s.mu.Lock()
+	for name, e := range s.byName {
+		if !seen[name] {
+			s.dropLocked(name, e)
+		}
+	}
+	s.mu.Unlock()
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(2) // files at once; each file also hashes its chunks in parallel
+	for _, name := range todo {
+		g.Go(func() error {
+			e, err := s.hashFile(gctx, name)
+			if err != nil {
+				if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+					return err
+				}
+				s.cfg.Logger.Warn("skip file", "name", name, "err", err)
+				return nil
+			}
+			s.put(name, e)
+			s.hashedMu.Lock()
+			s.hashed++
+			s.hashedMu.Unlock()
+			s.cfg.Logger.Debug("hashed", "name", name, "size", e.m.Size, "id", e.m.ID)
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return s.saveIndex()
+}
+
+// put makes e servable under name, replacing what was there.
+func (s *Store) put(name string, e *entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old := s.byName[name]; old != nil {
+		s.dropLocked(name, old)
+	}
+	s.byName[name] = e
+	if _, dup := s.byID[e.m.ID]; !dup {
+		s.byID[e.m.ID] = e
+	}
+}
+
+// dropLocked withdraws e; s.mu must be held.
+func (s *Store) dropLocked(name string, e *entry) {
+	if s.byName[name] == e {
+		delete(s.byName, name)
+	}
+	if s.byID[e.m.ID] == e {
+		delete(s.byID, e.m.ID)
+		for _, other := range s.byName { // another copy of the same bytes
+			if other.m.ID == e.m.ID {
+				s.byID[e.m.ID] = other
+				break
+			}
+		}
+	}
+}
+
+// hashFile computes the manifest of one file.
+func (s *Store) hashFile(ctx context.Context, name string) (*entry, error) {
+	f, err := s.root.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	before := stampOf(fi)
+	m, err := HashReaderAt(ctx, f, fi.Size(), s.cfg.Workers)
+	if err != nil {
+		return nil, fmt.Errorf("hash %s: %w", name, err)
+	}
+	fi, err = f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if stampOf(fi) != before {
+		return nil, fmt.Errorf("hash %s: %w", name, ErrChanged)
+	}
+	m.Name = name
+	return &entry{m: m, stamp: before}, nil
+}
+
+// HashReaderAt computes the manifest of size bytes read from r, hashing
+// chunks on up to workers goroutines. The name is left empty.
+func HashReaderAt(ctx context.Context, r io.ReaderAt, size int64, workers int) (*Manifest, error) {
+	cs := ChunkSizeFor(size)
+	n := int((size + int64(cs) - 1) / int64(cs))
+	m := &Manifest{Size: size, ChunkSize: cs, Hashes: make([]Hash, n)}
+	workers = max(1, min(workers, n))
+	g, ctx := errgroup.WithContext(ctx)
+	for w := range workers {
+		g.Go(func() error {
+			buf := make([]byte, cs)
+			for i := w; i < n; i += workers {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				off, l := m.ChunkBounds(i)
+				if _, err := r.ReadAt(buf[:l], off); err != nil && !(errors.Is(err, io.EOF) && l == 0) {
+					return fmt.Errorf("read chunk %d: %w", i, err)
+				}
+				m.Hashes[i] = sha256.Sum256(buf[:l])
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	m.ID = ComputeID(m.Size, m.ChunkSize, m.Hashes)
+	return m, nil
+}
+
+// Manifest returns the manifest of the file with content id id.
+func (s *Store) Manifest(id ID) (*Manifest, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e, ok := s.byID[id]
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", id, ErrNotFound)
+	}
+	return e.m, nil
+}
+
+// ManifestByName returns the manifest of the file at name, a '/'-separated
+// path relative to the folder. Names that leave the folder are not found.
+func (s *Store) ManifestByName(name string) (*Manifest, error) {
+	if !fs.ValidPath(name) {
+		return nil, fmt.Errorf("%q: %w", name, ErrNotFound)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e, ok := s.byName[name]
+	if !ok {
+		return nil, fmt.Errorf("%q: %w", name, ErrNotFound)
+	}
+	return e.m, nil
+}
+
+// List returns the manifests of every servable file, sorted by name.
+func (s *Store) List() []*Manifest {
+	s.mu.RLock()
+	out := make([]*Manifest, 0, len(s.byName))
+	for _, e := range s.byName {
+		out = append(out, e.m)
+	}
+	s.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Reader reads the chunks of one file, checking on every read that the file
+// is still the version its manifest describes.
+type Reader struct {
+	s    *Store
+	name string
+	e    *entry
+	f    *os.File
+}
+
+// OpenChunks opens the file with content id id for chunk reads.
+func (s *Store) OpenChunks(id ID) (*Reader, error) {
+	s.mu.RLock()
+	e, ok := s.byID[id]
+	s.mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", id, ErrNotFound)
+	}
+	f, err := s.root.Open(e.m.Name)
+	if err != nil {
+		s.withdraw(e)
+		return nil, fmt.Errorf("%s: %w", e.m.Name, ErrChanged)
+	}
+	return &Reader{s: s, name: e.m.Name, e: e, f: f}, nil
+}
+
+// Manifest is the manifest the reader's chunks match.
+func (r *Reader) Manifest() *Manifest { return r.e.m }
+
+// ReadChunk reads chunk i into buf, which must hold ChunkSize bytes, and
+// returns the filled part. If the file changed since it was hashed the file
+// is withdrawn and ErrChanged returned: stale bytes are never handed out.
+func (r *Reader) ReadChunk(i int, buf []byte) ([]byte, error) {
+	m := r.e.m
+	if i < 0 || i >= m.NumChunks() {
+		return nil, fmt.Errorf("chunk %d of %d: %w", i, m.NumChunks(), ErrOutOfRange)
+	}
+	off, n := m.ChunkBounds(i)
+	if _, err := r.f.ReadAt(buf[:n], off); err != nil {
+		if errors.Is(err, io.EOF) {
+			r.s.withdraw(r.e)
+			return nil, fmt.Errorf("%s chunk %d: %w", r.name, i, ErrChanged)
+		}
+		return nil, fmt.Errorf("read %s chunk %d: %w", r.name, i, err)
+	}
+	// Any write before or during the read moved the change time by now; a
+	// write after this check cannot affect bytes already read.
+	fi, err := r.f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat %s: %w", r.name, err)
+	}
+	if stampOf(fi) != r.e.stamp {
+		r.s.withdraw(r.e)
+		return nil, fmt.Errorf("%s chunk %d: %w", r.name, i, ErrChanged)
+	}
+	return buf[:n], nil
+}
+
+// Close closes the file.
+func (r *Reader) Close() error { return r.f.Close() }
+
+// withdraw stops serving e until the next Scan rehashes its file.
+func (s *Store) withdraw(e *entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byName[e.m.Name] == e {
+		s.cfg.Logger.Info("file changed on disk; withdrawn until rehashed", "name", e.m.Name, "id", e.m.ID)
+		s.dropLocked(e.m.Name, e)
+		select {
+		case s.changed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Watch rescans the folder every interval, and at once after a file was
+// withdrawn because it changed, until ctx ends. Scan errors are logged.
+func (s *Store) Watch(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.changed:
+		}
+		if err := s.Scan(ctx); err != nil && ctx.Err() == nil {
+			s.cfg.Logger.Warn("rescan failed", "err", err)
+		}
+	}
+}

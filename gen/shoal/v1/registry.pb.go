@@ -665,7 +665,10 @@ type LeasedPeer struct {
 	// Peer is the registration.
 	Peer *PeerInfo `protobuf:"bytes,1,opt,name=peer,proto3" json:"peer,omitempty"`
 	// Remaining_ms is how long the lease has left, in milliseconds.
-	RemainingMs   int64 `protobuf:"varint,2,opt,name=remaining_ms,json=remainingMs,proto3" json:"remaining_ms,omitempty"`
+	RemainingMs int64 `protobuf:"varint,2,opt,name=remaining_ms,json=remainingMs,proto3" json:"remaining_ms,omitempty"`
+	// Left marks a peer that left; the entry only keeps it from coming back
+	// through older copies until remaining_ms runs out.
+	Left          bool `protobuf:"varint,3,opt,name=left,proto3" json:"left,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -712,6 +715,13 @@ func (x *LeasedPeer) GetRemainingMs() int64 {
 		return x.RemainingMs
 	}
 	return 0
+}
+
+func (x *LeasedPeer) GetLeft() bool {
+	if x != nil {
+		return x.Left
+	}
+	return false
 }
 
 // ExchangeRequest carries the caller's entries.
@@ -856,11 +866,12 @@ const file_shoal_v1_registry_proto_rawDesc = "" +
 	"ListedFile\x12&\n" +
 	"\x04file\x18\x01 \x01(\v2\x12.shoal.v1.FileInfoR\x04file\x12\x18\n" +
 	"\aholders\x18\x02 \x01(\rR\aholders\x12'\n" +
-	"\x0fpartial_holders\x18\x03 \x01(\rR\x0epartialHolders\"W\n" +
+	"\x0fpartial_holders\x18\x03 \x01(\rR\x0epartialHolders\"k\n" +
 	"\n" +
 	"LeasedPeer\x12&\n" +
 	"\x04peer\x18\x01 \x01(\v2\x12.shoal.v1.PeerInfoR\x04peer\x12!\n" +
-	"\fremaining_ms\x18\x02 \x01(\x03R\vremainingMs\"Q\n" +
+	"\fremaining_ms\x18\x02 \x01(\x03R\vremainingMs\x12\x12\n" +
+	"\x04left\x18\x03 \x01(\bR\x04left\"Q\n" +
 	"\x0fExchangeRequest\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12*\n" +
 	"\x05peers\x18\x02 \x03(\v2\x14.shoal.v1.LeasedPeerR\x05peers\">\n" +

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shoalnet/shoal/server"
+)
+
+// nodeFlags are the flags shared by serve and registry.
+type nodeFlags struct {
+	listen    string
+	advertise string
+	join      []string
+	lease     time.Duration
+}
+
+func (f *nodeFlags) register(cmd *cobra.Command, defListen string) {
+	cmd.Flags().StringVar(&f.listen, "listen", defListen, "address to serve gRPC on (host:port; port 0 picks a free one)")
+	cmd.Flags().StringVar(&f.advertise, "advertise", "", "address other peers should use to reach this one (default: the listen address)")
+	cmd.Flags().StringSliceVar(&f.join, "join", nil, "registries to federate with, comma-separated host:port list")
+	cmd.Flags().DurationVar(&f.lease, "lease", server.DefaultLeaseConfig().Lease, "lease this node's registry grants; peers re-announce every third of it")
+}
+
+func newServeCmd(g *globals) *cobra.Command {
+	var (
+		nf         nodeFlags
+		dir        string
+		rate       int64
+		registries []string
+		index      string
+	)
+	cmd := &cobra.Command{
+		Use:   "serve --dir DIR",
+		Short: "Serve a folder to other peers (PeerService and RegistryService)",
+		Example: `  shoal serve --dir ./shared --listen 127.0.0.1:7070
+  shoal serve --dir ./shared --registry 127.0.0.1:7000 --rate 10485760`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			if dir == "" {
+				return usageError{fmt.Errorf("--dir is required")}
+			}
+			if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+				return usageError{fmt.Errorf("--dir %s: not a folder", dir)}
+			}
+			if rate < 0 {
+				return usageError{fmt.Errorf("--rate %d: must be 0 (unlimited) or more", rate)}
+			}
+			if index == "" {
+				index = defaultIndexPath(dir)
+			}
+			lis, err := net.Listen("tcp", nf.listen)
+			if err != nil {
+				return fmt.Errorf("listen: %w", err)
+			}
+			pc := server.DefaultPeerConfig()
+			pc.Throttle = server.NewThrottle(rate)
+			lc := server.DefaultLeaseConfig()
+			lc.Lease = nf.lease
+			node, err := server.NewNode(server.NodeConfig{
+				Dir: dir, IndexPath: index, Listener: lis, Advertise: nf.advertise,
+				Registries: registries, Join: nf.join, Lease: lc, Peer: pc,
+				Server: server.Config{Logger: log}, Logger: log,
+			})
+			if err != nil {
+				lis.Close()
+				return err
+			}
+			log.Info("serving", "dir", dir, "addr", node.Addr(), "peer_id", node.ID())
+			go func() {
+				select {
+				case <-node.Ready():
+					files := node.Store().List()
+					log.Info("folder hashed; ready", "files", len(files))
+				case <-cmd.Context().Done():
+				}
+			}()
+			return node.Run(cmd.Context())
+		},
+	}
+	nf.register(cmd, "127.0.0.1:7070")
+	cmd.Flags().StringVar(&dir, "dir", "", "folder to share (required); files below it, not symlinks or dot-files, are served")
+	cmd.Flags().Int64Var(&rate, "rate", 0, "upload limit in bytes per second for all streams together; 0 means unlimited")
+	cmd.Flags().StringSliceVar(&registries, "registry", envList("SHOAL_REGISTRY"), "registries to announce to, comma-separated host:port list (default $SHOAL_REGISTRY)")
+	cmd.Flags().StringVar(&index, "index", "", "file keeping the folder's hashes across restarts (default: in the user cache folder)")
+	return cmd
+}
+
+// defaultIndexPath keeps one index per shared folder in the user's cache.
+func defaultIndexPath(dir string) string {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		abs = dir
+	}
+	sum := sha256.Sum256([]byte(abs))
+	base, err := os.UserCacheDir()
+	if err != nil {
+		base = os.TempDir()
+	}
+	return filepath.Join(base, "shoal", "index-"+hex.EncodeToString(sum[:8]))
+}
+
+// envList reads a comma-separated list from an environment variable.
+func envList(name string) []string {
+	v := strings.TrimSpace(os.Getenv(name))
+	if v == "" {
+		return nil
+	}
+	return strings.Split(v, ",")
+}

@@ -1,0 +1,88 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"google.golang.org/grpc"
+
+	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
+)
+
+// AnnouncerConfig configures a peer's announcements to one registry.
+type AnnouncerConfig struct {
+	// Conn reaches the registry.
+	Conn grpc.ClientConnInterface
+	// Peer returns the registration to send; it is called before every
+	// announce so the file list follows the store.
+	Peer func() Peer
+	// MinBackoff and MaxBackoff bound the wait between failed announces;
+	// it doubles from MinBackoff. MaxBackoff is also capped at a third of
+	// the last lease granted.
+	MinBackoff, MaxBackoff time.Duration
+	// Logger receives state changes (registry lost, registry back).
+	Logger *slog.Logger
+	// Announced, if set, is called after each successful announce.
+	Announced func()
+}
+
+// Announce keeps p registered until ctx ends: it re-announces every third
+// of the lease, retries with backoff while the registry is down (so a
+// restarted registry is healed within one lease), and leaves on the way out.
+func Announce(ctx context.Context, cfg AnnouncerConfig) {
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 200 * time.Millisecond
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	rc := shoalv1.NewRegistryServiceClient(cfg.Conn)
+	every := 10 * time.Second
+	backoff := cfg.MinBackoff
+	failing := false
+	var last Peer
+	for {
+		last = cfg.Peer()
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		resp, err := rc.Announce(actx, &shoalv1.AnnounceRequest{Peer: peerToWire(last)})
+		cancel()
+		wait := every
+		switch {
+		case err == nil:
+			if failing {
+				cfg.Logger.Info("registry reachable again; announced")
+			}
+			failing, backoff = false, cfg.MinBackoff
+			if l := time.Duration(resp.GetLeaseMs()) * time.Millisecond; l > 0 {
+				every = l / 3
+			}
+			wait = every
+			if cfg.Announced != nil {
+				cfg.Announced()
+			}
+		case ctx.Err() != nil:
+		default:
+			if !failing {
+				cfg.Logger.Warn("announce failed; retrying with backoff", "err", err)
+			}
+			failing = true
+			wait = backoff + rand.N(backoff/2+1)
+			backoff = min(2*backoff, cfg.MaxBackoff, max(every, cfg.MinBackoff))
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			_, _ = rc.Leave(lctx, &shoalv1.LeaveRequest{PeerId: last.ID, Address: last.Addr})
+			cancel()
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,185 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/shoalnet/shoal/chunkstore"
+	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
+)
+
+type atomicInt = atomic.Int64
+
+const (
+	// MaxMessageBytes is the largest gRPC message a shoal server sends or a
+	// client accepts: one full chunk plus room for the envelope.
+	MaxMessageBytes = chunkstore.MaxChunkSize + 64<<10
+	// maxRequestBytes is the largest request a server accepts. Requests
+	// are small: an announce of many files is the biggest.
+	maxRequestBytes = 4 << 20
+)
+
+// Config configures a gRPC server.
+type Config struct {
+	// Logger receives one line per finished call at debug level, one per
+	// failed call at warn level, and recovered panics.
+	Logger *slog.Logger
+	// StopTimeout is how long Stop waits for calls to finish before it
+	// cuts them.
+	StopTimeout time.Duration
+	// KeepaliveTime is how often an idle connection is pinged; a dead
+	// client is dropped after one more KeepaliveTime without an answer.
+	KeepaliveTime time.Duration
+	// Options are appended to the server's options (credentials, say).
+	Options []grpc.ServerOption
+}
+
+// DefaultConfig returns the wiring used by `shoal serve`.
+func DefaultConfig() Config {
+	return Config{Logger: slog.Default(), StopTimeout: 5 * time.Second, KeepaliveTime: 30 * time.Second}
+}
+
+// Server is a gRPC server carrying shoal's services, health and reflection.
+type Server struct {
+	cfg    Config
+	grpc   *grpc.Server
+	health *health.Server
+}
+
+// New builds a server. peer and registry may be nil to leave that service
+// out. Health reports NOT_SERVING until SetServing(true).
+func New(cfg Config, peer shoalv1.PeerServiceServer, registry shoalv1.RegistryServiceServer) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.StopTimeout <= 0 {
+		cfg.StopTimeout = DefaultConfig().StopTimeout
+	}
+	if cfg.KeepaliveTime <= 0 {
+		cfg.KeepaliveTime = DefaultConfig().KeepaliveTime
+	}
+	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		cfg.Logger.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+	logOpts := []logging.Option{
+		logging.WithLogOnEvents(logging.FinishCall),
+		logging.WithLevels(func(c codes.Code) logging.Level {
+			switch c {
+			case codes.OK, codes.Canceled, codes.NotFound:
+				return logging.LevelDebug
+			case codes.Internal, codes.Unknown, codes.DataLoss:
+				return logging.LevelError
+			default:
+				return logging.LevelWarn
+			}
+		}),
+	}
+	recoveryOpts := []recovery.Option{recovery.WithRecoveryHandler(func(p any) error {
+		cfg.Logger.Error("recovered from panic", "panic", p, "stack", string(debug.Stack()))
+		return status.Error(codes.Internal, "internal error")
+	})}
+	opts := []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(logging.UnaryServerInterceptor(logger, logOpts...), recovery.UnaryServerInterceptor(recoveryOpts...)),
+		grpc.ChainStreamInterceptor(logging.StreamServerInterceptor(logger, logOpts...), recovery.StreamServerInterceptor(recoveryOpts...)),
+		grpc.MaxRecvMsgSize(maxRequestBytes),
+		grpc.MaxSendMsgSize(MaxMessageBytes),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.KeepaliveTime, Timeout: cfg.KeepaliveTime}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.InitialWindowSize(windowBytes),
+		grpc.InitialConnWindowSize(connWindowBytes),
+		grpc.WriteBufferSize(256 << 10),
+		grpc.ReadBufferSize(64 << 10),
+	}
+	opts = append(opts, cfg.Options...)
+	s := &Server{cfg: cfg, grpc: grpc.NewServer(opts...), health: health.NewServer()}
+	if peer != nil {
+		shoalv1.RegisterPeerServiceServer(s.grpc, peer)
+	}
+	if registry != nil {
+		shoalv1.RegisterRegistryServiceServer(s.grpc, registry)
+	}
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	s.SetServing(false)
+	return s
+}
+
+// Flow-control windows. Fixed windows large enough for a full chunk in
+// flight per stream let a fast loopback or LAN link run without waiting for
+// window updates; they turn off grpc-go's BDP estimation.
+const (
+	windowBytes     = 4 << 20
+	connWindowBytes = 16 << 20
+)
+
+// ClientWindowOptions are the matching dial options for shoal clients.
+func ClientWindowOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithInitialWindowSize(windowBytes),
+		grpc.WithInitialConnWindowSize(connWindowBytes),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes)),
+		grpc.WithReadBufferSize(256 << 10),
+		grpc.WithWriteBufferSize(64 << 10),
+	}
+}
+
+// SetServing sets the health status of the server and of its services.
+func (s *Server) SetServing(ok bool) {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if ok {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	for name := range s.grpc.GetServiceInfo() {
+		s.health.SetServingStatus(name, st)
+	}
+	s.health.SetServingStatus("", st)
+}
+
+// Serve accepts connections on lis until ctx ends, then stops gracefully:
+// health turns NOT_SERVING, calls get StopTimeout to finish, the rest are
+// cut.
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.grpc.Serve(lis) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve %s: %w", lis.Addr(), err)
+	case <-ctx.Done():
+	}
+	s.Stop()
+	<-errc
+	return nil
+}
+
+// Stop stops the server gracefully, with the StopTimeout fallback.
+func (s *Server) Stop() {
+	s.health.Shutdown()
+	done := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(done) }()
+	t := time.NewTimer(s.cfg.StopTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.grpc.Stop()
+		<-done
+	}
+}
+
+// GRPC returns the underlying server, to register more services.
+func (s *Server) GRPC() *grpc.Server { return s.grpc }

@@ -1,0 +1,238 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/shoalnet/shoal/chunkstore"
+)
+
+// NodeConfig configures a Node: one gRPC listener carrying a PeerService
+// for a folder (if Dir is set) and a RegistryService.
+type NodeConfig struct {
+	// Dir is the shared folder; empty runs a registry alone.
+	Dir string
+	// IndexPath keeps the folder's hashes across restarts; empty disables.
+	IndexPath string
+	// Listener is where the node serves. Required.
+	Listener net.Listener
+	// Advertise is the address announced to registries; empty means the
+	// listener's address.
+	Advertise string
+	// PeerID identifies the node to registries; empty picks a random one.
+	PeerID string
+	// Registries are remote registries to announce this node's files to.
+	Registries []string
+	// Join lists registries whose entries this node's registry exchanges.
+	Join []string
+	// ExchangeInterval is the time between federation rounds.
+	ExchangeInterval time.Duration
+	// RescanInterval is how often the folder is rescanned for changes.
+	RescanInterval time.Duration
+	// Lease configures the node's own registry.
+	Lease LeaseConfig
+	// Peer configures the PeerService (limits, upload throttle).
+	Peer PeerConfig
+	// Server configures the gRPC server wiring.
+	Server Config
+	// Files, if set, is served instead of a store opened on Dir. It lets a
+	// downloader serve the chunks it holds.
+	Files Files
+	// Holdings, if set with Files, lists what the node announces.
+	Holdings func() []FileInfo
+	// DialOptions reach other registries.
+	DialOptions []grpc.DialOption
+	// Logger receives the node's logs.
+	Logger *slog.Logger
+}
+
+// Node runs one peer (or a bare registry) until its context ends.
+type Node struct {
+	cfg    NodeConfig
+	store  *chunkstore.Store
+	leases *Leases
+	fed    *Federation
+	srv    *Server
+	stats  Stats
+
+	ready     chan struct{} // closed once the folder is hashed and self-registered
+	announced chan struct{} // closed after the first announce to every remote registry
+}
+
+// NewNode builds a node; Run starts it.
+func NewNode(cfg NodeConfig) (*Node, error) {
+	if cfg.Listener == nil {
+		return nil, fmt.Errorf("node: no listener")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Advertise == "" {
+		cfg.Advertise = cfg.Listener.Addr().String()
+	}
+	if cfg.PeerID == "" {
+		var b [8]byte
+		rand.Read(b[:])
+		cfg.PeerID = hex.EncodeToString(b[:])
+	}
+	if cfg.RescanInterval <= 0 {
+		cfg.RescanInterval = time.Minute
+	}
+	if cfg.DialOptions == nil {
+		cfg.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	if cfg.Server.Logger == nil {
+		cfg.Server.Logger = cfg.Logger
+	}
+	n := &Node{cfg: cfg, ready: make(chan struct{}), announced: make(chan struct{})}
+	if cfg.Files == nil && cfg.Dir != "" {
+		st, err := chunkstore.Open(chunkstore.Config{Dir: cfg.Dir, IndexPath: cfg.IndexPath, Logger: cfg.Logger})
+		if err != nil {
+			return nil, err
+		}
+		n.store = st
+		cfg.Files = StoreFiles{Store: st}
+		n.cfg.Files = cfg.Files
+	}
+	n.leases = NewLeases(cfg.Lease)
+	if len(cfg.Join) > 0 {
+		n.fed = NewFederation(FederationConfig{
+			Self: cfg.Advertise, Join: cfg.Join, Interval: cfg.ExchangeInterval,
+			DialOptions: cfg.DialOptions, Logger: cfg.Logger,
+		}, n.leases)
+	}
+	reg := NewRegistryService(n.leases, n.fed)
+	if cfg.Files != nil {
+		n.srv = New(cfg.Server, NewPeerService(cfg.Files, cfg.Peer, &n.stats), reg)
+	} else {
+		n.srv = New(cfg.Server, nil, reg)
+	}
+	return n, nil
+}
+
+// Addr is the address the node announces.
+func (n *Node) Addr() string { return n.cfg.Advertise }
+
+// ID is the node's peer id.
+func (n *Node) ID() string { return n.cfg.PeerID }
+
+// Store is the node's chunk store, nil for a registry or a Files node.
+func (n *Node) Store() *chunkstore.Store { return n.store }
+
+// Leases is the node's registry table.
+func (n *Node) Leases() *Leases { return n.leases }
+
+// Stats counts what the node served.
+func (n *Node) Stats() *Stats { return &n.stats }
+
+// Server is the node's gRPC server.
+func (n *Node) Server() *Server { return n.srv }
+
+// Ready is closed once the node serves: folder hashed, files registered in
+// its own registry.
+func (n *Node) Ready() <-chan struct{} { return n.ready }
+
+// Announced is closed once every remote registry accepted an announce.
+func (n *Node) Announced() <-chan struct{} { return n.announced }
+
+// holdings lists the files the node announces.
+func (n *Node) holdings() []FileInfo {
+	if n.cfg.Holdings != nil {
+		return n.cfg.Holdings()
+	}
+	if n.store == nil {
+		return nil
+	}
+	var out []FileInfo
+	for _, m := range n.store.List() {
+		out = append(out, FileInfo{ID: m.ID, Name: m.Name, Size: m.Size})
+	}
+	return out
+}
+
+func (n *Node) self() Peer {
+	return Peer{ID: n.cfg.PeerID, Addr: n.cfg.Advertise, Files: n.holdings()}
+}
+
+// Run serves until ctx ends, then leaves the registries and stops.
+func (n *Node) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	if n.store != nil {
+		defer n.store.Close()
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- n.srv.Serve(ctx, n.cfg.Listener) }()
+
+	if n.store != nil {
+		if err := n.store.Scan(ctx); err != nil {
+			cancel()
+			<-serveErr
+			return err
+		}
+		wg.Go(func() { n.store.Watch(ctx, n.cfg.RescanInterval) })
+	}
+	if n.cfg.Files != nil {
+		wg.Go(func() { n.selfAnnounce(ctx) })
+	} else {
+		close(n.ready)
+	}
+	n.srv.SetServing(true)
+	if n.fed != nil {
+		wg.Go(func() { n.fed.Run(ctx) })
+	}
+	var pending sync.WaitGroup
+	for _, addr := range n.cfg.Registries {
+		cc, err := grpc.NewClient(addr, n.cfg.DialOptions...)
+		if err != nil {
+			cancel()
+			<-serveErr
+			return fmt.Errorf("registry %s: %w", addr, err)
+		}
+		var once sync.Once
+		pending.Add(1)
+		wg.Go(func() {
+			defer cc.Close()
+			Announce(ctx, AnnouncerConfig{
+				Conn: cc, Peer: n.self, Logger: n.cfg.Logger.With("registry", addr),
+				Announced: func() { once.Do(pending.Done) },
+			})
+			once.Do(pending.Done)
+		})
+	}
+	go func() { pending.Wait(); close(n.announced) }()
+	return <-serveErr
+}
+
+// selfAnnounce keeps the node's own files in its own registry.
+func (n *Node) selfAnnounce(ctx context.Context) {
+	first := true
+	for {
+		if _, err := n.leases.Announce(n.self()); err != nil {
+			n.cfg.Logger.Warn("self-announce failed", "err", err)
+		}
+		if first {
+			close(n.ready)
+			first = false
+		}
+		t := time.NewTimer(n.leases.Lease() / 3)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			_ = n.leases.Leave(n.cfg.PeerID, n.cfg.Advertise)
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,232 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"google.golang.org/grpc"
+
+	"github.com/shoalnet/shoal/chunkstore"
+	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
+)
+
+// ChunkReader reads the chunks of one open file.
+type ChunkReader interface {
+	// Manifest is the manifest the chunks match.
+	Manifest() *chunkstore.Manifest
+	// ReadChunk reads chunk i into buf (ChunkSize bytes) and returns the
+	// filled part; it fails with chunkstore.ErrNotFound for a chunk the
+	// peer does not hold.
+	ReadChunk(i int, buf []byte) ([]byte, error)
+	// Close releases the file.
+	Close() error
+}
+
+// Files is what a PeerService serves.
+type Files interface {
+	// Manifest returns the manifest of the file with content id id.
+	Manifest(id chunkstore.ID) (*chunkstore.Manifest, error)
+	// ManifestByName returns the manifest of the file at name.
+	ManifestByName(name string) (*chunkstore.Manifest, error)
+	// OpenChunks opens a file for chunk reads.
+	OpenChunks(id chunkstore.ID) (ChunkReader, error)
+	// WatchHave calls fn with the chunks of id held now, then with each
+	// chunk added, until ctx ends or the file is complete.
+	WatchHave(ctx context.Context, id chunkstore.ID, fn func(have []bool, added []int, complete bool) error) error
+}
+
+// PeerConfig holds the PeerService's limits.
+type PeerConfig struct {
+	// MaxChunksPerRequest caps the chunks one GetChunks may ask for; more
+	// is ResourceExhausted. It bounds a stream's work, not its speed.
+	MaxChunksPerRequest int
+	// PieceSize is the most chunk bytes per GetChunksResponse. Chunks are
+	// at most 1 MiB, so the default sends one message per chunk.
+	PieceSize int
+	// Throttle limits the peer's uploads, all streams together; nil is
+	// unlimited.
+	Throttle *Throttle
+}
+
+// DefaultPeerConfig returns the limits used by `shoal serve`.
+func DefaultPeerConfig() PeerConfig {
+	return PeerConfig{MaxChunksPerRequest: 4096, PieceSize: chunkstore.MaxChunkSize}
+}
+
+// PeerService implements shoal.v1.PeerService over a Files source.
+type PeerService struct {
+	shoalv1.UnimplementedPeerServiceServer
+	files Files
+	cfg   PeerConfig
+	bufs  sync.Pool // *[]byte of MaxChunkSize
+	stats *Stats
+}
+
+// NewPeerService serves files with the limits in cfg.
+func NewPeerService(files Files, cfg PeerConfig, stats *Stats) *PeerService {
+	if cfg.MaxChunksPerRequest <= 0 {
+		cfg.MaxChunksPerRequest = DefaultPeerConfig().MaxChunksPerRequest
+	}
+	if cfg.PieceSize <= 0 || cfg.PieceSize > chunkstore.MaxChunkSize {
+		cfg.PieceSize = chunkstore.MaxChunkSize
+	}
+	if stats == nil {
+		stats = &Stats{}
+	}
+	p := &PeerService{files: files, cfg: cfg, stats: stats}
+	p.bufs.New = func() any { b := make([]byte, chunkstore.MaxChunkSize); return &b }
+	return p
+}
+
+// GetManifest returns a manifest by content id or name.
+func (p *PeerService) GetManifest(_ context.Context, req *shoalv1.GetManifestRequest) (*shoalv1.GetManifestResponse, error) {
+	var (
+		m   *chunkstore.Manifest
+		err error
+	)
+	switch f := req.GetFile().(type) {
+	case *shoalv1.GetManifestRequest_ContentId:
+		var id chunkstore.ID
+		if id, err = chunkstore.ParseID(f.ContentId); err == nil {
+			m, err = p.files.Manifest(id)
+		}
+	case *shoalv1.GetManifestRequest_Name:
+		m, err = p.files.ManifestByName(f.Name)
+	default:
+		err = fmt.Errorf("%w: name a file by content_id or name", errInvalid)
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &shoalv1.GetManifestResponse{Manifest: ManifestToWire(m)}, nil
+}
+
+// GetChunks streams the chunks asked for, in order.
+func (p *PeerService) GetChunks(req *shoalv1.GetChunksRequest, stream grpc.ServerStreamingServer[shoalv1.GetChunksResponse]) error {
+	id, err := chunkstore.ParseID(req.GetContentId())
+	if err != nil {
+		return toStatus(err)
+	}
+	r, err := p.files.OpenChunks(id)
+	if err != nil {
+		return toStatus(err)
+	}
+	defer r.Close()
+	m := r.Manifest()
+	want, err := chunkList(req, m.NumChunks(), p.cfg.MaxChunksPerRequest)
+	if err != nil {
+		return toStatus(err)
+	}
+	bp := p.bufs.Get().(*[]byte)
+	defer p.bufs.Put(bp)
+	ctx := stream.Context()
+	resp := &shoalv1.GetChunksResponse{}
+	for _, i := range want {
+		data, err := r.ReadChunk(i, *bp)
+		if err != nil {
+			return toStatus(err)
+		}
+		off, _ := m.ChunkBounds(i)
+		for len(data) > 0 {
+			n := min(len(data), p.cfg.PieceSize)
+			if err := p.cfg.Throttle.Wait(ctx, n); err != nil {
+				return toStatus(err)
+			}
+			resp.Index, resp.Offset, resp.Data = uint32(i), uint64(off), data[:n]
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+			p.stats.BytesServed.Add(int64(n))
+			data, off = data[n:], off+int64(n)
+		}
+		p.stats.ChunksServed.Add(1)
+	}
+	return nil
+}
+
+// chunkList expands a request's indexes and ranges into chunk indexes,
+// checking every one against n chunks and the total against limit.
+func chunkList(req *shoalv1.GetChunksRequest, n, limit int) ([]int, error) {
+	total := len(req.GetIndexes())
+	for _, r := range req.GetRanges() {
+		if r.GetEnd() <= r.GetStart() {
+			return nil, fmt.Errorf("%w: empty or reversed range [%d, %d)", errInvalid, r.GetStart(), r.GetEnd())
+		}
+		total += int(r.GetEnd() - r.GetStart())
+		if total > limit {
+			break
+		}
+	}
+	switch {
+	case total == 0:
+		return nil, fmt.Errorf("%w: no chunks asked for", errInvalid)
+	case total > limit:
+		return nil, fmt.Errorf("%w: more than %d chunks in one request", errTooLarge, limit)
+	}
+	out := make([]int, 0, total)
+	for _, i := range req.GetIndexes() {
+		out = append(out, int(i))
+	}
+	for _, r := range req.GetRanges() {
+		for i := r.GetStart(); i < r.GetEnd(); i++ {
+			out = append(out, int(i))
+		}
+	}
+	for _, i := range out {
+		if i >= n {
+			return nil, fmt.Errorf("chunk %d of a %d-chunk file: %w", i, n, chunkstore.ErrOutOfRange)
+		}
+	}
+	return out, nil
+}
+
+// WatchHave streams the peer's chunk set for one file.
+func (p *PeerService) WatchHave(req *shoalv1.WatchHaveRequest, stream grpc.ServerStreamingServer[shoalv1.WatchHaveResponse]) error {
+	id, err := chunkstore.ParseID(req.GetContentId())
+	if err != nil {
+		return toStatus(err)
+	}
+	first := true
+	err = p.files.WatchHave(stream.Context(), id, func(have []bool, added []int, complete bool) error {
+		resp := &shoalv1.WatchHaveResponse{ChunkCount: uint32(len(have)), Complete: complete}
+		if first {
+			resp.Bitmap = packBitmap(have)
+			first = false
+		}
+		for _, i := range added {
+			resp.Added = append(resp.Added, uint32(i))
+		}
+		return stream.Send(resp)
+	})
+	if err != nil {
+		return toStatus(err)
+	}
+	<-stream.Context().Done() // a complete holder stays a holder
+	return nil
+}
+
+func packBitmap(have []bool) []byte {
+	b := make([]byte, (len(have)+7)/8)
+	for i, h := range have {
+		if h {
+			b[i/8] |= 1 << (i % 8)
+		}
+	}
+	return b
+}
+
+// ManifestToWire converts a manifest to its wire form.
+func ManifestToWire(m *chunkstore.Manifest) *shoalv1.Manifest {
+	w := &shoalv1.Manifest{
+		Name:        m.Name,
+		Size:        uint64(m.Size),
+		ChunkSize:   uint32(m.ChunkSize),
+		ContentId:   m.ID.String(),
+		ChunkHashes: make([][]byte, len(m.Hashes)),
+	}
+	for i := range m.Hashes {
+		w.ChunkHashes[i] = m.Hashes[i][:]
+	}
+	return w
+}

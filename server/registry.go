@@ -1,0 +1,165 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/shoalnet/shoal/chunkstore"
+	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
+)
+
+// RegistryService implements shoal.v1.RegistryService over a lease table.
+type RegistryService struct {
+	shoalv1.UnimplementedRegistryServiceServer
+	leases *Leases
+	fed    *Federation // nil when not federated
+	now    func() time.Time
+}
+
+// NewRegistryService serves leases. fed, if not nil, learns the callers of
+// Exchange as registries to exchange with.
+func NewRegistryService(leases *Leases, fed *Federation) *RegistryService {
+	return &RegistryService{leases: leases, fed: fed, now: leases.cfg.Now}
+}
+
+// Announce registers or refreshes a peer.
+func (r *RegistryService) Announce(_ context.Context, req *shoalv1.AnnounceRequest) (*shoalv1.AnnounceResponse, error) {
+	p, err := peerFromWire(req.GetPeer())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	lease, err := r.leases.Announce(p)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &shoalv1.AnnounceResponse{LeaseMs: lease.Milliseconds()}, nil
+}
+
+// Lookup finds a file and live holders at random.
+func (r *RegistryService) Lookup(_ context.Context, req *shoalv1.LookupRequest) (*shoalv1.LookupResponse, error) {
+	var (
+		id     chunkstore.ID
+		name   string
+		byName bool
+		err    error
+	)
+	switch f := req.GetFile().(type) {
+	case *shoalv1.LookupRequest_ContentId:
+		id, err = chunkstore.ParseID(f.ContentId)
+	case *shoalv1.LookupRequest_Name:
+		name, byName = f.Name, true
+	default:
+		err = fmt.Errorf("%w: name a file by content_id or name", errInvalid)
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	info, peers, holders, err := r.leases.Lookup(id, name, byName, int(req.GetLimit()), req.GetExclude())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &shoalv1.LookupResponse{File: fileToWire(info), Holders: uint32(holders)}
+	for _, p := range peers {
+		resp.Peers = append(resp.Peers, peerToWire(p))
+	}
+	return resp, nil
+}
+
+// Leave removes a peer at once.
+func (r *RegistryService) Leave(_ context.Context, req *shoalv1.LeaveRequest) (*shoalv1.LeaveResponse, error) {
+	if err := r.leases.Leave(req.GetPeerId(), req.GetAddress()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &shoalv1.LeaveResponse{}, nil
+}
+
+// ListFiles lists files with holder counts.
+func (r *RegistryService) ListFiles(context.Context, *shoalv1.ListFilesRequest) (*shoalv1.ListFilesResponse, error) {
+	resp := &shoalv1.ListFilesResponse{}
+	for _, f := range r.leases.List() {
+		resp.Files = append(resp.Files, &shoalv1.ListedFile{File: fileToWire(f.FileInfo), Holders: uint32(f.Holders), PartialHolders: uint32(f.PartialHolders)})
+	}
+	return resp, nil
+}
+
+// Exchange merges the caller's entries and answers with a sample of ours.
+func (r *RegistryService) Exchange(_ context.Context, req *shoalv1.ExchangeRequest) (*shoalv1.ExchangeResponse, error) {
+	max := maxExchange
+	if r.fed != nil {
+		max = r.fed.cfg.MaxEntries
+	}
+	if len(req.GetPeers()) > max {
+		return nil, toStatus(fmt.Errorf("%w: %d entries in one exchange, at most %d", errTooLarge, len(req.GetPeers()), max))
+	}
+	if from := req.GetFrom(); from != "" {
+		if err := validateAddr(from); err != nil {
+			return nil, toStatus(err)
+		}
+		if r.fed != nil {
+			r.fed.learn(from)
+		}
+	}
+	r.leases.Merge(leasedFromWire(req.GetPeers(), r.now()))
+	return &shoalv1.ExchangeResponse{Peers: leasedToWire(r.leases.Snapshot(max), r.now())}, nil
+}
+
+func fileToWire(f FileInfo) *shoalv1.FileInfo {
+	return &shoalv1.FileInfo{ContentId: f.ID.String(), Name: f.Name, Size: uint64(f.Size), Partial: f.Partial}
+}
+
+func peerToWire(p Peer) *shoalv1.PeerInfo {
+	w := &shoalv1.PeerInfo{PeerId: p.ID, Address: p.Addr, Files: make([]*shoalv1.FileInfo, len(p.Files))}
+	for i, f := range p.Files {
+		w.Files[i] = fileToWire(f)
+	}
+	return w
+}
+
+// peerFromWire converts and checks the parts that need parsing; the lease
+// table checks the rest.
+func peerFromWire(w *shoalv1.PeerInfo) (Peer, error) {
+	if w == nil {
+		return Peer{}, fmt.Errorf("%w: no peer", errInvalid)
+	}
+	if len(w.GetFiles()) > maxWireFiles {
+		return Peer{}, fmt.Errorf("%w: %d files in one announce", errTooLarge, len(w.GetFiles()))
+	}
+	p := Peer{ID: w.GetPeerId(), Addr: w.GetAddress(), Files: make([]FileInfo, len(w.GetFiles()))}
+	for i, f := range w.GetFiles() {
+		id, err := chunkstore.ParseID(f.GetContentId())
+		if err != nil {
+			return Peer{}, fmt.Errorf("file %d: %w", i, err)
+		}
+		if f.GetSize() > 1<<62 {
+			return Peer{}, fmt.Errorf("%w: file %d: size %d", errInvalid, i, f.GetSize())
+		}
+		p.Files[i] = FileInfo{ID: id, Name: f.GetName(), Size: int64(f.GetSize()), Partial: f.GetPartial()}
+	}
+	return p, nil
+}
+
+// maxWireFiles bounds the work of converting one announce before the lease
+// table applies its own, configurable, limit.
+const maxWireFiles = 100_000
+
+func leasedToWire(in []LeasedPeer, now time.Time) []*shoalv1.LeasedPeer {
+	out := make([]*shoalv1.LeasedPeer, 0, len(in))
+	for _, e := range in {
+		out = append(out, &shoalv1.LeasedPeer{Peer: peerToWire(e.Peer), RemainingMs: e.Expires.Sub(now).Milliseconds(), Left: e.Left})
+	}
+	return out
+}
+
+// leasedFromWire converts exchanged entries, dropping malformed ones.
+func leasedFromWire(in []*shoalv1.LeasedPeer, now time.Time) []LeasedPeer {
+	out := make([]LeasedPeer, 0, len(in))
+	for _, w := range in {
+		p, err := peerFromWire(w.GetPeer())
+		if err != nil || w.GetRemainingMs() <= 0 {
+			continue
+		}
+		out = append(out, LeasedPeer{Peer: p, Expires: now.Add(time.Duration(w.GetRemainingMs()) * time.Millisecond), Left: w.GetLeft()})
+	}
+	return out
+}

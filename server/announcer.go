@@ -26,6 +26,9 @@ type AnnouncerConfig struct {
 	Logger *slog.Logger
 	// Announced, if set, is called after each successful announce.
 	Announced func()
+	// SkipLeave, if set and true at shutdown, skips the Leave: the peer
+	// vanishes as if killed and its lease runs out on its own.
+	SkipLeave func() bool
 }
 
 // Announce keeps p registered until ctx ends: it re-announces every third
@@ -78,6 +81,9 @@ func Announce(ctx context.Context, cfg AnnouncerConfig) {
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			if cfg.SkipLeave != nil && cfg.SkipLeave() {
+				return
+			}
 			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 			_, _ = rc.Leave(lctx, &shoalv1.LeaveRequest{PeerId: last.ID, Address: last.Addr})
 			cancel()

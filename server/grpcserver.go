@@ -158,7 +158,10 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	go func() { errc <- s.grpc.Serve(lis) }()
 	select {
 	case err := <-errc:
-		return fmt.Errorf("serve %s: %w", lis.Addr(), err)
+		if err != nil {
+			return fmt.Errorf("serve %s: %w", lis.Addr(), err)
+		}
+		return nil // stopped by Kill
 	case <-ctx.Done():
 	}
 	s.Stop()

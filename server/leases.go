@@ -48,6 +48,9 @@ type LeaseConfig struct {
 	MaxLookup int
 	// Now is the clock; tests inject a fake one.
 	Now func() time.Time
+	// OnAnnounce, if set, is called after each accepted announce, without
+	// the table's lock held.
+	OnAnnounce func(Peer)
 }
 
 // DefaultLeaseConfig returns the limits used by `shoal registry`.
@@ -179,13 +182,19 @@ func (l *Leases) Announce(p Peer) (time.Duration, error) {
 	}
 	now := l.cfg.Now()
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	l.sweepLocked(now)
+	var err error
 	if cur, ok := l.peers[p.ID]; ok && !cur.Left && cur.Addr != p.Addr {
-		return 0, fmt.Errorf("%w: %s is registered at %s", errNotOwner, p.ID, cur.Addr)
+		err = fmt.Errorf("%w: %s is registered at %s", errNotOwner, p.ID, cur.Addr)
+	} else {
+		err = l.putLocked(LeasedPeer{Peer: p, Expires: now.Add(l.cfg.Lease)})
 	}
-	if err := l.putLocked(LeasedPeer{Peer: p, Expires: now.Add(l.cfg.Lease)}); err != nil {
+	l.mu.Unlock()
+	if err != nil {
 		return 0, err
+	}
+	if l.cfg.OnAnnounce != nil {
+		l.cfg.OnAnnounce(p)
 	}
 	return l.cfg.Lease, nil
 }
@@ -419,7 +428,7 @@ func (l *Leases) Merge(in []LeasedPeer) int {
 		if err := l.ValidatePeer(e.Peer); err != nil {
 			continue
 		}
-		if cur, ok := l.peers[e.ID]; ok && !e.Expires.After(cur.Expires) {
+		if cur, ok := l.peers[e.ID]; ok && !newer(e, cur.LeasedPeer) {
 			continue
 		}
 		if l.putLocked(e) == nil {
@@ -427,6 +436,15 @@ func (l *Leases) Merge(in []LeasedPeer) int {
 		}
 	}
 	return n
+}
+
+// newer reports whether e supersedes cur: its lease ends later, or it is
+// the tombstone of the same lease.
+func newer(e, cur LeasedPeer) bool {
+	if e.Left && !cur.Left {
+		return !e.Expires.Before(cur.Expires)
+	}
+	return e.Expires.After(cur.Expires)
 }
 
 // Len returns the number of live registrations.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -64,6 +65,7 @@ type Node struct {
 	srv    *Server
 	stats  Stats
 
+	killed    atomic.Bool   // Kill was called: stop without leaving
 	ready     chan struct{} // closed once the folder is hashed and self-registered
 	announced chan struct{} // closed after the first announce to every remote registry
 }
@@ -207,6 +209,7 @@ func (n *Node) Run(ctx context.Context) error {
 			Announce(ctx, AnnouncerConfig{
 				Conn: cc, Peer: n.self, Logger: n.cfg.Logger.With("registry", addr),
 				Announced: func() { once.Do(pending.Done) },
+				SkipLeave: n.killed.Load,
 			})
 			once.Do(pending.Done)
 		})
@@ -235,4 +238,15 @@ func (n *Node) selfAnnounce(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// Federation is the node's exchange with other registries, nil without
+// Join. Tests call its Round directly.
+func (n *Node) Federation() *Federation { return n.fed }
+
+// Kill stops the node abruptly, as a crash would: connections are cut at
+// once and no registry is told. Run returns after Kill.
+func (n *Node) Kill() {
+	n.killed.Store(true)
+	n.srv.grpc.Stop()
 }

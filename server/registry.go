@@ -59,9 +59,18 @@ func (r *RegistryService) Lookup(_ context.Context, req *shoalv1.LookupRequest) 
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	resp := &shoalv1.LookupResponse{File: fileToWire(info), Holders: uint32(holders)}
-	for _, p := range peers {
-		resp.Peers = append(resp.Peers, peerToWire(p))
+	resp := &shoalv1.LookupResponse{File: fileToWire(info), Holders: uint32(holders), Peers: make([]*shoalv1.PeerInfo, len(peers))}
+	for i, p := range peers {
+		// Only the file looked up: the rest of a holder's list is noise
+		// to the client and most of the message.
+		w := &shoalv1.PeerInfo{PeerId: p.ID, Address: p.Addr}
+		for _, f := range p.Files {
+			if f.ID == info.ID {
+				w.Files = append(w.Files, fileToWire(f))
+				break
+			}
+		}
+		resp.Peers[i] = w
 	}
 	return resp, nil
 }

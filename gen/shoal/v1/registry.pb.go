@@ -361,7 +361,8 @@ type LookupResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// File is the file found.
 	File *FileInfo `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
-	// Peers are live holders, at most the limit asked for.
+	// Peers are live holders, at most the limit asked for. Each lists only
+	// the file looked up in its files.
 	Peers []*PeerInfo `protobuf:"bytes,2,rep,name=peers,proto3" json:"peers,omitempty"`
 	// Holders is how many live holders the registry knows, in all.
 	Holders       uint32 `protobuf:"varint,3,opt,name=holders,proto3" json:"holders,omitempty"`

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startCluster runs `shoal cluster` in process and returns the registry
+// address it prints.
+func startCluster(t *testing.T, dir string, peers string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"cluster", "--peers", peers, "--dir", dir, "--listen", "127.0.0.1:0", "--log-level", "warn"}, nil, pw, io.Discard)
+		pw.Close()
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("cluster: %v", err)
+		}
+	})
+	lines := bufio.NewScanner(pr)
+	re := regexp.MustCompile(`^registry (\S+) with`)
+	var reg string
+	for lines.Scan() {
+		if m := re.FindStringSubmatch(lines.Text()); m != nil {
+			reg = m[1]
+			break
+		}
+	}
+	if reg == "" {
+		t.Fatal("cluster printed no registry address")
+	}
+	go io.Copy(io.Discard, pr)
+	return reg
+}
+
+func TestClusterThenLs(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"one.bin", "two.bin"} {
+		b := make([]byte, 100_000)
+		rand.Read(b)
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg := startCluster(t, dir, "5")
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := run(ctx, []string{"ls", "--registry", reg}, nil, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	rows := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(rows) != 3 {
+		t.Fatalf("ls printed:\n%s", out.String())
+	}
+	for _, row := range rows[1:] {
+		f := strings.Fields(row)
+		if len(f) < 5 || f[3] != "5" {
+			t.Errorf("want 5 holders: %q", row)
+		}
+	}
+}
+
+func TestUsageErrorsExitNonZero(t *testing.T) {
+	cases := [][]string{
+		{"serve"},
+		{"serve", "--dir", "/does/not/exist"},
+		{"serve", "--dir", ".", "--rate", "-1"},
+		{"hash"},
+		{"hash", "/does/not/exist"},
+		{"ls"},
+		{"cluster", "--dir", ".", "--peers", "0"},
+		{"nonsense"},
+		{"serve", "--no-such-flag"},
+		{"serve", "--dir", ".", "--log-level", "loud"},
+	}
+	for _, args := range cases {
+		var stderr bytes.Buffer
+		err := run(context.Background(), args, nil, io.Discard, &stderr)
+		if err == nil {
+			t.Errorf("%v: no error", args)
+			continue
+		}
+		if code := exitCode(err, &stderr); code == 0 || !strings.Contains(stderr.String(), "shoal:") {
+			t.Errorf("%v: exit %d, stderr %q", args, code, stderr.String())
+		}
+	}
+}

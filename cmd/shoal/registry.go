@@ -1,0 +1,45 @@
+package main
+
+import (
+	"fmt"
+	"net"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shoalnet/shoal/server"
+)
+
+func newRegistryCmd(g *globals) *cobra.Command {
+	var nf nodeFlags
+	cmd := &cobra.Command{
+		Use:   "registry",
+		Short: "Run a registry alone, as a bootstrap node for discovery",
+		Example: `  shoal registry --listen 127.0.0.1:7000
+  shoal registry --listen 127.0.0.1:7001 --join 127.0.0.1:7000`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			lis, err := net.Listen("tcp", nf.listen)
+			if err != nil {
+				return fmt.Errorf("listen: %w", err)
+			}
+			lc := server.DefaultLeaseConfig()
+			lc.Lease = nf.lease
+			node, err := server.NewNode(server.NodeConfig{
+				Listener: lis, Advertise: nf.advertise, Join: nf.join, Lease: lc,
+				Server: server.Config{Logger: log}, Logger: log,
+			})
+			if err != nil {
+				lis.Close()
+				return err
+			}
+			log.Info("registry serving", "addr", node.Addr(), "join", nf.join)
+			return node.Run(cmd.Context())
+		},
+	}
+	nf.register(cmd, "127.0.0.1:7000")
+	return cmd
+}

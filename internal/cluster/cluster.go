@@ -1,0 +1,180 @@
+// Package cluster runs a registry and several peers in one process on
+// loopback: the engine of `shoal cluster` and `shoal demo`, and the fixture
+// of tests that need a real network of peers.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/shoalnet/shoal/chunkstore"
+	"github.com/shoalnet/shoal/server"
+)
+
+// PeerSpec shapes one peer of the cluster.
+type PeerSpec struct {
+	// Rate caps the peer's uploads in bytes per second; 0 is unlimited.
+	Rate int64
+	// Files, if set, is served instead of the cluster's folder.
+	Files server.Files
+	// Holdings goes with Files: what the peer announces.
+	Holdings func() []server.FileInfo
+}
+
+// Config configures a cluster.
+type Config struct {
+	// Dir is the folder every peer serves (one shared, hashed store).
+	Dir string
+	// IndexPath keeps Dir's hashes across runs; empty disables.
+	IndexPath string
+	// Peers shapes each peer; its length is the peer count.
+	Peers []PeerSpec
+	// RegistryListen is the registry's listen address; empty is
+	// 127.0.0.1:0.
+	RegistryListen string
+	// Lease is the registry's lease; 0 is the default.
+	Lease time.Duration
+	// Logger receives the nodes' logs; nil discards.
+	Logger *slog.Logger
+}
+
+// Cluster is a running registry and its peers.
+type Cluster struct {
+	Registry *server.Node
+	Peers    []*server.Node
+	Store    *chunkstore.Store // the shared store, nil without Dir
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	errMu  sync.Mutex
+	errs   []error // node failures; guarded by errMu
+}
+
+// Start hashes the folder, starts the registry and the peers, and returns
+// once every peer is registered.
+func Start(ctx context.Context, cfg Config) (*Cluster, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	c := &Cluster{cancel: cancel}
+	fail := func(err error) (*Cluster, error) { c.Close(); return nil, err }
+	if cfg.Dir != "" {
+		st, err := chunkstore.Open(chunkstore.Config{Dir: cfg.Dir, IndexPath: cfg.IndexPath, Logger: cfg.Logger})
+		if err != nil {
+			return fail(err)
+		}
+		c.Store = st
+		if err := st.Scan(ctx); err != nil {
+			return fail(err)
+		}
+	}
+	listen := cfg.RegistryListen
+	if listen == "" {
+		listen = "127.0.0.1:0"
+	}
+	reg, err := c.start(ctx, listen, server.NodeConfig{Lease: server.LeaseConfig{Lease: cfg.Lease}, Logger: cfg.Logger.With("node", "registry")})
+	if err != nil {
+		return fail(err)
+	}
+	c.Registry = reg
+	for i, spec := range cfg.Peers {
+		files, holdings := spec.Files, spec.Holdings
+		if files == nil {
+			if c.Store == nil {
+				return fail(fmt.Errorf("peer %d: no folder and no files to serve", i))
+			}
+			files, holdings = server.StoreFiles{Store: c.Store}, c.storeHoldings
+		}
+		pc := server.DefaultPeerConfig()
+		pc.Throttle = server.NewThrottle(spec.Rate)
+		n, err := c.start(ctx, "127.0.0.1:0", server.NodeConfig{
+			Files: files, Holdings: holdings, Registries: []string{reg.Addr()},
+			Peer: pc, PeerID: fmt.Sprintf("peer-%d", i+1), Logger: cfg.Logger.With("node", i+1),
+		})
+		if err != nil {
+			return fail(err)
+		}
+		c.Peers = append(c.Peers, n)
+	}
+	for _, p := range c.Peers {
+		select {
+		case <-p.Announced():
+		case <-ctx.Done():
+			return fail(ctx.Err())
+		}
+	}
+	return c, nil
+}
+
+// StartPeer adds a peer to a running cluster and waits for its announce.
+func (c *Cluster) StartPeer(ctx context.Context, cfg server.NodeConfig) (*server.Node, error) {
+	cfg.Registries = append(cfg.Registries, c.Registry.Addr())
+	n, err := c.start(ctx, "127.0.0.1:0", cfg)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-n.Announced():
+		return n, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (c *Cluster) storeHoldings() []server.FileInfo {
+	var out []server.FileInfo
+	for _, m := range c.Store.List() {
+		out = append(out, server.FileInfo{ID: m.ID, Name: m.Name, Size: m.Size})
+	}
+	return out
+}
+
+// start runs one node until the cluster closes.
+func (c *Cluster) start(ctx context.Context, listen string, cfg server.NodeConfig) (*server.Node, error) {
+	lis, err := net.Listen("tcp", listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", listen, err)
+	}
+	cfg.Listener = lis
+	n, err := server.NewNode(cfg)
+	if err != nil {
+		lis.Close()
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	c.wg.Go(func() {
+		defer close(done)
+		defer cancel()
+		if err := n.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+			c.errMu.Lock()
+			c.errs = append(c.errs, fmt.Errorf("node %s: %w", n.Addr(), err))
+			c.errMu.Unlock()
+		}
+	})
+	select {
+	case <-n.Ready():
+		return n, nil
+	case <-done:
+		return nil, fmt.Errorf("node %s stopped while starting", n.Addr())
+	}
+}
+
+// Close stops every node (each leaves the registry) and waits for them.
+// It returns the errors nodes failed with, if any.
+func (c *Cluster) Close() error {
+	c.cancel()
+	c.wg.Wait()
+	if c.Store != nil {
+		c.Store.Close()
+	}
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	return errors.Join(c.errs...)
+}

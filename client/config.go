@@ -1,0 +1,82 @@
+package client
+
+import (
+	"os"
+	"runtime"
+	"time"
+)
+
+// Config tunes a download. The zero value of a field means its default.
+type Config struct {
+	// Peers is how many peers work at once. Default 5.
+	Peers int
+	// StallTimeout drops a peer whose request delivers no chunk for this
+	// long. Default 20 s: a 1 MiB chunk from a peer capped at 64 KiB/s.
+	StallTimeout time.Duration
+	// NoPeerTimeout fails the download when no peer has been working for
+	// this long. Default 15 s.
+	NoPeerTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the wait between discovery attempts
+	// while fewer than Peers are working. Defaults 100 ms and 3 s.
+	MinBackoff, MaxBackoff time.Duration
+	// BatchTarget is how much work one request should hold, as time at the
+	// peer's measured rate; it sets how many chunks a request asks for.
+	// Default 250 ms.
+	BatchTarget time.Duration
+	// MaxBatch caps the chunks per request. Default 16.
+	MaxBatch int
+	// StreamsPerPeer is how many requests each peer has open at once, so
+	// one starts before the other drains. Default 2.
+	StreamsPerPeer int
+	// VerifyWorkers hash on resume and on the final check. Default
+	// GOMAXPROCS.
+	VerifyWorkers int
+	// Force overwrites an existing output with other contents.
+	Force bool
+	// OpenPart opens the partial file; tests inject failures. Default
+	// os.OpenFile(path, O_RDWR|O_CREATE, 0o644).
+	OpenPart func(path string) (PartFile, error)
+}
+
+// PartFile is the partial output file.
+type PartFile interface {
+	ReadAt(p []byte, off int64) (int, error)
+	WriteAt(p []byte, off int64) (int, error)
+	Truncate(size int64) error
+	Sync() error
+	Close() error
+}
+
+func (c Config) withDefaults() Config {
+	if c.Peers <= 0 {
+		c.Peers = 5
+	}
+	if c.StallTimeout <= 0 {
+		c.StallTimeout = 20 * time.Second
+	}
+	if c.NoPeerTimeout <= 0 {
+		c.NoPeerTimeout = 15 * time.Second
+	}
+	if c.MinBackoff <= 0 {
+		c.MinBackoff = 100 * time.Millisecond
+	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = 3 * time.Second
+	}
+	if c.BatchTarget <= 0 {
+		c.BatchTarget = 250 * time.Millisecond
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 16
+	}
+	if c.StreamsPerPeer <= 0 {
+		c.StreamsPerPeer = 2
+	}
+	if c.VerifyWorkers <= 0 {
+		c.VerifyWorkers = runtime.GOMAXPROCS(0)
+	}
+	if c.OpenPart == nil {
+		c.OpenPart = func(p string) (PartFile, error) { return os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644) }
+	}
+	return c
+}

@@ -1,0 +1,39 @@
+// Package client downloads one file from many peers at once.
+//
+// A Download asks a Discoverer for the file's manifest and for peers, runs
+// one worker per peer (five by default), and feeds every worker from one
+// shared chunk queue, so fast peers do more of the work. Each worker keeps
+// two streaming requests open, so the next request is under way before the
+// current one drains; the size of each request follows the peer's measured
+// rate. Every chunk is checked against its SHA-256 before it is written at
+// its offset in OUT.part; the finished file is read back and checked
+// against the content id, synced, and renamed to OUT.
+//
+// Sources and discoverers are small interfaces declared here: gRPC peers
+// found through a registry satisfy them, and so do the course protocol's
+// peers found through its tracker.
+//
+// # NOTES
+//
+// Endgame. When the queue is empty, an idle worker takes a second copy of
+// the oldest in-flight chunk that has one requester and is not its own, as
+// a single-chunk request. The first verified copy is written; any request
+// whose chunks are all written elsewhere is cancelled. At most two workers
+// ever request a chunk.
+//
+// Stalls. A request that delivers no chunk for Config.StallTimeout is
+// cancelled and its peer dropped. The timeout must exceed one chunk's time
+// at the slowest rate a peer may legitimately have.
+//
+// Replacement. A peer that fails, disconnects, stalls or sends a chunk that
+// does not match its hash is dropped for the rest of the download; its
+// in-flight chunks go back to the front of the queue. The pool then asks
+// the discoverer for more peers, excluding every peer it has tried, with
+// exponential backoff, and keeps up to Config.Peers working. When no peer
+// is working and none is found for Config.NoPeerTimeout, the download fails
+// and OUT.part stays for a resume.
+//
+// Resume. OUT.part is the journal: on start every chunk already in it is
+// hashed, and chunks that match the manifest are not fetched again. This
+// needs no separate journal file that could disagree with the data.
+package client

@@ -1,0 +1,259 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/shoalnet/shoal/chunkstore"
+	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
+)
+
+// maxMessageBytes is the largest message a peer may send: a full chunk and
+// its envelope. It matches the server's limit.
+const maxMessageBytes = chunkstore.MaxChunkSize + 64<<10
+
+// DialOptions are the gRPC options shoal clients use by default: plaintext,
+// flow-control windows sized for whole chunks, and the message limit.
+func DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(4 << 20),
+		grpc.WithInitialConnWindowSize(16 << 20),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes)),
+		grpc.WithReadBufferSize(256 << 10),
+	}
+}
+
+// Registry finds a file through a shoal registry and fetches it from gRPC
+// peers. It satisfies Discoverer.
+type Registry struct {
+	// Target is the file: a content id, or a name the registry knows.
+	Target string
+	// Conn reaches the registry.
+	Conn grpc.ClientConnInterface
+	// DialOptions reach the peers; nil means DialOptions().
+	DialOptions []grpc.DialOption
+
+	mu sync.Mutex
+	m  *chunkstore.Manifest // set by Manifest; guarded by mu
+}
+
+// lookup asks the registry for the file and up to limit peers.
+func (r *Registry) lookup(ctx context.Context, exclude []string, limit int) (*shoalv1.LookupResponse, error) {
+	req := &shoalv1.LookupRequest{Limit: uint32(limit), Exclude: exclude}
+	r.mu.Lock()
+	m := r.m
+	r.mu.Unlock()
+	switch {
+	case m != nil:
+		req.File = &shoalv1.LookupRequest_ContentId{ContentId: m.ID.String()}
+	default:
+		if _, err := chunkstore.ParseID(r.Target); err == nil {
+			req.File = &shoalv1.LookupRequest_ContentId{ContentId: r.Target}
+		} else {
+			req.File = &shoalv1.LookupRequest_Name{Name: r.Target}
+		}
+	}
+	resp, err := shoalv1.NewRegistryServiceClient(r.Conn).Lookup(ctx, req)
+	if err != nil {
+		return nil, fromStatus("registry lookup", err)
+	}
+	return resp, nil
+}
+
+// fromStatus turns a gRPC status into the package's errors where one fits.
+func fromStatus(what string, err error) error {
+	st, ok := status.FromError(err)
+	if !ok {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	switch st.Code() {
+	case codes.NotFound:
+		return fmt.Errorf("%s: %w: %s", what, ErrNotFound, st.Message())
+	case codes.Unavailable:
+		return fmt.Errorf("%s: unreachable: %s", what, st.Message())
+	default:
+		return fmt.Errorf("%s: %s: %s", what, st.Code(), st.Message())
+	}
+}
+
+// Manifest looks the file up and fetches its manifest from the holders,
+// accepting the first that hashes to the content id.
+func (r *Registry) Manifest(ctx context.Context) (*chunkstore.Manifest, error) {
+	resp, err := r.lookup(ctx, nil, 8)
+	if err != nil {
+		return nil, err
+	}
+	id, err := chunkstore.ParseID(resp.GetFile().GetContentId())
+	if err != nil {
+		return nil, fmt.Errorf("registry answered a bad content id: %w", err)
+	}
+	var errs []error
+	for _, p := range resp.GetPeers() {
+		m, err := r.fetchManifest(ctx, p.GetAddress(), id)
+		if err == nil {
+			r.mu.Lock()
+			r.m = m
+			r.mu.Unlock()
+			return m, nil
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		return nil, fmt.Errorf("%s: %w", id, ErrNoPeers)
+	}
+	return nil, fmt.Errorf("no holder gave a valid manifest for %s: %w", id, errors.Join(errs...))
+}
+
+func (r *Registry) dialOptions() []grpc.DialOption {
+	if r.DialOptions != nil {
+		return r.DialOptions
+	}
+	return DialOptions()
+}
+
+func (r *Registry) fetchManifest(ctx context.Context, addr string, id chunkstore.ID) (*chunkstore.Manifest, error) {
+	cc, err := grpc.NewClient(addr, r.dialOptions()...)
+	if err != nil {
+		return nil, err
+	}
+	defer cc.Close()
+	resp, err := shoalv1.NewPeerServiceClient(cc).GetManifest(ctx, &shoalv1.GetManifestRequest{File: &shoalv1.GetManifestRequest_ContentId{ContentId: id.String()}})
+	if err != nil {
+		return nil, fromStatus("manifest from "+addr, err)
+	}
+	m, err := ManifestFromWire(resp.GetManifest())
+	if err != nil {
+		return nil, fmt.Errorf("manifest from %s: %w", addr, err)
+	}
+	if err := m.Verify(id); err != nil {
+		return nil, fmt.Errorf("manifest from %s: %w", addr, err)
+	}
+	return m, nil
+}
+
+// ManifestFromWire converts a wire manifest; Verify it before use.
+func ManifestFromWire(w *shoalv1.Manifest) (*chunkstore.Manifest, error) {
+	if w.GetChunkSize() == 0 || w.GetChunkSize() > chunkstore.MaxChunkSize || w.GetSize() > 1<<50 {
+		return nil, fmt.Errorf("%w: size %d, chunk size %d", chunkstore.ErrBadManifest, w.GetSize(), w.GetChunkSize())
+	}
+	m := &chunkstore.Manifest{Name: w.GetName(), Size: int64(w.GetSize()), ChunkSize: int(w.GetChunkSize()), Hashes: make([]chunkstore.Hash, len(w.GetChunkHashes()))}
+	for i, h := range w.GetChunkHashes() {
+		if len(h) != chunkstore.HashSize {
+			return nil, fmt.Errorf("%w: chunk hash %d is %d bytes", chunkstore.ErrBadManifest, i, len(h))
+		}
+		copy(m.Hashes[i][:], h)
+	}
+	return m, nil
+}
+
+// Discover returns up to limit holders not in exclude.
+func (r *Registry) Discover(ctx context.Context, exclude []string, limit int) ([]Source, error) {
+	resp, err := r.lookup(ctx, exclude, limit)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	m := r.m
+	r.mu.Unlock()
+	var out []Source
+	for _, p := range resp.GetPeers() {
+		cc, err := grpc.NewClient(p.GetAddress(), r.dialOptions()...)
+		if err != nil {
+			continue
+		}
+		out = append(out, &Peer{id: p.GetPeerId(), addr: p.GetAddress(), cc: cc, m: m})
+	}
+	return out, nil
+}
+
+// Peer is a gRPC peer serving one file. It satisfies Source.
+type Peer struct {
+	id, addr string
+	cc       *grpc.ClientConn
+	m        *chunkstore.Manifest
+}
+
+// NewPeer wraps a connection to a peer serving the file of m.
+func NewPeer(id, addr string, cc *grpc.ClientConn, m *chunkstore.Manifest) *Peer {
+	return &Peer{id: id, addr: addr, cc: cc, m: m}
+}
+
+// ID is the peer's registry id.
+func (p *Peer) ID() string { return p.id }
+
+// Addr is the peer's address.
+func (p *Peer) Addr() string { return p.addr }
+
+// Close closes the connection.
+func (p *Peer) Close() error { return p.cc.Close() }
+
+// Fetch streams the chunks with one GetChunks call, reassembling chunks
+// that span several messages, and refuses anything it did not ask for.
+func (p *Peer) Fetch(ctx context.Context, chunks []int, got func(int, []byte) error) error {
+	req := &shoalv1.GetChunksRequest{ContentId: p.m.ID.String(), Indexes: make([]uint32, len(chunks))}
+	for k, i := range chunks {
+		req.Indexes[k] = uint32(i)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := shoalv1.NewPeerServiceClient(p.cc).GetChunks(ctx, req)
+	if err != nil {
+		return fromStatus("chunks", err)
+	}
+	var (
+		cur    = -1
+		want   int
+		filled int
+		base   int64
+		buf    []byte
+	)
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			if cur >= 0 {
+				return fmt.Errorf("%w: chunk %d cut short", ErrProtocol, cur)
+			}
+			return nil
+		}
+		if err != nil {
+			return fromStatus("chunks", err)
+		}
+		i, data := int(msg.GetIndex()), msg.GetData()
+		if cur < 0 {
+			if i >= p.m.NumChunks() {
+				return fmt.Errorf("%w: chunk %d of %d", ErrProtocol, i, p.m.NumChunks())
+			}
+			cur, filled = i, 0
+			base, want = p.m.ChunkBounds(i)
+		}
+		if i != cur || msg.GetOffset() != uint64(base)+uint64(filled) || filled+len(data) > want {
+			return fmt.Errorf("%w: piece of chunk %d at offset %d (%d bytes) does not continue chunk %d", ErrProtocol, i, msg.GetOffset(), len(data), cur)
+		}
+		if filled == 0 && len(data) == want {
+			if err := got(i, data); err != nil {
+				return err
+			}
+			cur = -1
+			continue
+		}
+		if buf == nil {
+			buf = make([]byte, p.m.ChunkSize)
+		}
+		filled += copy(buf[filled:], data)
+		if filled == want {
+			if err := got(i, buf[:want]); err != nil {
+				return err
+			}
+			cur = -1
+		}
+	}
+}

@@ -1,0 +1,143 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/shoalnet/shoal/chunkstore"
+)
+
+// output is the file being written: OUT.part until commit renames it.
+type output struct {
+	path, part string
+	m          *chunkstore.Manifest
+	cfg        Config
+	f          PartFile
+	have       []bool // chunks already verified in the part file
+	resumed    int64  // their bytes
+	already    bool   // OUT already holds exactly this file
+}
+
+// openOutput checks OUT, opens OUT.part and finds the chunks it already
+// holds.
+func openOutput(ctx context.Context, path string, m *chunkstore.Manifest, cfg Config) (*output, error) {
+	o := &output{path: path, part: path + ".part", m: m, cfg: cfg}
+	dir := filepath.Dir(path)
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("output folder %s does not exist", dir)
+	}
+	if fi, err := os.Stat(path); err == nil {
+		if !fi.Mode().IsRegular() {
+			return nil, fmt.Errorf("%s exists and is not a regular file", path)
+		}
+		if len(m.Hashes) > 0 && fi.Size() == m.Size && sameContents(ctx, path, m, cfg.VerifyWorkers) {
+			o.already = true
+			return o, nil
+		}
+		if !cfg.Force {
+			return nil, fmt.Errorf("%s: %w (use --force to replace it)", path, ErrExists)
+		}
+	}
+	f, err := cfg.OpenPart(o.part)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", o.part, err)
+	}
+	o.f = f
+	if len(m.Hashes) > 0 {
+		o.have, o.resumed = verifyChunks(ctx, f, m, cfg.VerifyWorkers)
+	}
+	if err := f.Truncate(m.Size); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("size %s: %w", o.part, err)
+	}
+	return o, nil
+}
+
+// verifyChunks hashes every chunk of r and reports which match m.
+func verifyChunks(ctx context.Context, r io.ReaderAt, m *chunkstore.Manifest, workers int) ([]bool, int64) {
+	n := m.NumChunks()
+	have := make([]bool, n)
+	bytes := make([]int64, workers)
+	g, ctx := errgroup.WithContext(ctx)
+	for w := range workers {
+		g.Go(func() error {
+			buf := make([]byte, m.ChunkSize)
+			for i := w; i < n; i += workers {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				off, l := m.ChunkBounds(i)
+				if k, _ := r.ReadAt(buf[:l], off); k == l && m.VerifyChunk(i, buf[:l]) == nil {
+					have[i] = true
+					bytes[w] += int64(l)
+				}
+			}
+			return nil
+		})
+	}
+	if g.Wait() != nil {
+		return make([]bool, n), 0
+	}
+	var total int64
+	for _, b := range bytes {
+		total += b
+	}
+	return have, total
+}
+
+// sameContents reports whether the file at path is exactly m.
+func sameContents(ctx context.Context, path string, m *chunkstore.Manifest, workers int) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	_, n := verifyChunks(ctx, f, m, workers)
+	return n == m.Size
+}
+
+// write stores verified chunk bytes at off.
+func (o *output) write(data []byte, off int64) error {
+	if _, err := o.f.WriteAt(data, off); err != nil {
+		return fmt.Errorf("write %s: %w", o.part, err)
+	}
+	return nil
+}
+
+// commit checks the part file against the manifest once more, syncs it and
+// renames it to OUT.
+func (o *output) commit(ctx context.Context) error {
+	if len(o.m.Hashes) > 0 {
+		if _, n := verifyChunks(ctx, o.f, o.m, o.cfg.VerifyWorkers); n != o.m.Size {
+			return fmt.Errorf("%w: %s does not match %s after writing", errFatal, o.part, o.m.ID)
+		}
+	}
+	if err := o.f.Sync(); err != nil {
+		return fmt.Errorf("%w: sync %s: %w", errFatal, o.part, err)
+	}
+	if err := o.f.Close(); err != nil {
+		return fmt.Errorf("%w: close %s: %w", errFatal, o.part, err)
+	}
+	o.f = nil
+	if err := os.Rename(o.part, o.path); err != nil {
+		return fmt.Errorf("%w: %w", errFatal, err)
+	}
+	if d, err := os.Open(filepath.Dir(o.path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// close releases the part file if commit did not.
+func (o *output) close() {
+	if o.f != nil {
+		o.f.Close()
+	}
+}
+

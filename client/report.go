@@ -1,0 +1,43 @@
+package client
+
+import "time"
+
+// Report summarises a download. It is also `shoal get --json`'s output.
+type Report struct {
+	Name      string `json:"name"`
+	ContentID string `json:"content_id"`
+	Output    string `json:"output"`
+	Size      int64  `json:"size"`
+	// BytesFetched counts verified chunk bytes fetched in this run,
+	// duplicates excluded.
+	BytesFetched int64 `json:"bytes_fetched"`
+	// BytesResumed counts bytes found already verified in OUT.part.
+	BytesResumed int64 `json:"bytes_resumed"`
+	// DuplicateBytes counts bytes fetched twice in the endgame or
+	// discarded.
+	DuplicateBytes int64         `json:"duplicate_bytes"`
+	Seconds        float64       `json:"seconds"`
+	MBPerSecond    float64       `json:"mb_per_s"`
+	Retries        int           `json:"retries"`
+	AlreadyDone    bool          `json:"already_done,omitempty"`
+	Peers          []PeerReport  `json:"peers"`
+	elapsed        time.Duration // for Seconds
+}
+
+// PeerReport is one peer's part in a download.
+type PeerReport struct {
+	ID      string `json:"id"`
+	Addr    string `json:"addr"`
+	Bytes   int64  `json:"bytes"`
+	Chunks  int    `json:"chunks"`
+	Dropped string `json:"dropped,omitempty"` // why the peer was dropped
+}
+
+// Progress is a snapshot of a running download.
+type Progress struct {
+	Size        int64 // file size, bytes
+	Done        int64 // bytes verified and written, resumed ones included
+	Fetched     int64 // bytes fetched in this run
+	ActivePeers int
+	Elapsed     time.Duration
+}

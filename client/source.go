@@ -1,0 +1,49 @@
+package client
+
+import (
+	"context"
+	"errors"
+
+	"github.com/shoalnet/shoal/chunkstore"
+)
+
+// Source is one peer serving one file's chunks.
+type Source interface {
+	// ID names the peer for exclusion lists and reports.
+	ID() string
+	// Addr is where the peer is, for reports.
+	Addr() string
+	// Fetch requests chunks and calls got for each one complete, in any
+	// order. data is only valid during the call; an error from got ends the
+	// fetch with that error.
+	Fetch(ctx context.Context, chunks []int, got func(i int, data []byte) error) error
+	// Close releases the connection.
+	Close() error
+}
+
+// Discoverer finds a file's manifest and the peers that hold it.
+type Discoverer interface {
+	// Manifest returns the verified manifest of the file to download. A
+	// manifest without chunk hashes (Hashes empty) is downloaded
+	// unverified: only for protocols that carry none.
+	Manifest(ctx context.Context) (*chunkstore.Manifest, error)
+	// Discover returns up to limit new peers, none of them in exclude.
+	Discover(ctx context.Context, exclude []string, limit int) ([]Source, error)
+}
+
+// Errors a download reports. Callers test them with errors.Is.
+var (
+	// ErrNoPeers: no peer could be found or kept working.
+	ErrNoPeers = errors.New("no peers hold the file")
+	// ErrExists: the output file exists with other contents.
+	ErrExists = errors.New("output exists with different contents")
+	// ErrCorrupt: a peer sent bytes that do not match the manifest.
+	ErrCorrupt = errors.New("chunk does not match its hash")
+	// ErrProtocol: a peer broke the protocol (wrong chunk, wrong offset,
+	// too many bytes).
+	ErrProtocol = errors.New("peer broke the protocol")
+	// ErrStalled: a peer sent nothing for the stall timeout.
+	ErrStalled = errors.New("peer stalled")
+	// ErrNotFound: the file is not on the network.
+	ErrNotFound = chunkstore.ErrNotFound
+)

@@ -140,4 +140,3 @@ func (o *output) close() {
 		o.f.Close()
 	}
 }
-

@@ -208,4 +208,3 @@ func (s *sched) release(st *stream) {
 	}
 	s.notifyLocked()
 }
-

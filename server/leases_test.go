@@ -190,7 +190,6 @@ func TestLookupByName(t *testing.T) {
 	}
 }
 
-
 func TestBadAnnouncesRejected(t *testing.T) {
 	l, _ := newTestLeases(LeaseConfig{MaxPeers: 3, MaxFilesPerPeer: 5})
 	cases := []struct {

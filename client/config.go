@@ -31,6 +31,10 @@ type Config struct {
 	// VerifyWorkers hash on resume and on the final check. Default
 	// GOMAXPROCS.
 	VerifyWorkers int
+	// VerifyOutput reads the finished file back and checks every chunk
+	// before the rename, on top of the check of each chunk before it is
+	// written. It costs a full read and hash of the file.
+	VerifyOutput bool
 	// Force overwrites an existing output with other contents.
 	Force bool
 	// OpenPart opens the partial file; tests inject failures. Default

@@ -111,7 +111,7 @@ func (f *fixture) download(t *testing.T, ctx context.Context, cfg client.Config,
 	return download(t, ctx, f.c.Registry.Addr(), f.name, cfg, out)
 }
 
-func download(t *testing.T, ctx context.Context, registry, target string, cfg client.Config, out string) (*client.Report, error) {
+func download(t testing.TB, ctx context.Context, registry, target string, cfg client.Config, out string) (*client.Report, error) {
 	t.Helper()
 	cc, err := grpc.NewClient(registry, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

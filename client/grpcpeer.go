@@ -20,13 +20,19 @@ import (
 // its envelope. It matches the server's limit.
 const maxMessageBytes = chunkstore.MaxChunkSize + 64<<10
 
+// windowBytes is the HTTP/2 flow-control window per stream: two full
+// chunks, so a peer never waits for a window update on loopback or a LAN,
+// while the bytes a peer can push ahead of the client stay bounded (peak
+// memory is about peers x 2 windows).
+const windowBytes = 2 << 20
+
 // DialOptions are the gRPC options shoal clients use by default: plaintext,
 // flow-control windows sized for whole chunks, and the message limit.
 func DialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithInitialWindowSize(4 << 20),
-		grpc.WithInitialConnWindowSize(16 << 20),
+		grpc.WithInitialWindowSize(windowBytes),
+		grpc.WithInitialConnWindowSize(2*windowBytes),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes)),
 		grpc.WithReadBufferSize(256 << 10),
 	}
@@ -86,8 +92,15 @@ func fromStatus(what string, err error) error {
 }
 
 // Manifest looks the file up and fetches its manifest from the holders,
-// accepting the first that hashes to the content id.
+// accepting the first that hashes to the content id. The manifest is
+// kept: later calls return it without asking again.
 func (r *Registry) Manifest(ctx context.Context) (*chunkstore.Manifest, error) {
+	r.mu.Lock()
+	m := r.m
+	r.mu.Unlock()
+	if m != nil {
+		return m, nil
+	}
 	resp, err := r.lookup(ctx, nil, 8)
 	if err != nil {
 		return nil, err

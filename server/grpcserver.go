@@ -127,17 +127,6 @@ const (
 	connWindowBytes = 16 << 20
 )
 
-// ClientWindowOptions are the matching dial options for shoal clients.
-func ClientWindowOptions() []grpc.DialOption {
-	return []grpc.DialOption{
-		grpc.WithInitialWindowSize(windowBytes),
-		grpc.WithInitialConnWindowSize(connWindowBytes),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes)),
-		grpc.WithReadBufferSize(256 << 10),
-		grpc.WithWriteBufferSize(64 << 10),
-	}
-}
-
 // SetServing sets the health status of the server and of its services.
 func (s *Server) SetServing(ok bool) {
 	st := healthpb.HealthCheckResponse_NOT_SERVING

@@ -45,7 +45,7 @@ func startPeer(t testing.TB, dir string, cfg server.PeerConfig) (*grpc.ClientCon
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, lis) }()
-	cc, err := grpc.NewClient(lis.Addr().String(), append(server.ClientWindowOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(server.MaxMessageBytes)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
@@ -97,6 +98,78 @@ func TestUsageErrorsExitNonZero(t *testing.T) {
 		}
 		if code := exitCode(err, &stderr); code == 0 || !strings.Contains(stderr.String(), "shoal:") {
 			t.Errorf("%v: exit %d, stderr %q", args, code, stderr.String())
+		}
+	}
+}
+
+func TestGetFromClusterAndExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	data := make([]byte, 3<<20)
+	rand.Read(data)
+	if err := os.WriteFile(filepath.Join(dir, "data.bin"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reg := startCluster(t, dir, "3")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	outDir := t.TempDir()
+	out := filepath.Join(outDir, "got.bin")
+	var stdout bytes.Buffer
+	if err := run(ctx, []string{"get", "data.bin", "--registry", reg, "-o", out, "--json"}, nil, &stdout, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Size         int64 `json:"size"`
+		BytesFetched int64 `json:"bytes_fetched"`
+		Peers        []struct {
+			Bytes int64 `json:"bytes"`
+		} `json:"peers"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("--json output %q: %v", stdout.String(), err)
+	}
+	if rep.Size != int64(len(data)) || rep.BytesFetched != rep.Size || len(rep.Peers) != 3 {
+		t.Fatalf("summary: %+v", rep)
+	}
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, data) {
+		t.Fatal("downloaded file differs")
+	}
+
+	codes := []struct {
+		args []string
+		code int
+	}{
+		{[]string{"get", "nope.bin", "--registry", reg, "-o", filepath.Join(outDir, "x")}, exitNotFound},
+		{[]string{"get", "data.bin", "--registry", reg, "-o", filepath.Join(outDir, "missing", "x")}, exitFailure},
+		{[]string{"get", "data.bin"}, exitUsage},
+		{[]string{"get", "data.bin", "--registry", reg, "--peers", "0"}, exitUsage},
+	}
+	for _, c := range codes {
+		var stderr bytes.Buffer
+		err := run(ctx, c.args, nil, io.Discard, &stderr)
+		if got := exitCode(err, &stderr); got != c.code {
+			t.Errorf("%v: exit %d (%v), want %d", c.args, got, err, c.code)
+		}
+	}
+	if err := os.WriteFile(out, []byte("other"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := run(ctx, []string{"get", "data.bin", "--registry", reg, "-o", out}, nil, io.Discard, io.Discard)
+	if got := exitCode(err, io.Discard); got != exitExists {
+		t.Errorf("existing output: exit %d (%v), want %d", got, err, exitExists)
+	}
+}
+
+func TestDemoRuns(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	if err := run(ctx, []string{"demo", "--size", "33554432", "--slow-rate", "4194304"}, nil, &out, io.Discard); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"slow", "quits mid-way", "byte-identical"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoalnet/shoal/chunkstore"
@@ -24,6 +25,9 @@ type PeerSpec struct {
 	Files server.Files
 	// Holdings goes with Files: what the peer announces.
 	Holdings func() []server.FileInfo
+	// QuitAfter, if positive, kills the peer (no goodbye to the registry)
+	// once it has served this many bytes.
+	QuitAfter int64
 }
 
 // Config configures a cluster.
@@ -91,6 +95,12 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 			}
 			files, holdings = server.StoreFiles{Store: c.Store}, c.storeHoldings
 		}
+		var node atomic.Pointer[server.Node]
+		if spec.QuitAfter > 0 {
+			left := &atomic.Int64{}
+			left.Store(spec.QuitAfter)
+			files = quitFiles{Files: files, left: left, kill: func() { node.Load().Kill() }}
+		}
 		pc := server.DefaultPeerConfig()
 		pc.Throttle = server.NewThrottle(spec.Rate)
 		n, err := c.start(ctx, "127.0.0.1:0", server.NodeConfig{
@@ -100,6 +110,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		if err != nil {
 			return fail(err)
 		}
+		node.Store(n)
 		c.Peers = append(c.Peers, n)
 	}
 	for _, p := range c.Peers {
@@ -177,4 +188,34 @@ func (c *Cluster) Close() error {
 	c.errMu.Lock()
 	defer c.errMu.Unlock()
 	return errors.Join(c.errs...)
+}
+
+// quitFiles kills its node once the node served quitAfter bytes: a peer
+// that leaves half way through a download.
+type quitFiles struct {
+	server.Files
+	left *atomic.Int64
+	kill func()
+}
+
+func (q quitFiles) OpenChunks(id chunkstore.ID) (server.ChunkReader, error) {
+	r, err := q.Files.OpenChunks(id)
+	if err != nil {
+		return nil, err
+	}
+	return quitReader{r, q}, nil
+}
+
+type quitReader struct {
+	server.ChunkReader
+	q quitFiles
+}
+
+func (r quitReader) ReadChunk(i int, buf []byte) ([]byte, error) {
+	b, err := r.ChunkReader.ReadChunk(i, buf)
+	if err == nil && r.q.left.Add(-int64(len(b))) <= 0 {
+		go r.q.kill()
+		return nil, fmt.Errorf("peer quitting: %w", chunkstore.ErrNotFound)
+	}
+	return b, err
 }

@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/shoalnet/shoal/client"
+)
+
+// getFlags are the flags of `shoal get`.
+type getFlags struct {
+	registry string
+	out      string
+	peers    int
+	force    bool
+	json     bool
+	stall    time.Duration
+	wait     time.Duration
+}
+
+func newGetCmd(g *globals) *cobra.Command {
+	var f getFlags
+	cmd := &cobra.Command{
+		Use:   "get NAME_OR_ID",
+		Short: "Download a file from several peers at once",
+		Long: `get looks a file up in the registry (by content id or by name), fetches it
+from several peers at once through one shared chunk queue, verifies every
+chunk, and renames OUT.part to OUT only once the whole file checks out.
+Run the same command again after a crash or Ctrl-C to resume.`,
+		Example: `  shoal get sh1duwmf72tkrepbwt7okzr64vg53njbypmcpugyrfamvg6omdz3sja --registry 127.0.0.1:7000
+  shoal get big.iso --registry 127.0.0.1:7000 -o /tmp/big.iso --peers 8
+  SHOAL_REGISTRY=127.0.0.1:7000 shoal get big.iso --json`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if f.registry == "" {
+				return usageError{fmt.Errorf("--registry is required (or set SHOAL_REGISTRY)")}
+			}
+			if f.peers < 1 || f.peers > 64 {
+				return usageError{fmt.Errorf("--peers %d: use 1 to 64", f.peers)}
+			}
+			return runGet(cmd.Context(), g, args[0], f)
+		},
+	}
+	cmd.Flags().StringVar(&f.registry, "registry", envOr("SHOAL_REGISTRY", ""), "registry to look the file up in, host:port (default $SHOAL_REGISTRY)")
+	cmd.Flags().StringVarP(&f.out, "output", "o", "", "where to write the file (default: the file's name in the current folder)")
+	cmd.Flags().IntVar(&f.peers, "peers", 5, "how many peers to download from at once")
+	cmd.Flags().BoolVar(&f.force, "force", false, "replace an existing output file with different contents")
+	cmd.Flags().BoolVar(&f.json, "json", false, "print a JSON summary on stdout instead of a progress bar")
+	cmd.Flags().DurationVar(&f.stall, "stall-timeout", 20*time.Second, "drop a peer that sends nothing for this long")
+	cmd.Flags().DurationVar(&f.wait, "no-peer-timeout", 15*time.Second, "give up when no peer has worked for this long")
+	return cmd
+}
+
+func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
+	cc, err := grpc.NewClient(f.registry, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return usageError{fmt.Errorf("--registry %s: %w", f.registry, err)}
+	}
+	defer cc.Close()
+	// Chunks arrive as short-lived 1 MiB buffers; a soft limit makes the
+	// collector reclaim them before the heap balloons to twice its size.
+	debug.SetMemoryLimit(64 << 20)
+	reg := &client.Registry{Target: target, Conn: cc}
+	m, err := reg.Manifest(ctx)
+	if err != nil {
+		return getError(err)
+	}
+	out := f.out
+	if out == "" {
+		out = filepath.Base(filepath.FromSlash(m.Name))
+		if out == "." || out == "/" || out == "" {
+			out = m.ID.String()
+		}
+	}
+	cfg := client.Config{Peers: f.peers, Force: f.force, StallTimeout: f.stall, NoPeerTimeout: f.wait}
+	d := client.NewDownload(cfg, reg, out)
+	stop := showProgress(g, d, f.json, m.Size)
+	rep, err := d.Run(ctx)
+	stop()
+	if f.json && rep != nil {
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	}
+	if err != nil {
+		return getError(err)
+	}
+	if !f.json {
+		if rep.AlreadyDone {
+			fmt.Fprintf(g.stdout, "%s is already complete (%s)\n", out, m.ID)
+		} else {
+			fmt.Fprintf(g.stdout, "%s: %s in %.1fs (%.0f MB/s) from %d peers, verified %s\n",
+				out, humanBytes(rep.Size), rep.Seconds, rep.MBPerSecond, len(rep.Peers), m.ID)
+		}
+	}
+	return nil
+}
+
+// getError gives download failures their exit codes.
+func getError(err error) error {
+	switch {
+	case errors.Is(err, client.ErrNotFound):
+		return codedError{exitNotFound, err}
+	case errors.Is(err, client.ErrExists):
+		return codedError{exitExists, err}
+	}
+	return err
+}
+
+// showProgress draws a progress bar on a terminal's stderr; on a pipe, or
+// with --json, it stays quiet. The returned function stops it.
+func showProgress(g *globals, d *client.Download, quiet bool, size int64) func() {
+	f, ok := g.stderr.(*os.File)
+	if quiet || !ok || !term.IsTerminal(int(f.Fd())) {
+		return func() {}
+	}
+	bar := progressbar.NewOptions64(size,
+		progressbar.OptionSetWriter(f),
+		progressbar.OptionShowBytes(true),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionShowCount(),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionFullWidth(),
+	)
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			p := d.Progress()
+			bar.Describe(fmt.Sprintf("%d peers", p.ActivePeers))
+			bar.Set64(p.Done)
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+		bar.Finish()
+		fmt.Fprintln(f)
+	}
+}
+

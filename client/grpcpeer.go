@@ -32,7 +32,7 @@ func DialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithInitialWindowSize(windowBytes),
-		grpc.WithInitialConnWindowSize(2*windowBytes),
+		grpc.WithInitialConnWindowSize(2 * windowBytes),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes)),
 		grpc.WithReadBufferSize(256 << 10),
 	}

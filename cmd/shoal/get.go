@@ -161,4 +161,3 @@ func showProgress(g *globals, d *client.Download, quiet bool, size int64) func()
 		fmt.Fprintln(f)
 	}
 }
-

@@ -46,6 +46,9 @@ type Config struct {
 	// Logger receives one line per file hashed and per change noticed;
 	// nil discards.
 	Logger *slog.Logger
+	// OnChange, if set, is called when a file is withdrawn because it
+	// changed on disk.
+	OnChange func()
 }
 
 // Store serves the files of one folder by content id or by name.
@@ -380,6 +383,9 @@ func (s *Store) withdraw(e *entry) {
 	if s.byName[e.m.Name] == e {
 		s.cfg.Logger.Info("file changed on disk; withdrawn until rehashed", "name", e.m.Name, "id", e.m.ID)
 		s.dropLocked(e.m.Name, e)
+		if s.cfg.OnChange != nil {
+			s.cfg.OnChange()
+		}
 		select {
 		case s.changed <- struct{}{}:
 		default:

@@ -54,6 +54,8 @@ type NodeConfig struct {
 	DialOptions []grpc.DialOption
 	// Logger receives the node's logs.
 	Logger *slog.Logger
+	// Metrics, if set, counts this node in the process's metrics.
+	Metrics *Metrics
 }
 
 // Node runs one peer (or a bare registry) until its context ends.
@@ -96,8 +98,15 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 		cfg.Server.Logger = cfg.Logger
 	}
 	n := &Node{cfg: cfg, ready: make(chan struct{}), announced: make(chan struct{})}
+	if cfg.Metrics != nil {
+		cfg.Server.Options = append(cfg.Server.Options, cfg.Metrics.serverOptions()...)
+	}
 	if cfg.Files == nil && cfg.Dir != "" {
-		st, err := chunkstore.Open(chunkstore.Config{Dir: cfg.Dir, IndexPath: cfg.IndexPath, Logger: cfg.Logger})
+		var onChange func()
+		if cfg.Metrics != nil {
+			onChange = cfg.Metrics.fileChanged
+		}
+		st, err := chunkstore.Open(chunkstore.Config{Dir: cfg.Dir, IndexPath: cfg.IndexPath, Logger: cfg.Logger, OnChange: onChange})
 		if err != nil {
 			return nil, err
 		}
@@ -113,6 +122,15 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 		}, n.leases)
 	}
 	reg := NewRegistryService(n.leases, n.fed)
+	if cfg.Metrics != nil {
+		// A peer that announces elsewhere keeps a registry mostly of itself;
+		// counting it too would count that peer twice.
+		var counted *Leases
+		if len(cfg.Registries) == 0 {
+			counted = n.leases
+		}
+		cfg.Metrics.track(&n.stats, counted)
+	}
 	if cfg.Files != nil {
 		n.srv = New(cfg.Server, NewPeerService(cfg.Files, cfg.Peer, &n.stats), reg)
 	} else {

@@ -246,3 +246,35 @@ func TestThrottleSharesOneBudget(t *testing.T) {
 		t.Fatal("rate 0 should mean unlimited")
 	}
 }
+
+func TestHealthFollowsReadinessAndShutdown(t *testing.T) {
+	srv := server.New(server.Config{StopTimeout: 200 * time.Millisecond}, nil, nil)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.GRPC().Serve(lis)
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	watch, err := healthpb.NewHealthClient(cc).Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := func(st healthpb.HealthCheckResponse_ServingStatus) {
+		t.Helper()
+		resp, err := watch.Recv()
+		if err != nil || resp.GetStatus() != st {
+			t.Fatalf("health: %v, %v; want %v", resp.GetStatus(), err, st)
+		}
+	}
+	want(healthpb.HealthCheckResponse_NOT_SERVING) // not ready yet
+	srv.SetServing(true)
+	want(healthpb.HealthCheckResponse_SERVING)
+	go srv.Stop()
+	want(healthpb.HealthCheckResponse_NOT_SERVING) // shutting down
+}

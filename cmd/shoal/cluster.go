@@ -11,10 +11,11 @@ import (
 
 func newClusterCmd(g *globals) *cobra.Command {
 	var (
-		peers  int
-		dir    string
-		listen string
-		rate   int64
+		peers   int
+		dir     string
+		listen  string
+		metrics string
+		rate    int64
 	)
 	cmd := &cobra.Command{
 		Use:   "cluster --dir DIR",
@@ -43,8 +44,13 @@ Ctrl-C stops everything; each peer leaves the registry on the way out.`,
 			for i := range specs {
 				specs[i].Rate = rate
 			}
+			nf := nodeFlags{metrics: metrics}
+			m, err := nf.startMetrics(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
 			c, err := cluster.Start(cmd.Context(), cluster.Config{
-				Dir: dir, IndexPath: defaultIndexPath(dir), Peers: specs, RegistryListen: listen, Logger: log,
+				Metrics: m, Dir: dir, IndexPath: defaultIndexPath(dir), Peers: specs, RegistryListen: listen, Logger: log,
 			})
 			if err != nil {
 				return err
@@ -69,6 +75,7 @@ Ctrl-C stops everything; each peer leaves the registry on the way out.`,
 	cmd.Flags().IntVar(&peers, "peers", 5, "number of peers, each on its own loopback port")
 	cmd.Flags().StringVar(&dir, "dir", "", "folder every peer serves (required)")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:7000", "registry address (port 0 picks a free one)")
+	cmd.Flags().StringVar(&metrics, "metrics", "", "serve Prometheus metrics of all nodes at http://ADDR/metrics; off when empty")
 	cmd.Flags().Int64Var(&rate, "rate", 0, "upload limit of each peer in bytes per second; 0 means unlimited")
 	return cmd
 }

@@ -28,8 +28,13 @@ func newRegistryCmd(g *globals) *cobra.Command {
 			}
 			lc := server.DefaultLeaseConfig()
 			lc.Lease = nf.lease
+			metrics, err := nf.startMetrics(cmd.Context(), g)
+			if err != nil {
+				lis.Close()
+				return err
+			}
 			node, err := server.NewNode(server.NodeConfig{
-				Listener: lis, Advertise: nf.advertise, Join: nf.join, Lease: lc,
+				Metrics: metrics, Listener: lis, Advertise: nf.advertise, Join: nf.join, Lease: lc,
 				Server: server.Config{Logger: log}, Logger: log,
 			})
 			if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 
 // nodeFlags are the flags shared by serve and registry.
 type nodeFlags struct {
+	metrics   string
 	listen    string
 	advertise string
 	join      []string
@@ -27,6 +29,7 @@ func (f *nodeFlags) register(cmd *cobra.Command, defListen string) {
 	cmd.Flags().StringVar(&f.listen, "listen", defListen, "address to serve gRPC on (host:port; port 0 picks a free one)")
 	cmd.Flags().StringVar(&f.advertise, "advertise", "", "address other peers should use to reach this one (default: the listen address)")
 	cmd.Flags().StringSliceVar(&f.join, "join", nil, "registries to federate with, comma-separated host:port list")
+	cmd.Flags().StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics (host:port); off when empty")
 	cmd.Flags().DurationVar(&f.lease, "lease", server.DefaultLeaseConfig().Lease, "lease this node's registry grants; peers re-announce every third of it")
 }
 
@@ -69,8 +72,13 @@ func newServeCmd(g *globals) *cobra.Command {
 			pc.Throttle = server.NewThrottle(rate)
 			lc := server.DefaultLeaseConfig()
 			lc.Lease = nf.lease
+			metrics, err := nf.startMetrics(cmd.Context(), g)
+			if err != nil {
+				lis.Close()
+				return err
+			}
 			node, err := server.NewNode(server.NodeConfig{
-				Dir: dir, IndexPath: index, Listener: lis, Advertise: nf.advertise,
+				Metrics: metrics, Dir: dir, IndexPath: index, Listener: lis, Advertise: nf.advertise,
 				Registries: registries, Join: nf.join, Lease: lc, Peer: pc,
 				Server: server.Config{Logger: log}, Logger: log,
 			})
@@ -119,4 +127,23 @@ func envList(name string) []string {
 		return nil
 	}
 	return strings.Split(v, ",")
+}
+
+// startMetrics serves /metrics when --metrics is set; nil otherwise.
+func (f *nodeFlags) startMetrics(ctx context.Context, g *globals) (*server.Metrics, error) {
+	if f.metrics == "" {
+		return nil, nil
+	}
+	lis, err := net.Listen("tcp", f.metrics)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics: %w", err)
+	}
+	m := server.NewMetrics()
+	go func() {
+		if err := server.ServeMetrics(ctx, lis, m); err != nil {
+			fmt.Fprintln(g.stderr, "shoal:", err)
+		}
+	}()
+	fmt.Fprintf(g.stderr, "metrics at http://%s/metrics\n", lis.Addr())
+	return m, nil
 }

@@ -45,6 +45,8 @@ type Config struct {
 	Lease time.Duration
 	// Logger receives the nodes' logs; nil discards.
 	Logger *slog.Logger
+	// Metrics, if set, counts every node in the process's metrics.
+	Metrics *server.Metrics
 }
 
 // Cluster is a running registry and its peers.
@@ -82,7 +84,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if listen == "" {
 		listen = "127.0.0.1:0"
 	}
-	reg, err := c.start(ctx, listen, server.NodeConfig{Lease: server.LeaseConfig{Lease: cfg.Lease}, Logger: cfg.Logger.With("node", "registry")})
+	reg, err := c.start(ctx, listen, server.NodeConfig{Lease: server.LeaseConfig{Lease: cfg.Lease}, Logger: cfg.Logger.With("node", "registry"), Metrics: cfg.Metrics})
 	if err != nil {
 		return fail(err)
 	}
@@ -105,7 +107,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		pc.Throttle = server.NewThrottle(spec.Rate)
 		n, err := c.start(ctx, "127.0.0.1:0", server.NodeConfig{
 			Files: files, Holdings: holdings, Registries: []string{reg.Addr()},
-			Peer: pc, PeerID: fmt.Sprintf("peer-%d", i+1), Logger: cfg.Logger.With("node", i+1),
+			Peer: pc, PeerID: fmt.Sprintf("peer-%d", i+1), Logger: cfg.Logger.With("node", i+1), Metrics: cfg.Metrics,
 		})
 		if err != nil {
 			return fail(err)

@@ -35,6 +35,16 @@ type Config struct {
 	// before the rename, on top of the check of each chunk before it is
 	// written. It costs a full read and hash of the file.
 	VerifyOutput bool
+	// Exclude lists peer ids never to download from: a serving download's
+	// own id, so it does not find itself in the registry.
+	Exclude []string
+	// RarestFirst picks, for every peer, the pending chunks the fewest
+	// peers hold, at random among equals, instead of file order. Swarms
+	// use it so downloaders spread over different chunks.
+	RarestFirst bool
+	// Serve keeps the file open after Run so the download can go on
+	// serving its chunks (see ReadChunk); call Close when done.
+	Serve bool
 	// Force overwrites an existing output with other contents.
 	Force bool
 	// OpenPart opens the partial file; tests inject failures. Default

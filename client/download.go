@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +33,11 @@ type Download struct {
 	mu      sync.Mutex
 	peers   []*peerState // every peer tried, in order; guarded by mu
 	retries int          // chunk requests handed back; guarded by mu
+
+	ready chan struct{}        // closed once m, s and o are set
+	m     *chunkstore.Manifest // the file; set before ready
+	s     *sched               // the chunk states; set before ready
+	o     *output              // the part file; set before ready
 }
 
 // peerState is one peer's worker and its tallies.
@@ -42,11 +48,39 @@ type peerState struct {
 	chunks  atomic.Int64
 	rate    atomic.Int64 // measured bytes per second, 0 until known
 	dropped string       // set once when dropped; guarded by Download.mu
+
+	hmu   sync.Mutex
+	have  []bool // chunks a partial peer holds; nil for a complete peer; guarded by hmu
+	lacks []bool // chunks the peer said it does not hold; nil until one; guarded by hmu
+}
+
+// accept reports whether p can serve chunk i; nil means every chunk.
+func (p *peerState) acceptFunc() func(int) bool {
+	p.hmu.Lock()
+	defer p.hmu.Unlock()
+	if p.have == nil && p.lacks == nil {
+		return nil
+	}
+	return func(i int) bool {
+		p.hmu.Lock()
+		defer p.hmu.Unlock()
+		return (p.have == nil || p.have[i]) && (p.lacks == nil || !p.lacks[i])
+	}
+}
+
+// markLacking records that p does not hold chunk i of n.
+func (p *peerState) markLacking(i, n int) {
+	p.hmu.Lock()
+	defer p.hmu.Unlock()
+	if p.lacks == nil {
+		p.lacks = make([]bool, n)
+	}
+	p.lacks[i] = true
 }
 
 // NewDownload prepares a download of the file disc describes to out.
 func NewDownload(cfg Config, disc Discoverer, out string) *Download {
-	return &Download{cfg: cfg.withDefaults(), disc: disc, out: out}
+	return &Download{cfg: cfg.withDefaults(), disc: disc, out: out, ready: make(chan struct{})}
 }
 
 // Progress returns a snapshot of the download.
@@ -80,11 +114,15 @@ func (d *Download) Run(ctx context.Context) (*Report, error) {
 		d.done.Store(m.Size)
 		return d.finish(rep), nil
 	}
-	defer o.close()
+	if !d.cfg.Serve {
+		defer o.close()
+	}
 	d.done.Store(o.resumed)
 	rep.BytesResumed = o.resumed
 
 	s := newSched(chunkCount(m), o.have)
+	d.m, d.s, d.o = m, s, o
+	close(d.ready)
 	if s.remaining > 0 {
 		if err := d.pool(ctx, m, s, o); err != nil {
 			return d.finish(rep), err
@@ -135,7 +173,10 @@ func (d *Download) pool(ctx context.Context, m *chunkstore.Manifest, s *sched, o
 	defer cancel()
 
 	tried := map[string]bool{}
-	var exclude []string
+	exclude := slices.Clone(d.cfg.Exclude)
+	for _, id := range exclude {
+		tried[id] = true
+	}
 	active := 0
 	backoff := d.cfg.MinBackoff
 	lastWorking := time.Now()
@@ -234,8 +275,63 @@ func (d *Download) work(ctx context.Context, m *chunkstore.Manifest, s *sched, o
 		errOnce sync.Once
 		werr    error
 	)
+	// A peer that lies or breaks the protocol loses every request at once.
+	// Any other failure (a refused connect, a reset stream) only stops new
+	// requests: the ones under way may still deliver what the peer read
+	// for them.
+	stopping := make(chan struct{})
 	fail := func(err error) {
-		errOnce.Do(func() { werr = err; cancel(err) })
+		errOnce.Do(func() {
+			werr = err
+			if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrProtocol) || errors.Is(err, errFatal) {
+				cancel(err)
+			}
+			close(stopping)
+		})
+	}
+	n := chunkCount(m)
+	if hs, ok := p.src.(HaveSource); ok && hs.Partial() {
+		p.hmu.Lock()
+		p.have = make([]bool, n)
+		p.hmu.Unlock()
+		hctx, hcancel := context.WithCancel(ctx)
+		var hwg sync.WaitGroup
+		hwg.Go(func() {
+			err := hs.WatchHave(hctx, func(have []bool, added []int) {
+				p.hmu.Lock()
+				if have != nil && len(have) == n {
+					copy(p.have, have)
+				}
+				for _, i := range added {
+					if i >= 0 && i < n {
+						p.have[i] = true
+					}
+				}
+				p.hmu.Unlock()
+				if have != nil {
+					s.addAvail(have, 1)
+				}
+				for _, i := range added {
+					if i >= 0 && i < n {
+						s.addAvailOne(i)
+					}
+				}
+			})
+			if err != nil && hctx.Err() == nil {
+				fail(fmt.Errorf("%s: have feed: %w", p.src.Addr(), err))
+			}
+		})
+		defer func() {
+			hcancel()
+			hwg.Wait()
+			p.hmu.Lock()
+			have := slices.Clone(p.have)
+			p.hmu.Unlock()
+			s.addAvail(have, -1)
+		}()
+	} else {
+		s.addAvail(nil, 1)
+		defer s.addAvail(nil, -1)
 	}
 	slots := make(chan struct{}, d.cfg.StreamsPerPeer)
 	defer wg.Wait()
@@ -245,12 +341,19 @@ func (d *Download) work(ctx context.Context, m *chunkstore.Manifest, s *sched, o
 		case <-ctx.Done():
 			wg.Wait()
 			return werr
+		case <-stopping:
+			wg.Wait()
+			return werr
 		}
 		sctx, scancel := context.WithCancelCause(ctx)
 		var st *stream
 		for st == nil {
 			var wait <-chan struct{}
-			st, wait = s.take(p.id, d.batchSize(m, p), nil, scancel)
+			accept := p.acceptFunc()
+			if accept == nil && d.cfg.RarestFirst {
+				accept = func(int) bool { return true }
+			}
+			st, wait = s.take(p.id, d.batchSize(m, p), accept, scancel)
 			if st != nil {
 				break
 			}
@@ -259,6 +362,7 @@ func (d *Download) work(ctx context.Context, m *chunkstore.Manifest, s *sched, o
 				continue
 			case <-s.finished:
 			case <-ctx.Done():
+			case <-stopping:
 			}
 			scancel(nil)
 			<-slots
@@ -346,10 +450,115 @@ func (d *Download) fetch(ctx context.Context, m *chunkstore.Manifest, s *sched, 
 		if errors.Is(err, errFatal) {
 			return err
 		}
+		if errors.Is(err, ErrNotFound) {
+			// The peer does not hold the first chunk it did not send: not a
+			// fault, it just never gets asked for that chunk again.
+			for _, i := range st.chunks {
+				if asked[i] {
+					p.markLacking(i, chunkCount(m))
+					return nil
+				}
+			}
+		}
 		return fmt.Errorf("%s: %w", p.src.Addr(), err)
 	}
 	if len(asked) > 0 {
 		return fmt.Errorf("%w: %s ended a request %d chunks short", ErrProtocol, p.src.Addr(), len(asked))
+	}
+	return nil
+}
+
+// Ready is closed once the download knows its manifest and has its part
+// file open: from then on it can serve the chunks it has verified.
+func (d *Download) Ready() <-chan struct{} { return d.ready }
+
+// Manifest is the file's manifest; valid once Ready is closed.
+func (d *Download) Manifest() *chunkstore.Manifest { return d.m }
+
+// Have reports which chunks are verified and written.
+func (d *Download) Have() []bool {
+	d.s.mu.Lock()
+	defer d.s.mu.Unlock()
+	have := make([]bool, len(d.s.state))
+	for i, st := range d.s.state {
+		have[i] = st == done
+	}
+	return have
+}
+
+// Complete reports whether every chunk is verified and written.
+func (d *Download) Complete() bool {
+	select {
+	case <-d.s.finished:
+		return true
+	default:
+		return false
+	}
+}
+
+// ReadChunk reads verified chunk i into buf; a chunk not yet verified is
+// ErrNotFound. Valid once Ready is closed, until Close.
+func (d *Download) ReadChunk(i int, buf []byte) ([]byte, error) {
+	if i < 0 || i >= len(d.s.state) {
+		return nil, fmt.Errorf("chunk %d of %d: %w", i, len(d.s.state), chunkstore.ErrOutOfRange)
+	}
+	d.s.mu.Lock()
+	st := d.s.state[i]
+	d.s.mu.Unlock()
+	if st != done {
+		return nil, fmt.Errorf("chunk %d not held yet: %w", i, chunkstore.ErrNotFound)
+	}
+	off, n := d.m.ChunkBounds(i)
+	if _, err := d.o.readAt(buf[:n], off); err != nil {
+		return nil, fmt.Errorf("read chunk %d: %w", i, err)
+	}
+	return buf[:n], nil
+}
+
+// WatchHave calls fn with the verified chunks, then with each batch added,
+// until ctx ends; the last call has complete set. fn's error ends it.
+func (d *Download) WatchHave(ctx context.Context, fn func(have []bool, added []int, complete bool) error) error {
+	d.s.mu.Lock()
+	wait := d.s.changed
+	d.s.mu.Unlock()
+	have := d.Have()
+	if err := fn(have, nil, d.Complete()); err != nil || d.Complete() {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-wait:
+		}
+		d.s.mu.Lock()
+		wait = d.s.changed
+		var added []int
+		for i, st := range d.s.state {
+			if st == done && !have[i] {
+				have[i] = true
+				added = append(added, i)
+			}
+		}
+		d.s.mu.Unlock()
+		complete := d.Complete()
+		if len(added) > 0 || complete {
+			if err := fn(have, added, complete); err != nil {
+				return err
+			}
+		}
+		if complete {
+			return nil
+		}
+	}
+}
+
+// Close releases the file a serving download keeps open after Run.
+func (d *Download) Close() error {
+	select {
+	case <-d.ready:
+		d.o.close()
+	default:
 	}
 	return nil
 }

@@ -183,16 +183,60 @@ func (r *Registry) Discover(ctx context.Context, exclude []string, limit int) ([
 		if err != nil {
 			continue
 		}
-		out = append(out, &Peer{id: p.GetPeerId(), addr: p.GetAddress(), cc: cc, m: m})
+		partial := false
+		for _, f := range p.GetFiles() {
+			partial = partial || f.GetPartial()
+		}
+		out = append(out, &Peer{id: p.GetPeerId(), addr: p.GetAddress(), cc: cc, m: m, partial: partial})
 	}
 	return out, nil
 }
 
-// Peer is a gRPC peer serving one file. It satisfies Source.
+// Peer is a gRPC peer serving one file. It satisfies HaveSource.
 type Peer struct {
 	id, addr string
 	cc       *grpc.ClientConn
 	m        *chunkstore.Manifest
+	partial  bool // registered as holding part of the file
+}
+
+// Partial reports whether the peer registered as a partial holder.
+func (p *Peer) Partial() bool { return p.partial }
+
+// WatchHave follows the peer's WatchHave stream.
+func (p *Peer) WatchHave(ctx context.Context, fn func(have []bool, added []int)) error {
+	stream, err := shoalv1.NewPeerServiceClient(p.cc).WatchHave(ctx, &shoalv1.WatchHaveRequest{ContentId: p.m.ID.String()})
+	if err != nil {
+		return fromStatus("have feed", err)
+	}
+	n := p.m.NumChunks()
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) || ctx.Err() != nil {
+				return nil
+			}
+			return fromStatus("have feed", err)
+		}
+		var have []bool
+		if bm := msg.GetBitmap(); len(bm) > 0 {
+			if len(bm) != (n+7)/8 {
+				return fmt.Errorf("%w: have bitmap of %d bytes for %d chunks", ErrProtocol, len(bm), n)
+			}
+			have = make([]bool, n)
+			for i := range have {
+				have[i] = bm[i/8]&(1<<(i%8)) != 0
+			}
+		}
+		added := make([]int, 0, len(msg.GetAdded()))
+		for _, i := range msg.GetAdded() {
+			if int(i) >= n {
+				return fmt.Errorf("%w: have of chunk %d of %d", ErrProtocol, i, n)
+			}
+			added = append(added, int(i))
+		}
+		fn(have, added)
+	}
 }
 
 // NewPeer wraps a connection to a peer serving the file of m.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"golang.org/x/sync/errgroup"
 
@@ -17,6 +18,7 @@ type output struct {
 	path, part string
 	m          *chunkstore.Manifest
 	cfg        Config
+	mu         sync.Mutex // guards f against close while serving
 	f          PartFile
 	have       []bool // chunks already verified in the part file
 	resumed    int64  // their bytes
@@ -122,10 +124,15 @@ func (o *output) commit(ctx context.Context) error {
 	if err := o.f.Sync(); err != nil {
 		return fmt.Errorf("%w: sync %s: %w", errFatal, o.part, err)
 	}
-	if err := o.f.Close(); err != nil {
-		return fmt.Errorf("%w: close %s: %w", errFatal, o.part, err)
+	if !o.cfg.Serve {
+		err := o.f.Close()
+		o.f = nil
+		if err != nil {
+			return fmt.Errorf("%w: close %s: %w", errFatal, o.part, err)
+		}
 	}
-	o.f = nil
+	// A serving download keeps reading through the open file: the rename
+	// does not change what it refers to.
 	if err := os.Rename(o.part, o.path); err != nil {
 		return fmt.Errorf("%w: %w", errFatal, err)
 	}
@@ -138,7 +145,21 @@ func (o *output) commit(ctx context.Context) error {
 
 // close releases the part file if commit did not.
 func (o *output) close() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	if o.f != nil {
 		o.f.Close()
+		o.f = nil
 	}
+}
+
+// readAt reads verified bytes for serving.
+func (o *output) readAt(p []byte, off int64) (int, error) {
+	o.mu.Lock()
+	f := o.f
+	o.mu.Unlock()
+	if f == nil {
+		return 0, fmt.Errorf("%s: closed", o.part)
+	}
+	return f.ReadAt(p, off)
 }

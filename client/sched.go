@@ -1,8 +1,11 @@
 package client
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"sync"
+	"time"
 )
 
 // Chunk states.
@@ -33,7 +36,9 @@ type sched struct {
 	qhead     int
 	order     []int // in-flight chunks in dispatch order, for the endgame
 	ohead     int
-	remaining int // chunks not done
+	remaining int     // chunks not done
+	avail     []int32 // peers known to hold each chunk, for rarest-first
+	rnd       uint64  // xorshift state for random tie-breaks
 	streams   map[int][]*stream
 	changed   chan struct{} // closed and replaced on every state change
 	finished  chan struct{} // closed when remaining reaches 0
@@ -42,6 +47,8 @@ type sched struct {
 func newSched(n int, have []bool) *sched {
 	s := &sched{
 		state:    make([]uint8, n),
+		avail:    make([]int32, n),
+		rnd:      uint64(time.Now().UnixNano()) | 1,
 		reqs:     make([]uint8, n),
 		owner:    make([]int32, n),
 		streams:  map[int][]*stream{},
@@ -76,38 +83,11 @@ func (s *sched) take(w, max int, accept func(i int) bool, cancel context.CancelC
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var got []int
-	next := func() (int, bool) {
-		for len(s.retry) > 0 {
-			i := s.retry[len(s.retry)-1]
-			s.retry = s.retry[:len(s.retry)-1]
-			if s.state[i] == pending {
-				return i, true
-			}
-		}
-		for s.qhead < len(s.queue) {
-			i := s.queue[s.qhead]
-			s.qhead++
-			if s.state[i] == pending {
-				return i, true
-			}
-		}
-		return 0, false
+	if accept == nil {
+		got = s.takeQueuedLocked(w, max)
+	} else {
+		got = s.takeRarestLocked(w, max, accept)
 	}
-	var skipped []int
-	for len(got) < max {
-		i, ok := next()
-		if !ok {
-			break
-		}
-		if accept != nil && !accept(i) {
-			skipped = append(skipped, i)
-			continue
-		}
-		s.state[i], s.reqs[i], s.owner[i] = inflight, 1, int32(w)
-		s.order = append(s.order, i)
-		got = append(got, i)
-	}
-	s.retry = append(s.retry, skipped...)
 	if len(got) == 0 {
 		// Endgame: a second copy of the oldest chunk in flight elsewhere.
 		for k := s.ohead; k < len(s.order); k++ {
@@ -133,6 +113,93 @@ func (s *sched) take(w, max int, accept func(i int) bool, cancel context.CancelC
 		s.streams[i] = append(s.streams[i], st)
 	}
 	return st, nil
+}
+
+// takeQueuedLocked takes chunks in queue order: handed-back chunks first,
+// then the file from start to end. Used for peers holding every chunk.
+func (s *sched) takeQueuedLocked(w, max int) []int {
+	var got []int
+	for len(got) < max {
+		i := -1
+		for len(s.retry) > 0 && i < 0 {
+			if c := s.retry[len(s.retry)-1]; s.state[c] == pending {
+				i = c
+			}
+			s.retry = s.retry[:len(s.retry)-1]
+		}
+		for s.qhead < len(s.queue) && i < 0 {
+			if c := s.queue[s.qhead]; s.state[c] == pending {
+				i = c
+			}
+			s.qhead++
+		}
+		if i < 0 {
+			break
+		}
+		s.dispatchLocked(w, i)
+		got = append(got, i)
+	}
+	return got
+}
+
+// takeRarestLocked takes the pending chunks accept allows that the fewest
+// known peers hold, at random among equals, so that downloaders of one
+// swarm spread over different chunks. Used for peers holding only some
+// chunks, or known to lack some.
+func (s *sched) takeRarestLocked(w, max int, accept func(int) bool) []int {
+	type cand struct {
+		i     int
+		avail int32
+		r     uint64
+	}
+	var cs []cand
+	for i, st := range s.state {
+		if st == pending && accept(i) {
+			s.rnd ^= s.rnd << 13
+			s.rnd ^= s.rnd >> 7
+			s.rnd ^= s.rnd << 17
+			cs = append(cs, cand{i, s.avail[i], s.rnd})
+		}
+	}
+	slices.SortFunc(cs, func(a, b cand) int {
+		if a.avail != b.avail {
+			return int(a.avail - b.avail)
+		}
+		return cmp.Compare(a.r, b.r)
+	})
+	var got []int
+	for _, c := range cs[:min(max, len(cs))] {
+		s.dispatchLocked(w, c.i)
+		got = append(got, c.i)
+	}
+	return got
+}
+
+func (s *sched) dispatchLocked(w, i int) {
+	s.state[i], s.reqs[i], s.owner[i] = inflight, 1, int32(w)
+	s.order = append(s.order, i)
+}
+
+// addAvail counts one more (delta 1) or one fewer (delta -1) peer holding
+// each chunk marked in have (every chunk when have is nil), and wakes
+// workers waiting for chunks their peer may now serve.
+func (s *sched) addAvail(have []bool, delta int32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.avail {
+		if have == nil || have[i] {
+			s.avail[i] += delta
+		}
+	}
+	s.notifyLocked()
+}
+
+// addAvailOne counts one more peer holding chunk i.
+func (s *sched) addAvailOne(i int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.avail[i]++
+	s.notifyLocked()
 }
 
 // claim marks chunk i as being written by the caller; false means another

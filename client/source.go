@@ -21,6 +21,17 @@ type Source interface {
 	Close() error
 }
 
+// HaveSource is a Source that may hold only some chunks: a downloader
+// that serves what it has verified so far.
+type HaveSource interface {
+	Source
+	// Partial reports whether the peer said it holds only part of the file.
+	Partial() bool
+	// WatchHave calls fn with the chunks held now (have), then with each
+	// batch of chunks added, until ctx ends or the stream fails.
+	WatchHave(ctx context.Context, fn func(have []bool, added []int)) error
+}
+
 // Discoverer finds a file's manifest and the peers that hold it.
 type Discoverer interface {
 	// Manifest returns the verified manifest of the file to download. A

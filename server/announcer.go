@@ -26,6 +26,9 @@ type AnnouncerConfig struct {
 	Logger *slog.Logger
 	// Announced, if set, is called after each successful announce.
 	Announced func()
+	// Kick, if set, returns a channel closed when the peer's registration
+	// changed and should be announced now rather than at the next refresh.
+	Kick func() <-chan struct{}
 	// SkipLeave, if set and true at shutdown, skips the Leave: the peer
 	// vanishes as if killed and its lease runs out on its own.
 	SkipLeave func() bool
@@ -77,8 +80,15 @@ func Announce(ctx context.Context, cfg AnnouncerConfig) {
 			wait = backoff + rand.N(backoff/2+1)
 			backoff = min(2*backoff, cfg.MaxBackoff, max(every, cfg.MinBackoff))
 		}
+		var kick <-chan struct{}
+		if cfg.Kick != nil {
+			kick = cfg.Kick()
+		}
 		t := time.NewTimer(wait)
 		select {
+		case <-kick:
+			t.Stop()
+			continue
 		case <-ctx.Done():
 			t.Stop()
 			if cfg.SkipLeave != nil && cfg.SkipLeave() {

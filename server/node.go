@@ -67,7 +67,9 @@ type Node struct {
 	srv    *Server
 	stats  Stats
 
-	killed    atomic.Bool   // Kill was called: stop without leaving
+	killed    atomic.Bool // Kill was called: stop without leaving
+	kickMu    sync.Mutex
+	kick      chan struct{} // closed by Reannounce, then replaced; guarded by kickMu
 	ready     chan struct{} // closed once the folder is hashed and self-registered
 	announced chan struct{} // closed after the first announce to every remote registry
 }
@@ -97,7 +99,7 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 	if cfg.Server.Logger == nil {
 		cfg.Server.Logger = cfg.Logger
 	}
-	n := &Node{cfg: cfg, ready: make(chan struct{}), announced: make(chan struct{})}
+	n := &Node{cfg: cfg, ready: make(chan struct{}), announced: make(chan struct{}), kick: make(chan struct{})}
 	if cfg.Metrics != nil {
 		cfg.Server.Options = append(cfg.Server.Options, cfg.Metrics.serverOptions()...)
 	}
@@ -228,6 +230,7 @@ func (n *Node) Run(ctx context.Context) error {
 				Conn: cc, Peer: n.self, Logger: n.cfg.Logger.With("registry", addr),
 				Announced: func() { once.Do(pending.Done) },
 				SkipLeave: n.killed.Load,
+				Kick:      n.kicked,
 			})
 			once.Do(pending.Done)
 		})
@@ -247,8 +250,12 @@ func (n *Node) selfAnnounce(ctx context.Context) {
 			close(n.ready)
 			first = false
 		}
+		kick := n.kicked()
 		t := time.NewTimer(n.leases.Lease() / 3)
 		select {
+		case <-kick:
+			t.Stop()
+			continue
 		case <-ctx.Done():
 			t.Stop()
 			_ = n.leases.Leave(n.cfg.PeerID, n.cfg.Advertise)
@@ -267,4 +274,19 @@ func (n *Node) Federation() *Federation { return n.fed }
 func (n *Node) Kill() {
 	n.killed.Store(true)
 	n.srv.grpc.Stop()
+}
+
+// Reannounce sends the node's registration now, to its own registry and to
+// every remote one: call it when what the node holds changed.
+func (n *Node) Reannounce() {
+	n.kickMu.Lock()
+	defer n.kickMu.Unlock()
+	close(n.kick)
+	n.kick = make(chan struct{})
+}
+
+func (n *Node) kicked() <-chan struct{} {
+	n.kickMu.Lock()
+	defer n.kickMu.Unlock()
+	return n.kick
 }

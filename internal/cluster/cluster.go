@@ -57,6 +57,7 @@ type Cluster struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	stops  map[*server.Node]func() // stop one node and wait; guarded by errMu
 	errMu  sync.Mutex
 	errs   []error // node failures; guarded by errMu
 }
@@ -68,7 +69,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	c := &Cluster{cancel: cancel}
+	c := &Cluster{cancel: cancel, stops: map[*server.Node]func(){}}
 	fail := func(err error) (*Cluster, error) { c.Close(); return nil, err }
 	if cfg.Dir != "" {
 		st, err := chunkstore.Open(chunkstore.Config{Dir: cfg.Dir, IndexPath: cfg.IndexPath, Logger: cfg.Logger})
@@ -171,11 +172,25 @@ func (c *Cluster) start(ctx context.Context, listen string, cfg server.NodeConfi
 			c.errMu.Unlock()
 		}
 	})
+	c.errMu.Lock()
+	c.stops[n] = func() { cancel(); <-done }
+	c.errMu.Unlock()
 	select {
 	case <-n.Ready():
 		return n, nil
 	case <-done:
 		return nil, fmt.Errorf("node %s stopped while starting", n.Addr())
+	}
+}
+
+// Stop stops one node gracefully, as Ctrl-C would: it leaves the registry
+// and finishes the calls under way. It returns once the node is stopped.
+func (c *Cluster) Stop(n *server.Node) {
+	c.errMu.Lock()
+	stop := c.stops[n]
+	c.errMu.Unlock()
+	if stop != nil {
+		stop()
 	}
 }
 

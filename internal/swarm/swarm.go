@@ -1,0 +1,172 @@
+// Package swarm makes a download a peer: while it fetches a file it serves
+// the chunks it has verified, announces itself to the registry as a partial
+// holder, and goes on seeding once it is complete. It glues client (the
+// download) to server (the node), which do not import each other.
+package swarm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/shoalnet/shoal/chunkstore"
+	"github.com/shoalnet/shoal/client"
+	"github.com/shoalnet/shoal/server"
+)
+
+// Files serves a download's verified chunks. It satisfies server.Files.
+type Files struct{ D *client.Download }
+
+// Manifest returns the download's manifest for its id.
+func (f Files) Manifest(id chunkstore.ID) (*chunkstore.Manifest, error) {
+	if m := f.D.Manifest(); m.ID == id {
+		return m, nil
+	}
+	return nil, fmt.Errorf("%s: %w", id, chunkstore.ErrNotFound)
+}
+
+// ManifestByName returns the download's manifest for its name.
+func (f Files) ManifestByName(name string) (*chunkstore.Manifest, error) {
+	if m := f.D.Manifest(); m.Name == name {
+		return m, nil
+	}
+	return nil, fmt.Errorf("%q: %w", name, chunkstore.ErrNotFound)
+}
+
+// OpenChunks opens the download's file for reads of verified chunks.
+func (f Files) OpenChunks(id chunkstore.ID) (server.ChunkReader, error) {
+	if _, err := f.Manifest(id); err != nil {
+		return nil, err
+	}
+	return reader{f.D}, nil
+}
+
+// WatchHave follows the download's verified chunks.
+func (f Files) WatchHave(ctx context.Context, id chunkstore.ID, fn func([]bool, []int, bool) error) error {
+	if _, err := f.Manifest(id); err != nil {
+		return err
+	}
+	return f.D.WatchHave(ctx, fn)
+}
+
+// Holdings is what the node announces: the file, partial until complete.
+func (f Files) Holdings() []server.FileInfo {
+	m := f.D.Manifest()
+	return []server.FileInfo{{ID: m.ID, Name: m.Name, Size: m.Size, Partial: !f.D.Complete()}}
+}
+
+type reader struct{ d *client.Download }
+
+func (r reader) Manifest() *chunkstore.Manifest              { return r.d.Manifest() }
+func (r reader) ReadChunk(i int, buf []byte) ([]byte, error) { return r.d.ReadChunk(i, buf) }
+func (r reader) Close() error                                { return nil }
+
+// Config configures a serving download.
+type Config struct {
+	// Download tunes the download; Serve and Exclude are set here.
+	Download client.Config
+	// Discoverer finds the file and its peers.
+	Discoverer client.Discoverer
+	// Out is the output path.
+	Out string
+	// Listener is where the download serves its chunks.
+	Listener net.Listener
+	// Registry is the registry to announce to.
+	Registry string
+	// PeerID names the node; empty picks one.
+	PeerID string
+	// Rate caps this peer's uploads, bytes per second; 0 is unlimited.
+	Rate int64
+	// SeedFor is how long to keep serving once complete; 0 serves until
+	// ctx ends, a negative value stops at once.
+	SeedFor time.Duration
+	// Logger receives the node's logs; nil discards.
+	Logger *slog.Logger
+	// Node, if set, is called with the node once it serves.
+	Node func(*server.Node)
+	// Completed, if set, is called once the file is complete and renamed.
+	Completed func(*client.Report)
+}
+
+// Get downloads while serving, then seeds for SeedFor, then leaves.
+func Get(ctx context.Context, cfg Config) (*client.Report, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.PeerID == "" {
+		cfg.PeerID = "dl-" + cfg.Listener.Addr().String()
+	}
+	dcfg := cfg.Download
+	dcfg.Serve = true
+	dcfg.RarestFirst = true
+	dcfg.Exclude = append(dcfg.Exclude, cfg.PeerID)
+	d := client.NewDownload(dcfg, cfg.Discoverer, cfg.Out)
+	defer d.Close()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		rep *client.Report
+		err error
+	}
+	runc := make(chan result, 1)
+	go func() {
+		rep, err := d.Run(ctx)
+		runc <- result{rep, err}
+	}()
+	var res result
+	select {
+	case <-d.Ready():
+	case res = <-runc:
+		cfg.Listener.Close()
+		return res.rep, res.err // failed early, or the file was already complete
+	}
+	files := Files{d}
+	pc := server.DefaultPeerConfig()
+	pc.Throttle = server.NewThrottle(cfg.Rate)
+	node, err := server.NewNode(server.NodeConfig{
+		Listener: cfg.Listener, PeerID: cfg.PeerID, Files: files, Holdings: files.Holdings,
+		Registries: []string{cfg.Registry}, Peer: pc, Logger: cfg.Logger,
+	})
+	if err != nil {
+		cancel()
+		<-runc
+		return nil, err
+	}
+	nodeCtx, stopNode := context.WithCancel(context.WithoutCancel(ctx))
+	nodeDone := make(chan error, 1)
+	go func() { nodeDone <- node.Run(nodeCtx) }()
+	defer func() {
+		stopNode()
+		if err := <-nodeDone; err != nil && !errors.Is(err, context.Canceled) {
+			cfg.Logger.Warn("serving node stopped", "err", err)
+		}
+	}()
+	if cfg.Node != nil {
+		cfg.Node(node)
+	}
+	res = <-runc
+	if res.err != nil {
+		return res.rep, res.err
+	}
+	if cfg.Completed != nil {
+		cfg.Completed(res.rep)
+	}
+	node.Reannounce() // now a complete holder
+	switch {
+	case cfg.SeedFor < 0:
+	case cfg.SeedFor == 0:
+		<-ctx.Done()
+	default:
+		t := time.NewTimer(cfg.SeedFor)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+	}
+	return res.rep, nil
+}

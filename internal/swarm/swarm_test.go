@@ -1,0 +1,182 @@
+package swarm_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/shoalnet/shoal/chunkstore"
+	"github.com/shoalnet/shoal/client"
+	"github.com/shoalnet/shoal/internal/cluster"
+	"github.com/shoalnet/shoal/internal/swarm"
+	"github.com/shoalnet/shoal/server"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// onceFiles serves each chunk once, then says it does not hold it; after
+// every chunk went out once it calls done (the seeder leaves).
+type onceFiles struct {
+	server.StoreFiles
+	mu     sync.Mutex
+	served map[int]bool
+	total  int
+	done   func()
+}
+
+func (o *onceFiles) OpenChunks(id chunkstore.ID) (server.ChunkReader, error) {
+	r, err := o.StoreFiles.OpenChunks(id)
+	if err != nil {
+		return nil, err
+	}
+	return onceReader{r, o}, nil
+}
+
+type onceReader struct {
+	server.ChunkReader
+	o *onceFiles
+}
+
+func (r onceReader) ReadChunk(i int, buf []byte) ([]byte, error) {
+	r.o.mu.Lock()
+	defer r.o.mu.Unlock()
+	if r.o.served[i] {
+		return nil, fmt.Errorf("chunk %d already seeded: %w", i, chunkstore.ErrNotFound)
+	}
+	b, err := r.ChunkReader.ReadChunk(i, buf)
+	if err == nil {
+		r.o.served[i] = true
+		if len(r.o.served) == r.o.total {
+			go r.o.done()
+		}
+	}
+	return b, err
+}
+
+// downloader runs one serving download in the background.
+type downloader struct {
+	out  string
+	rep  *client.Report
+	err  error
+	done chan struct{}
+}
+
+func startDownloaders(t *testing.T, ctx context.Context, registry, name string, n int, rate int64, completed func()) []*downloader {
+	t.Helper()
+	var ds []*downloader
+	for k := range n {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc, err := grpc.NewClient(registry, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		d := &downloader{out: filepath.Join(t.TempDir(), fmt.Sprintf("dl-%d.bin", k)), done: make(chan struct{})}
+		ds = append(ds, d)
+		go func() {
+			defer close(d.done)
+			d.rep, d.err = swarm.Get(ctx, swarm.Config{
+				Download:   client.Config{Peers: n + 1, StallTimeout: 10 * time.Second},
+				Discoverer: &client.Registry{Target: name, Conn: cc},
+				Out:        d.out, Listener: lis, Registry: registry, Rate: rate,
+				PeerID:    fmt.Sprintf("downloader-%d", k),
+				Completed: func(*client.Report) { completed() },
+			})
+		}()
+	}
+	return ds
+}
+
+func TestSeederUploadsOnceThenLeaves(t *testing.T) {
+	dir := t.TempDir()
+	data := make([]byte, 8<<20)
+	rand.Read(data)
+	if err := os.WriteFile(filepath.Join(dir, "s.bin"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st, err := chunkstore.Open(chunkstore.Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.Scan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	m, _ := st.ManifestByName("s.bin")
+	var c *cluster.Cluster
+	left := make(chan struct{})
+	seeder := &onceFiles{StoreFiles: server.StoreFiles{Store: st}, served: map[int]bool{}, total: m.NumChunks(),
+		done: func() { c.Stop(c.Peers[0]); close(left) }}
+	c, err = cluster.Start(context.Background(), cluster.Config{Peers: []cluster.PeerSpec{{
+		Files: seeder, Rate: 8 << 20,
+		Holdings: func() []server.FileInfo { return []server.FileInfo{{ID: m.ID, Name: m.Name, Size: m.Size}} },
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	const n = 4
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var finished atomic.Int32
+	allDone := make(chan struct{})
+	ds := startDownloaders(t, ctx, c.Registry.Addr(), "s.bin", n, 0, func() {
+		if finished.Add(1) == n {
+			close(allDone)
+		}
+	})
+	select {
+	case <-allDone:
+	case <-ctx.Done():
+		t.Fatalf("only %d of %d downloaders finished", finished.Load(), n)
+	}
+	cancel() // stop seeding
+	for k, d := range ds {
+		<-d.done
+		if d.err != nil {
+			t.Fatalf("downloader %d: %v", k, d.err)
+		}
+		got, err := os.ReadFile(d.out)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("downloader %d: file differs (%v)", k, err)
+		}
+	}
+	select {
+	case <-left:
+	default:
+		t.Fatal("the seeder never sent every chunk")
+	}
+	seeder.mu.Lock()
+	defer seeder.mu.Unlock()
+	if len(seeder.served) != m.NumChunks() {
+		t.Fatalf("seeder served %d distinct chunks of %d", len(seeder.served), m.NumChunks())
+	}
+	var fromPeers int64
+	for _, d := range ds {
+		for _, p := range d.rep.Peers {
+			if p.Addr != c.Peers[0].Addr() {
+				fromPeers += p.Bytes
+			}
+		}
+	}
+	// The seeder sent the file once; everything else moved between peers.
+	if want := int64(n-1) * int64(len(data)); fromPeers != want {
+		t.Errorf("%d bytes moved between downloaders, want %d", fromPeers, want)
+	}
+}

@@ -73,7 +73,7 @@ type downloader struct {
 	done chan struct{}
 }
 
-func startDownloaders(t *testing.T, ctx context.Context, registry, name string, n int, rate int64, completed func()) []*downloader {
+func startDownloaders(t *testing.T, ctx context.Context, registry, name string, n int, rate int64, completed func(), tweak func(k int, cfg *swarm.Config) context.Context) []*downloader {
 	t.Helper()
 	var ds []*downloader
 	for k := range n {
@@ -88,15 +88,20 @@ func startDownloaders(t *testing.T, ctx context.Context, registry, name string, 
 		t.Cleanup(func() { cc.Close() })
 		d := &downloader{out: filepath.Join(t.TempDir(), fmt.Sprintf("dl-%d.bin", k)), done: make(chan struct{})}
 		ds = append(ds, d)
+		cfg := swarm.Config{
+			Download:   client.Config{Peers: n + 1, StallTimeout: 10 * time.Second},
+			Discoverer: &client.Registry{Target: name, Conn: cc},
+			Out:        d.out, Listener: lis, Registry: registry, Rate: rate,
+			PeerID:    fmt.Sprintf("downloader-%d", k),
+			Completed: func(*client.Report) { completed() },
+		}
+		dctx := ctx
+		if tweak != nil {
+			dctx = tweak(k, &cfg)
+		}
 		go func() {
 			defer close(d.done)
-			d.rep, d.err = swarm.Get(ctx, swarm.Config{
-				Download:   client.Config{Peers: n + 1, StallTimeout: 10 * time.Second},
-				Discoverer: &client.Registry{Target: name, Conn: cc},
-				Out:        d.out, Listener: lis, Registry: registry, Rate: rate,
-				PeerID:    fmt.Sprintf("downloader-%d", k),
-				Completed: func(*client.Report) { completed() },
-			})
+			d.rep, d.err = swarm.Get(dctx, cfg)
 		}()
 	}
 	return ds
@@ -140,7 +145,7 @@ func TestSeederUploadsOnceThenLeaves(t *testing.T) {
 		if finished.Add(1) == n {
 			close(allDone)
 		}
-	})
+	}, nil)
 	select {
 	case <-allDone:
 	case <-ctx.Done():
@@ -178,5 +183,77 @@ func TestSeederUploadsOnceThenLeaves(t *testing.T) {
 	// The seeder sent the file once; everything else moved between peers.
 	if want := int64(n-1) * int64(len(data)); fromPeers != want {
 		t.Errorf("%d bytes moved between downloaders, want %d", fromPeers, want)
+	}
+}
+
+// countingPart calls then after the after-th chunk write.
+type countingPart struct {
+	*os.File
+	n     atomic.Int32
+	after int32
+	then  func()
+}
+
+func (c *countingPart) WriteAt(p []byte, off int64) (int, error) {
+	n, err := c.File.WriteAt(p, off)
+	if c.n.Add(1) == c.after {
+		c.then()
+	}
+	return n, err
+}
+
+func TestDownloaderLeavingHalfWayDoesNotStopOthers(t *testing.T) {
+	dir := t.TempDir()
+	data := make([]byte, 8<<20)
+	rand.Read(data)
+	if err := os.WriteFile(filepath.Join(dir, "h.bin"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A slow seeder: the downloaders need each other to finish soon.
+	c, err := cluster.Start(context.Background(), cluster.Config{Dir: dir, Peers: []cluster.PeerSpec{{Rate: 4 << 20}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 4
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var finished atomic.Int32
+	allDone := make(chan struct{})
+	leaverCtx, leave := context.WithCancel(ctx)
+	defer leave()
+	ds := startDownloaders(t, ctx, c.Registry.Addr(), "h.bin", n, 0, func() {
+		if finished.Add(1) == n-1 {
+			close(allDone)
+		}
+	}, func(k int, cfg *swarm.Config) context.Context {
+		if k != 0 {
+			return ctx
+		}
+		// Downloader 0 quits (Ctrl-C) once it holds half the chunks.
+		cfg.Download.OpenPart = func(p string) (client.PartFile, error) {
+			f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
+			return &countingPart{File: f, after: 32, then: leave}, err
+		}
+		return leaverCtx
+	})
+	<-ds[0].done
+	if ds[0].err == nil {
+		t.Fatal("the leaving downloader finished instead of leaving")
+	}
+	select {
+	case <-allDone:
+	case <-ctx.Done():
+		t.Fatalf("only %d of %d remaining downloaders finished", finished.Load(), n-1)
+	}
+	cancel()
+	for k, d := range ds[1:] {
+		<-d.done
+		if d.err != nil {
+			t.Fatalf("downloader %d: %v", k+1, d.err)
+		}
+		if got, _ := os.ReadFile(d.out); !bytes.Equal(got, data) {
+			t.Fatalf("downloader %d: file differs", k+1)
+		}
 	}
 }

@@ -176,7 +176,8 @@ func (n *Node) holdings() []FileInfo {
 	}
 	var out []FileInfo
 	for _, m := range n.store.List() {
-		out = append(out, FileInfo{ID: m.ID, Name: m.Name, Size: m.Size})
+		// A super-seeder shows each client only some chunks at a time.
+		out = append(out, FileInfo{ID: m.ID, Name: m.Name, Size: m.Size, Partial: n.cfg.Peer.SuperSeed})
 	}
 	return out
 }

@@ -47,6 +47,11 @@ type PeerConfig struct {
 	// Throttle limits the peer's uploads, all streams together; nil is
 	// unlimited.
 	Throttle *Throttle
+	// SuperSeed reveals chunks to each client through WatchHave a few at
+	// a time, each to one client, until all went out once (see superSeed).
+	// For a seeder whose upload is a swarm's bottleneck; it should then
+	// announce its files as partial so clients ask WatchHave.
+	SuperSeed bool
 }
 
 // DefaultPeerConfig returns the limits used by `shoal serve`.
@@ -61,6 +66,7 @@ type PeerService struct {
 	cfg   PeerConfig
 	bufs  sync.Pool // *[]byte of MaxChunkSize
 	stats *Stats
+	seed  *superSeed // nil unless cfg.SuperSeed
 }
 
 // NewPeerService serves files with the limits in cfg.
@@ -75,6 +81,9 @@ func NewPeerService(files Files, cfg PeerConfig, stats *Stats) *PeerService {
 		stats = &Stats{}
 	}
 	p := &PeerService{files: files, cfg: cfg, stats: stats}
+	if cfg.SuperSeed {
+		p.seed = newSuperSeed(2)
+	}
 	p.bufs.New = func() any { b := make([]byte, chunkstore.MaxChunkSize); return &b }
 	return p
 }
@@ -121,6 +130,7 @@ func (p *PeerService) GetChunks(req *shoalv1.GetChunksRequest, stream grpc.Serve
 	bp := p.bufs.Get().(*[]byte)
 	defer p.bufs.Put(bp)
 	ctx := stream.Context()
+	addr := clientAddr(ctx)
 	resp := &shoalv1.GetChunksResponse{}
 	for _, i := range want {
 		data, err := r.ReadChunk(i, *bp)
@@ -141,6 +151,9 @@ func (p *PeerService) GetChunks(req *shoalv1.GetChunksRequest, stream grpc.Serve
 			data, off = data[n:], off+int64(n)
 		}
 		p.stats.ChunksServed.Add(1)
+		if p.seed != nil {
+			p.seed.sent(id, addr, i)
+		}
 	}
 	return nil
 }
@@ -187,6 +200,9 @@ func (p *PeerService) WatchHave(req *shoalv1.WatchHaveRequest, stream grpc.Serve
 	if err != nil {
 		return toStatus(err)
 	}
+	if p.seed != nil {
+		return p.superSeedHave(id, stream)
+	}
 	first := true
 	err = p.files.WatchHave(stream.Context(), id, func(have []bool, added []int, complete bool) error {
 		resp := &shoalv1.WatchHaveResponse{ChunkCount: uint32(len(have)), Complete: complete}
@@ -204,6 +220,35 @@ func (p *PeerService) WatchHave(req *shoalv1.WatchHaveRequest, stream grpc.Serve
 	}
 	<-stream.Context().Done() // a complete holder stays a holder
 	return nil
+}
+
+// superSeedHave feeds a client the chunks revealed to it.
+func (p *PeerService) superSeedHave(id chunkstore.ID, stream grpc.ServerStreamingServer[shoalv1.WatchHaveResponse]) error {
+	m, err := p.files.Manifest(id)
+	if err != nil {
+		return toStatus(err)
+	}
+	ctx := stream.Context()
+	addr := clientAddr(ctx)
+	have, c := p.seed.subscribe(id, m.NumChunks(), addr)
+	defer p.seed.unsubscribe(id, addr, c)
+	if err := stream.Send(&shoalv1.WatchHaveResponse{ChunkCount: uint32(len(have)), Bitmap: packBitmap(have)}); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case added := <-c.wake:
+			resp := &shoalv1.WatchHaveResponse{ChunkCount: uint32(len(have))}
+			for _, i := range added {
+				resp.Added = append(resp.Added, uint32(i))
+			}
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+		}
+	}
 }
 
 func packBitmap(have []bool) []byte {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -17,6 +18,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/shoalnet/shoal/client"
+	"github.com/shoalnet/shoal/internal/swarm"
+	"github.com/shoalnet/shoal/server"
 )
 
 // getFlags are the flags of `shoal get`.
@@ -28,6 +31,10 @@ type getFlags struct {
 	json     bool
 	stall    time.Duration
 	wait     time.Duration
+	serve    bool
+	listen   string
+	seedFor  time.Duration
+	rate     int64
 }
 
 func newGetCmd(g *globals) *cobra.Command {
@@ -60,6 +67,10 @@ Run the same command again after a crash or Ctrl-C to resume.`,
 	cmd.Flags().BoolVar(&f.json, "json", false, "print a JSON summary on stdout instead of a progress bar")
 	cmd.Flags().DurationVar(&f.stall, "stall-timeout", 20*time.Second, "drop a peer that sends nothing for this long")
 	cmd.Flags().DurationVar(&f.wait, "no-peer-timeout", 15*time.Second, "give up when no peer has worked for this long")
+	cmd.Flags().BoolVar(&f.serve, "serve", false, "serve verified chunks to other peers while downloading, and seed afterwards")
+	cmd.Flags().StringVar(&f.listen, "listen", "127.0.0.1:0", "with --serve: address to serve on (port 0 picks a free one)")
+	cmd.Flags().DurationVar(&f.seedFor, "seed-for", 0, "with --serve: keep seeding this long after finishing (0: until Ctrl-C)")
+	cmd.Flags().Int64Var(&f.rate, "rate", 0, "with --serve: upload limit in bytes per second; 0 means unlimited")
 	return cmd
 }
 
@@ -85,10 +96,15 @@ func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
 		}
 	}
 	cfg := client.Config{Peers: f.peers, Force: f.force, StallTimeout: f.stall, NoPeerTimeout: f.wait}
-	d := client.NewDownload(cfg, reg, out)
-	stop := showProgress(g, d, f.json, m.Size)
-	rep, err := d.Run(ctx)
-	stop()
+	var rep *client.Report
+	if f.serve {
+		rep, err = serveWhileGetting(ctx, g, f, cfg, reg, out)
+	} else {
+		d := client.NewDownload(cfg, reg, out)
+		stop := showProgress(g, d, f.json, m.Size)
+		rep, err = d.Run(ctx)
+		stop()
+	}
 	if f.json && rep != nil {
 		enc := json.NewEncoder(g.stdout)
 		enc.SetIndent("", "  ")
@@ -108,6 +124,34 @@ func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
 		}
 	}
 	return nil
+}
+
+// serveWhileGetting downloads as a swarm member: it serves verified chunks,
+// announces itself to the registry, and seeds after finishing.
+func serveWhileGetting(ctx context.Context, g *globals, f getFlags, cfg client.Config, reg *client.Registry, out string) (*client.Report, error) {
+	if f.rate < 0 {
+		return nil, usageError{fmt.Errorf("--rate %d: must be 0 (unlimited) or more", f.rate)}
+	}
+	log, err := g.logger()
+	if err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	seedFor := f.seedFor
+	if seedFor == 0 {
+		fmt.Fprintln(g.stderr, "seeding after the download until Ctrl-C")
+	}
+	return swarm.Get(ctx, swarm.Config{
+		Download: cfg, Discoverer: reg, Out: out, Listener: lis, Registry: f.registry,
+		Rate: f.rate, SeedFor: seedFor, Logger: log,
+		Node: func(n *server.Node) { fmt.Fprintf(g.stderr, "serving verified chunks on %s\n", n.Addr()) },
+		Completed: func(rep *client.Report) {
+			fmt.Fprintf(g.stderr, "%s complete (%s in %.1fs); seeding\n", out, humanBytes(rep.Size), rep.Seconds)
+		},
+	})
 }
 
 // getError gives download failures their exit codes.

@@ -40,6 +40,7 @@ func newServeCmd(g *globals) *cobra.Command {
 		rate       int64
 		registries []string
 		index      string
+		superSeed  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --dir DIR",
@@ -70,6 +71,7 @@ func newServeCmd(g *globals) *cobra.Command {
 			}
 			pc := server.DefaultPeerConfig()
 			pc.Throttle = server.NewThrottle(rate)
+			pc.SuperSeed = superSeed
 			lc := server.DefaultLeaseConfig()
 			lc.Lease = nf.lease
 			metrics, err := nf.startMetrics(cmd.Context(), g)
@@ -102,6 +104,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&dir, "dir", "", "folder to share (required); files below it, not symlinks or dot-files, are served")
 	cmd.Flags().Int64Var(&rate, "rate", 0, "upload limit in bytes per second for all streams together; 0 means unlimited")
 	cmd.Flags().StringSliceVar(&registries, "registry", envList("SHOAL_REGISTRY"), "registries to announce to, comma-separated host:port list (default $SHOAL_REGISTRY)")
+	cmd.Flags().BoolVar(&superSeed, "super-seed", false, "reveal each chunk to one downloader at a time until all went out once (for a swarm's first seeder)")
 	cmd.Flags().StringVar(&index, "index", "", "file keeping the folder's hashes across restarts (default: in the user cache folder)")
 	return cmd
 }

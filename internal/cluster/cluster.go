@@ -25,6 +25,9 @@ type PeerSpec struct {
 	Files server.Files
 	// Holdings goes with Files: what the peer announces.
 	Holdings func() []server.FileInfo
+	// SuperSeed makes the peer reveal chunks a few at a time, each to one
+	// client, until all went out once: for a swarm's only seeder.
+	SuperSeed bool
 	// QuitAfter, if positive, kills the peer (no goodbye to the registry)
 	// once it has served this many bytes.
 	QuitAfter int64
@@ -106,6 +109,16 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		}
 		pc := server.DefaultPeerConfig()
 		pc.Throttle = server.NewThrottle(spec.Rate)
+		if pc.SuperSeed = spec.SuperSeed; spec.SuperSeed {
+			full := holdings
+			holdings = func() []server.FileInfo {
+				fs := full()
+				for i := range fs {
+					fs[i].Partial = true
+				}
+				return fs
+			}
+		}
 		n, err := c.start(ctx, "127.0.0.1:0", server.NodeConfig{
 			Files: files, Holdings: holdings, Registries: []string{reg.Addr()},
 			Peer: pc, PeerID: fmt.Sprintf("peer-%d", i+1), Logger: cfg.Logger.With("node", i+1), Metrics: cfg.Metrics,

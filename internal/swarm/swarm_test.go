@@ -257,3 +257,44 @@ func TestDownloaderLeavingHalfWayDoesNotStopOthers(t *testing.T) {
 		}
 	}
 }
+
+func TestSuperSeederSendsAboutOnce(t *testing.T) {
+	dir := t.TempDir()
+	data := make([]byte, 8<<20)
+	rand.Read(data)
+	if err := os.WriteFile(filepath.Join(dir, "ss.bin"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := cluster.Start(context.Background(), cluster.Config{Dir: dir, Peers: []cluster.PeerSpec{{Rate: 8 << 20, SuperSeed: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 4
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var finished atomic.Int32
+	allDone := make(chan struct{})
+	ds := startDownloaders(t, ctx, c.Registry.Addr(), "ss.bin", n, 8<<20, func() {
+		if finished.Add(1) == n {
+			close(allDone)
+		}
+	}, nil)
+	select {
+	case <-allDone:
+	case <-ctx.Done():
+		t.Fatalf("only %d of %d downloaders finished", finished.Load(), n)
+	}
+	cancel()
+	for k, d := range ds {
+		<-d.done
+		if got, _ := os.ReadFile(d.out); d.err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("downloader %d: %v or file differs", k, d.err)
+		}
+	}
+	// Without super-seeding the seeder sends many chunks to several
+	// downloaders; with it, each chunk goes out about once.
+	if sent := c.Peers[0].Stats().BytesServed.Load(); sent > int64(len(data))*3/2 {
+		t.Errorf("seeder sent %.2f times the file", float64(sent)/float64(len(data)))
+	}
+}

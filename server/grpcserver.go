@@ -45,13 +45,15 @@ type Config struct {
 	// KeepaliveTime is how often an idle connection is pinged; a dead
 	// client is dropped after one more KeepaliveTime without an answer.
 	KeepaliveTime time.Duration
+	// Limits bound what one client can make the server do.
+	Limits Limits
 	// Options are appended to the server's options (credentials, say).
 	Options []grpc.ServerOption
 }
 
 // DefaultConfig returns the wiring used by `shoal serve`.
 func DefaultConfig() Config {
-	return Config{Logger: slog.Default(), StopTimeout: 5 * time.Second, KeepaliveTime: 30 * time.Second}
+	return Config{Logger: slog.Default(), StopTimeout: 5 * time.Second, KeepaliveTime: 30 * time.Second, Limits: DefaultLimits()}
 }
 
 // Server is a gRPC server carrying shoal's services, health and reflection.
@@ -72,6 +74,9 @@ func New(cfg Config, peer shoalv1.PeerServiceServer, registry shoalv1.RegistrySe
 	}
 	if cfg.KeepaliveTime <= 0 {
 		cfg.KeepaliveTime = DefaultConfig().KeepaliveTime
+	}
+	if cfg.Limits == (Limits{}) {
+		cfg.Limits = DefaultLimits() // negative values turn a limit off
 	}
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		cfg.Logger.Log(ctx, slog.Level(lvl), msg, fields...)
@@ -105,6 +110,7 @@ func New(cfg Config, peer shoalv1.PeerServiceServer, registry shoalv1.RegistrySe
 		grpc.WriteBufferSize(256 << 10),
 		grpc.ReadBufferSize(64 << 10),
 	}
+	opts = append(opts, limitOptions(cfg.Limits)...)
 	opts = append(opts, cfg.Options...)
 	s := &Server{cfg: cfg, grpc: grpc.NewServer(opts...), health: health.NewServer()}
 	if peer != nil {

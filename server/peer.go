@@ -47,6 +47,9 @@ type PeerConfig struct {
 	// Throttle limits the peer's uploads, all streams together; nil is
 	// unlimited.
 	Throttle *Throttle
+	// MaxUploads caps GetChunks calls served at once by this peer, over all
+	// clients; more is RESOURCE_EXHAUSTED. 0 is unlimited.
+	MaxUploads int
 	// SuperSeed reveals chunks to each client through WatchHave a few at
 	// a time, each to one client, until all went out once (see superSeed).
 	// For a seeder whose upload is a swarm's bottleneck; it should then
@@ -56,7 +59,7 @@ type PeerConfig struct {
 
 // DefaultPeerConfig returns the limits used by `shoal serve`.
 func DefaultPeerConfig() PeerConfig {
-	return PeerConfig{MaxChunksPerRequest: 4096, PieceSize: chunkstore.MaxChunkSize}
+	return PeerConfig{MaxChunksPerRequest: 4096, PieceSize: chunkstore.MaxChunkSize, MaxUploads: 256}
 }
 
 // PeerService implements shoal.v1.PeerService over a Files source.
@@ -66,7 +69,8 @@ type PeerService struct {
 	cfg   PeerConfig
 	bufs  sync.Pool // *[]byte of MaxChunkSize
 	stats *Stats
-	seed  *superSeed // nil unless cfg.SuperSeed
+	seed  *superSeed    // nil unless cfg.SuperSeed
+	slots chan struct{} // one per upload under way; nil when unlimited
 }
 
 // NewPeerService serves files with the limits in cfg.
@@ -83,6 +87,9 @@ func NewPeerService(files Files, cfg PeerConfig, stats *Stats) *PeerService {
 	p := &PeerService{files: files, cfg: cfg, stats: stats}
 	if cfg.SuperSeed {
 		p.seed = newSuperSeed(2)
+	}
+	if cfg.MaxUploads > 0 {
+		p.slots = make(chan struct{}, cfg.MaxUploads)
 	}
 	p.bufs.New = func() any { b := make([]byte, chunkstore.MaxChunkSize); return &b }
 	return p
@@ -113,6 +120,14 @@ func (p *PeerService) GetManifest(_ context.Context, req *shoalv1.GetManifestReq
 
 // GetChunks streams the chunks asked for, in order.
 func (p *PeerService) GetChunks(req *shoalv1.GetChunksRequest, stream grpc.ServerStreamingServer[shoalv1.GetChunksResponse]) error {
+	if p.slots != nil {
+		select {
+		case p.slots <- struct{}{}:
+			defer func() { <-p.slots }()
+		default:
+			return toStatus(fmt.Errorf("%w: %d uploads under way", errTooLarge, cap(p.slots)))
+		}
+	}
 	id, err := chunkstore.ParseID(req.GetContentId())
 	if err != nil {
 		return toStatus(err)

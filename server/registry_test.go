@@ -216,7 +216,7 @@ func BenchmarkLookupGRPC(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	srv := server.New(server.Config{}, nil, server.NewRegistryService(leases, nil))
+	srv := server.New(server.Config{Limits: server.Limits{RequestsPerSecond: -1, StreamsPerConn: -1}}, nil, server.NewRegistryService(leases, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, lis) }()

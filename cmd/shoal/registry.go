@@ -26,8 +26,7 @@ func newRegistryCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("listen: %w", err)
 			}
-			lc := server.DefaultLeaseConfig()
-			lc.Lease = nf.lease
+			lc := nf.leaseConfig()
 			metrics, err := nf.startMetrics(cmd.Context(), g)
 			if err != nil {
 				lis.Close()
@@ -35,7 +34,7 @@ func newRegistryCmd(g *globals) *cobra.Command {
 			}
 			node, err := server.NewNode(server.NodeConfig{
 				Metrics: metrics, Listener: lis, Advertise: nf.advertise, Join: nf.join, Lease: lc,
-				Server: server.Config{Logger: log}, Logger: log,
+				Server: nf.serverConfig(log), Logger: log,
 			})
 			if err != nil {
 				lis.Close()

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,6 +19,8 @@ import (
 
 // nodeFlags are the flags shared by serve and registry.
 type nodeFlags struct {
+	limits    server.Limits
+	maxPeers  int
 	metrics   string
 	listen    string
 	advertise string
@@ -29,6 +32,10 @@ func (f *nodeFlags) register(cmd *cobra.Command, defListen string) {
 	cmd.Flags().StringVar(&f.listen, "listen", defListen, "address to serve gRPC on (host:port; port 0 picks a free one)")
 	cmd.Flags().StringVar(&f.advertise, "advertise", "", "address other peers should use to reach this one (default: the listen address)")
 	cmd.Flags().StringSliceVar(&f.join, "join", nil, "registries to federate with, comma-separated host:port list")
+	def := server.DefaultLimits()
+	cmd.Flags().Float64Var(&f.limits.RequestsPerSecond, "max-rps", def.RequestsPerSecond, "calls per second one client IP may start (health and reflection exempt); 0 or less: no limit")
+	cmd.Flags().IntVar(&f.limits.StreamsPerConn, "max-streams-per-conn", def.StreamsPerConn, "calls one connection may have open at once; 0 or less: no limit")
+	cmd.Flags().IntVar(&f.maxPeers, "max-peers", server.DefaultLeaseConfig().MaxPeers, "registrations this node's registry holds at most")
 	cmd.Flags().StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics (host:port); off when empty")
 	cmd.Flags().DurationVar(&f.lease, "lease", server.DefaultLeaseConfig().Lease, "lease this node's registry grants; peers re-announce every third of it")
 }
@@ -41,6 +48,8 @@ func newServeCmd(g *globals) *cobra.Command {
 		registries []string
 		index      string
 		superSeed  bool
+		maxUploads int
+		maxChunks  int
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --dir DIR",
@@ -72,8 +81,8 @@ func newServeCmd(g *globals) *cobra.Command {
 			pc := server.DefaultPeerConfig()
 			pc.Throttle = server.NewThrottle(rate)
 			pc.SuperSeed = superSeed
-			lc := server.DefaultLeaseConfig()
-			lc.Lease = nf.lease
+			pc.MaxUploads, pc.MaxChunksPerRequest = maxUploads, maxChunks
+			lc := nf.leaseConfig()
 			metrics, err := nf.startMetrics(cmd.Context(), g)
 			if err != nil {
 				lis.Close()
@@ -82,7 +91,7 @@ func newServeCmd(g *globals) *cobra.Command {
 			node, err := server.NewNode(server.NodeConfig{
 				Metrics: metrics, Dir: dir, IndexPath: index, Listener: lis, Advertise: nf.advertise,
 				Registries: registries, Join: nf.join, Lease: lc, Peer: pc,
-				Server: server.Config{Logger: log}, Logger: log,
+				Server: nf.serverConfig(log), Logger: log,
 			})
 			if err != nil {
 				lis.Close()
@@ -104,6 +113,8 @@ func newServeCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&dir, "dir", "", "folder to share (required); files below it, not symlinks or dot-files, are served")
 	cmd.Flags().Int64Var(&rate, "rate", 0, "upload limit in bytes per second for all streams together; 0 means unlimited")
 	cmd.Flags().StringSliceVar(&registries, "registry", envList("SHOAL_REGISTRY"), "registries to announce to, comma-separated host:port list (default $SHOAL_REGISTRY)")
+	cmd.Flags().IntVar(&maxUploads, "max-uploads", server.DefaultPeerConfig().MaxUploads, "chunk streams served at once, over all clients; 0: no limit")
+	cmd.Flags().IntVar(&maxChunks, "max-chunks-per-request", server.DefaultPeerConfig().MaxChunksPerRequest, "chunks one GetChunks call may ask for")
 	cmd.Flags().BoolVar(&superSeed, "super-seed", false, "reveal each chunk to one downloader at a time until all went out once (for a swarm's first seeder)")
 	cmd.Flags().StringVar(&index, "index", "", "file keeping the folder's hashes across restarts (default: in the user cache folder)")
 	return cmd
@@ -149,4 +160,25 @@ func (f *nodeFlags) startMetrics(ctx context.Context, g *globals) (*server.Metri
 	}()
 	fmt.Fprintf(g.stderr, "metrics at http://%s/metrics\n", lis.Addr())
 	return m, nil
+}
+
+// leaseConfig is the registry's configuration from the flags.
+func (f *nodeFlags) leaseConfig() server.LeaseConfig {
+	lc := server.DefaultLeaseConfig()
+	lc.Lease = f.lease
+	lc.MaxPeers = f.maxPeers
+	return lc
+}
+
+// serverConfig is the gRPC server's configuration from the flags.
+func (f *nodeFlags) serverConfig(log *slog.Logger) server.Config {
+	l := f.limits
+	if l.RequestsPerSecond <= 0 {
+		l.RequestsPerSecond = -1
+	}
+	if l.StreamsPerConn <= 0 {
+		l.StreamsPerConn = -1
+	}
+	l.MaxClients = server.DefaultLimits().MaxClients
+	return server.Config{Logger: log, Limits: l}
 }

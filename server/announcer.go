@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
 )
@@ -51,12 +53,20 @@ func Announce(ctx context.Context, cfg AnnouncerConfig) {
 	every := 10 * time.Second
 	backoff := cfg.MinBackoff
 	failing := false
-	var last Peer
+	var (
+		last   Peer
+		secret string
+	)
 	for {
 		last = cfg.Peer()
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		resp, err := rc.Announce(actx, &shoalv1.AnnounceRequest{Peer: peerToWire(last)})
+		resp, err := rc.Announce(actx, &shoalv1.AnnounceRequest{Peer: peerToWire(last), Secret: secret})
 		cancel()
+		if status.Code(err) == codes.PermissionDenied && secret != "" {
+			// The registry restarted and someone else took the id, or
+			// it forgot us: start over as a new registration.
+			secret = ""
+		}
 		wait := every
 		switch {
 		case err == nil:
@@ -64,6 +74,7 @@ func Announce(ctx context.Context, cfg AnnouncerConfig) {
 				cfg.Logger.Info("registry reachable again; announced")
 			}
 			failing, backoff = false, cfg.MinBackoff
+			secret = resp.GetSecret()
 			if l := time.Duration(resp.GetLeaseMs()) * time.Millisecond; l > 0 {
 				every = l / 3
 			}
@@ -95,7 +106,7 @@ func Announce(ctx context.Context, cfg AnnouncerConfig) {
 				return
 			}
 			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			_, _ = rc.Leave(lctx, &shoalv1.LeaveRequest{PeerId: last.ID, Address: last.Addr})
+			_, _ = rc.Leave(lctx, &shoalv1.LeaveRequest{PeerId: last.ID, Address: last.Addr, Secret: secret})
 			cancel()
 			return
 		case <-t.C:

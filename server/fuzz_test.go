@@ -64,7 +64,7 @@ func FuzzAnnounce(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if _, err := l.Announce(p); err != nil {
+		if _, _, err := l.Announce(p, ""); err != nil {
 			return
 		}
 		// Accepted: it must be findable and well formed.

@@ -2,6 +2,8 @@ package server
 
 import (
 	"container/heap"
+	crand "crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -89,6 +91,7 @@ func (h *holders) remove(id string) {
 type leaseEntry struct {
 	LeasedPeer
 	heapIdx int
+	secret  string // proves ownership; empty for entries learned by exchange
 }
 
 // Leases is the registry's table of peers and files. It is safe for
@@ -173,30 +176,52 @@ func validateAddr(addr string) error {
 	return nil
 }
 
-// Announce registers p or refreshes it, replacing its file list. A peer id
-// already registered with another live address is refused, so that no one
-// can take over another peer's registration.
-func (l *Leases) Announce(p Peer) (time.Duration, error) {
+// Announce registers p or refreshes it, replacing its file list, and
+// returns the lease and the registration's secret. Refreshing a live
+// registration takes the secret the first announce returned (or, for one
+// learned from another registry, the same address), so that no one can
+// take over another peer's registration.
+func (l *Leases) Announce(p Peer, secret string) (time.Duration, string, error) {
 	if err := l.ValidatePeer(p); err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	now := l.cfg.Now()
 	l.mu.Lock()
 	l.sweepLocked(now)
+	cur, ok := l.peers[p.ID]
 	var err error
-	if cur, ok := l.peers[p.ID]; ok && !cur.Left && cur.Addr != p.Addr {
+	switch {
+	case !ok || cur.Left:
+	case cur.secret != "" && cur.secret != secret:
+		err = fmt.Errorf("%w: %s is registered by another holder (wrong secret)", errNotOwner, p.ID)
+	case cur.secret == "" && cur.Addr != p.Addr:
 		err = fmt.Errorf("%w: %s is registered at %s", errNotOwner, p.ID, cur.Addr)
-	} else {
+	}
+	if err == nil {
 		err = l.putLocked(LeasedPeer{Peer: p, Expires: now.Add(l.cfg.Lease)})
+	}
+	if err == nil {
+		e := l.peers[p.ID]
+		if !ok || cur.Left || e.secret == "" {
+			e.secret = newSecret()
+		}
+		secret = e.secret
 	}
 	l.mu.Unlock()
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	if l.cfg.OnAnnounce != nil {
 		l.cfg.OnAnnounce(p)
 	}
-	return l.cfg.Lease, nil
+	return l.cfg.Lease, secret, nil
+}
+
+// newSecret returns 128 random bits in hex.
+func newSecret() string {
+	var b [16]byte
+	crand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // putLocked stores e, replacing the peer's earlier entry.
@@ -251,10 +276,10 @@ func (l *Leases) unindexLocked(e *leaseEntry) {
 	}
 }
 
-// Leave removes a peer at once. The address must match its registration.
-// A tombstone stays until the old lease would have ended, so that exchanges
+// Leave removes a peer at once; it takes the registration's secret. A
+// tombstone stays until the old lease would have ended, so that exchanges
 // with other registries do not bring the peer back.
-func (l *Leases) Leave(id, addr string) error {
+func (l *Leases) Leave(id, secret string) error {
 	now := l.cfg.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -263,10 +288,10 @@ func (l *Leases) Leave(id, addr string) error {
 	if !ok || cur.Left {
 		return fmt.Errorf("peer %q: %w", id, chunkstore.ErrNotFound)
 	}
-	if cur.Addr != addr {
-		return fmt.Errorf("%w: %s is registered at %s", errNotOwner, id, cur.Addr)
+	if cur.secret == "" || cur.secret != secret {
+		return fmt.Errorf("%w: only the holder of %s's registration may remove it", errNotOwner, id)
 	}
-	return l.putLocked(LeasedPeer{Peer: Peer{ID: id, Addr: addr}, Expires: now.Add(l.cfg.Lease), Left: true})
+	return l.putLocked(LeasedPeer{Peer: Peer{ID: id, Addr: cur.Addr}, Expires: now.Add(l.cfg.Lease), Left: true})
 }
 
 // sweepLocked drops entries whose lease ended.

@@ -18,7 +18,7 @@ func fillLeases(b *testing.B, peers, files int) *Leases {
 			f := (i + j*7919) % pool
 			p.Files = append(p.Files, FileInfo{ID: fileID(f), Name: fmt.Sprintf("file-%d", f), Size: 1 << 20})
 		}
-		if _, err := l.Announce(p); err != nil {
+		if _, _, err := l.Announce(p, ""); err != nil {
 			b.Fatal(err)
 		}
 	}

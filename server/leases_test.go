@@ -43,11 +43,29 @@ func testPeer(n int, files ...int) Peer {
 	return p
 }
 
+// secrets remembers each test registration's secret, as a peer would.
+var secrets sync.Map // of secretKey -> string
+
+type secretKey struct {
+	l  *Leases
+	id string
+}
+
 func mustAnnounce(t *testing.T, l *Leases, p Peer) {
 	t.Helper()
-	if _, err := l.Announce(p); err != nil {
+	prev, _ := secrets.Load(secretKey{l, p.ID})
+	s, _ := prev.(string)
+	_, secret, err := l.Announce(p, s)
+	if err != nil {
 		t.Fatal(err)
 	}
+	secrets.Store(secretKey{l, p.ID}, secret)
+}
+
+func secretOf(l *Leases, id string) string {
+	s, _ := secrets.Load(secretKey{l, id})
+	str, _ := s.(string)
+	return str
 }
 
 func holderCount(t *testing.T, l *Leases, f int) int {
@@ -141,25 +159,31 @@ func TestLeaveIsImmediateAndOwned(t *testing.T) {
 	l, _ := newTestLeases(LeaseConfig{})
 	mustAnnounce(t, l, testPeer(1, 1))
 	mustAnnounce(t, l, testPeer(2, 1))
-	if err := l.Leave("peer-1", "127.0.0.1:9"); !errors.Is(err, errNotOwner) {
-		t.Fatalf("leave with another address: %v, want errNotOwner", err)
+	if err := l.Leave("peer-1", secretOf(l, "peer-2")); !errors.Is(err, errNotOwner) {
+		t.Fatalf("peer 2 removing peer 1: %v, want errNotOwner", err)
 	}
-	if err := l.Leave("peer-1", testPeer(1).Addr); err != nil {
+	if err := l.Leave("peer-1", ""); !errors.Is(err, errNotOwner) {
+		t.Fatalf("leave without the secret: %v, want errNotOwner", err)
+	}
+	if err := l.Leave("peer-1", secretOf(l, "peer-1")); err != nil {
 		t.Fatal(err)
 	}
 	if n := holderCount(t, l, 1); n != 1 {
 		t.Fatalf("after leave: %d holders, want 1", n)
 	}
-	if err := l.Leave("peer-1", testPeer(1).Addr); !errors.Is(err, chunkstore.ErrNotFound) {
+	if err := l.Leave("peer-1", secretOf(l, "peer-1")); !errors.Is(err, chunkstore.ErrNotFound) {
 		t.Fatalf("second leave: %v", err)
 	}
-	// Another peer cannot take over a live registration.
+	// Another peer cannot take over a live registration, at any address.
 	hijack := testPeer(2, 1)
-	hijack.Addr = "127.0.0.1:1"
-	if _, err := l.Announce(hijack); !errors.Is(err, errNotOwner) {
-		t.Fatalf("announce over another peer's id: %v", err)
+	for _, addr := range []string{"127.0.0.1:1", testPeer(2).Addr} {
+		hijack.Addr = addr
+		if _, _, err := l.Announce(hijack, ""); !errors.Is(err, errNotOwner) {
+			t.Fatalf("announce over another peer's id from %s: %v", addr, err)
+		}
 	}
 	// The peer that left may come back.
+	secrets.Delete(secretKey{l, "peer-1"})
 	mustAnnounce(t, l, testPeer(1, 1))
 	if n := holderCount(t, l, 1); n != 2 {
 		t.Fatalf("after return: %d holders", n)
@@ -207,14 +231,14 @@ func TestBadAnnouncesRejected(t *testing.T) {
 		{"too many files", testPeer(1, 1, 2, 3, 4, 5, 6), errTooLarge},
 	}
 	for _, c := range cases {
-		if _, err := l.Announce(c.p); !errors.Is(err, c.want) {
+		if _, _, err := l.Announce(c.p, ""); !errors.Is(err, c.want) {
 			t.Errorf("%s: %v, want %v", c.name, err, c.want)
 		}
 	}
 	for i := range 3 {
 		mustAnnounce(t, l, testPeer(i, 1))
 	}
-	if _, err := l.Announce(testPeer(3, 1)); !errors.Is(err, errFull) {
+	if _, _, err := l.Announce(testPeer(3, 1), ""); !errors.Is(err, errFull) {
 		t.Errorf("4th peer in a 3-peer registry: %v, want errFull", err)
 	}
 	mustAnnounce(t, l, testPeer(2, 1, 2)) // refreshing an existing peer still works
@@ -228,7 +252,7 @@ func TestMergeKeepsNewestAndTombstones(t *testing.T) {
 	if holderCount(t, b, 1) != 1 {
 		t.Fatal("merge did not carry the peer")
 	}
-	if err := a.Leave("peer-1", testPeer(1).Addr); err != nil {
+	if err := a.Leave("peer-1", secretOf(a, "peer-1")); err != nil {
 		t.Fatal(err)
 	}
 	a.Merge(b.Snapshot(100)) // b's older copy must not bring it back

@@ -243,9 +243,12 @@ func (n *Node) Run(ctx context.Context) error {
 // selfAnnounce keeps the node's own files in its own registry.
 func (n *Node) selfAnnounce(ctx context.Context) {
 	first := true
+	secret := ""
 	for {
-		if _, err := n.leases.Announce(n.self()); err != nil {
+		if _, s, err := n.leases.Announce(n.self(), secret); err != nil {
 			n.cfg.Logger.Warn("self-announce failed", "err", err)
+		} else {
+			secret = s
 		}
 		if first {
 			close(n.ready)
@@ -259,7 +262,7 @@ func (n *Node) selfAnnounce(ctx context.Context) {
 			continue
 		case <-ctx.Done():
 			t.Stop()
-			_ = n.leases.Leave(n.cfg.PeerID, n.cfg.Advertise)
+			_ = n.leases.Leave(n.cfg.PeerID, secret)
 			return
 		case <-t.C:
 		}

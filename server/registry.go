@@ -29,11 +29,11 @@ func (r *RegistryService) Announce(_ context.Context, req *shoalv1.AnnounceReque
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	lease, err := r.leases.Announce(p)
+	lease, secret, err := r.leases.Announce(p, req.GetSecret())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &shoalv1.AnnounceResponse{LeaseMs: lease.Milliseconds()}, nil
+	return &shoalv1.AnnounceResponse{LeaseMs: lease.Milliseconds(), Secret: secret}, nil
 }
 
 // Lookup finds a file and live holders at random.
@@ -77,7 +77,7 @@ func (r *RegistryService) Lookup(_ context.Context, req *shoalv1.LookupRequest) 
 
 // Leave removes a peer at once.
 func (r *RegistryService) Leave(_ context.Context, req *shoalv1.LeaveRequest) (*shoalv1.LeaveResponse, error) {
-	if err := r.leases.Leave(req.GetPeerId(), req.GetAddress()); err != nil {
+	if err := r.leases.Leave(req.GetPeerId(), req.GetSecret()); err != nil {
 		return nil, toStatus(err)
 	}
 	return &shoalv1.LeaveResponse{}, nil

@@ -212,7 +212,7 @@ func BenchmarkLookupGRPC(b *testing.B) {
 			ids[f] = id.String()
 			p.Files = append(p.Files, server.FileInfo{ID: id, Name: fmt.Sprintf("file-%d", f), Size: 1 << 20})
 		}
-		if _, err := leases.Announce(p); err != nil {
+		if _, _, err := leases.Announce(p, ""); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -246,4 +246,29 @@ func BenchmarkLookupGRPC(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "lookups/s")
+}
+
+func TestNoOneLeavesOrRefreshesForAnother(t *testing.T) {
+	reg, _ := runNode(t, server.NodeConfig{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rc := registryClient(t, reg.Addr())
+	victim := &shoalv1.PeerInfo{PeerId: "victim", Address: "127.0.0.1:9001", Files: []*shoalv1.FileInfo{{ContentId: chunkstore.ID{7}.String(), Name: "v"}}}
+	resp, err := rc.Announce(ctx, &shoalv1.AnnounceRequest{Peer: victim})
+	if err != nil || resp.GetSecret() == "" {
+		t.Fatalf("announce: %v, secret %q", err, resp.GetSecret())
+	}
+	if _, err := rc.Leave(ctx, &shoalv1.LeaveRequest{PeerId: "victim", Address: victim.GetAddress()}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("leave for another peer: %v, want PermissionDenied", err)
+	}
+	hijack := &shoalv1.PeerInfo{PeerId: "victim", Address: victim.GetAddress()}
+	if _, err := rc.Announce(ctx, &shoalv1.AnnounceRequest{Peer: hijack, Secret: "guess"}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("refresh with a wrong secret: %v, want PermissionDenied", err)
+	}
+	if _, err := lookupName(ctx, rc, "v"); err != nil {
+		t.Fatalf("victim's registration was harmed: %v", err)
+	}
+	if _, err := rc.Leave(ctx, &shoalv1.LeaveRequest{PeerId: "victim", Secret: resp.GetSecret()}); err != nil {
+		t.Fatalf("the owner's leave: %v", err)
+	}
 }

@@ -98,9 +98,11 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     first = True
+    secret = ""  # proves the registration is ours on refresh and leave
     while not stop.is_set():
         try:
-            lease_ms = reg.Announce(registry_pb2.AnnounceRequest(peer=info), timeout=5).lease_ms
+            resp = reg.Announce(registry_pb2.AnnounceRequest(peer=info, secret=secret), timeout=5)
+            lease_ms, secret = resp.lease_ms, resp.secret
             if first:
                 print("ready", addr, flush=True)
                 first = False
@@ -109,7 +111,7 @@ def main():
             print("announce failed:", e.code(), file=sys.stderr, flush=True)
             stop.wait(1.0)
     try:
-        reg.Leave(registry_pb2.LeaveRequest(peer_id=info.peer_id, address=addr), timeout=2)
+        reg.Leave(registry_pb2.LeaveRequest(peer_id=info.peer_id, address=addr, secret=secret), timeout=2)
     except grpc.RpcError:
         pass
     server.stop(2).wait()

@@ -163,7 +163,11 @@ func (x *PeerInfo) GetFiles() []*FileInfo {
 type AnnounceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Peer is the peer's registration; it replaces any earlier one.
-	Peer          *PeerInfo `protobuf:"bytes,1,opt,name=peer,proto3" json:"peer,omitempty"`
+	Peer *PeerInfo `protobuf:"bytes,1,opt,name=peer,proto3" json:"peer,omitempty"`
+	// Secret is what the registry's first answer to this peer id returned.
+	// A live registration is refreshed or left only with it, so no one else
+	// can take over or remove it. Empty on a first announce.
+	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -205,11 +209,20 @@ func (x *AnnounceRequest) GetPeer() *PeerInfo {
 	return nil
 }
 
+func (x *AnnounceRequest) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
 // AnnounceResponse tells the peer how long its lease lasts.
 type AnnounceResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Lease_ms is the lease length in milliseconds; re-announce well inside it.
-	LeaseMs       int64 `protobuf:"varint,1,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
+	LeaseMs int64 `protobuf:"varint,1,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`
+	// Secret proves ownership of the registration on later calls.
+	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -249,6 +262,13 @@ func (x *AnnounceResponse) GetLeaseMs() int64 {
 		return x.LeaseMs
 	}
 	return 0
+}
+
+func (x *AnnounceResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
 }
 
 // LookupRequest names a file and how many holders the client wants.
@@ -427,7 +447,9 @@ type LeaveRequest struct {
 	// Peer_id is the peer to remove.
 	PeerId string `protobuf:"bytes,1,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`
 	// Address must match the address the peer registered with.
-	Address       string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// Secret is the one the peer's announce returned.
+	Secret        string `protobuf:"bytes,3,opt,name=secret,proto3" json:"secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -472,6 +494,13 @@ func (x *LeaveRequest) GetPeerId() string {
 func (x *LeaveRequest) GetAddress() string {
 	if x != nil {
 		return x.Address
+	}
+	return ""
+}
+
+func (x *LeaveRequest) GetSecret() string {
+	if x != nil {
+		return x.Secret
 	}
 	return ""
 }
@@ -840,11 +869,13 @@ const file_shoal_v1_registry_proto_rawDesc = "" +
 	"\bPeerInfo\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12(\n" +
-	"\x05files\x18\x03 \x03(\v2\x12.shoal.v1.FileInfoR\x05files\"9\n" +
+	"\x05files\x18\x03 \x03(\v2\x12.shoal.v1.FileInfoR\x05files\"Q\n" +
 	"\x0fAnnounceRequest\x12&\n" +
-	"\x04peer\x18\x01 \x01(\v2\x12.shoal.v1.PeerInfoR\x04peer\"-\n" +
+	"\x04peer\x18\x01 \x01(\v2\x12.shoal.v1.PeerInfoR\x04peer\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"E\n" +
 	"\x10AnnounceResponse\x12\x19\n" +
-	"\blease_ms\x18\x01 \x01(\x03R\aleaseMs\"~\n" +
+	"\blease_ms\x18\x01 \x01(\x03R\aleaseMs\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"~\n" +
 	"\rLookupRequest\x12\x1f\n" +
 	"\n" +
 	"content_id\x18\x01 \x01(\tH\x00R\tcontentId\x12\x14\n" +
@@ -855,10 +886,11 @@ const file_shoal_v1_registry_proto_rawDesc = "" +
 	"\x0eLookupResponse\x12&\n" +
 	"\x04file\x18\x01 \x01(\v2\x12.shoal.v1.FileInfoR\x04file\x12(\n" +
 	"\x05peers\x18\x02 \x03(\v2\x12.shoal.v1.PeerInfoR\x05peers\x12\x18\n" +
-	"\aholders\x18\x03 \x01(\rR\aholders\"A\n" +
+	"\aholders\x18\x03 \x01(\rR\aholders\"Y\n" +
 	"\fLeaveRequest\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddress\"\x0f\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x16\n" +
+	"\x06secret\x18\x03 \x01(\tR\x06secret\"\x0f\n" +
 	"\rLeaveResponse\"\x12\n" +
 	"\x10ListFilesRequest\"?\n" +
 	"\x11ListFilesResponse\x12*\n" +

@@ -26,11 +26,16 @@ const maxMessageBytes = chunkstore.MaxChunkSize + 64<<10
 // memory is about peers x 2 windows).
 const windowBytes = 2 << 20
 
-// DialOptions are the gRPC options shoal clients use by default: plaintext,
-// flow-control windows sized for whole chunks, and the message limit.
+// DialOptions are the gRPC options shoal clients use by default:
+// plaintext and TuningOptions.
 func DialOptions() []grpc.DialOption {
+	return append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, TuningOptions()...)
+}
+
+// TuningOptions are flow-control windows sized for whole chunks and the
+// message limit; add them to dial options that carry credentials.
+func TuningOptions() []grpc.DialOption {
 	return []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithInitialWindowSize(windowBytes),
 		grpc.WithInitialConnWindowSize(2 * windowBytes),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes)),

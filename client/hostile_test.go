@@ -12,8 +12,8 @@ import (
 
 	"github.com/shoalnet/shoal/chunkstore"
 	"github.com/shoalnet/shoal/client"
-	"github.com/shoalnet/shoal/internal/cluster"
 	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
+	"github.com/shoalnet/shoal/internal/cluster"
 )
 
 // floodPeer is a hostile PeerService: an honest manifest, then chunks

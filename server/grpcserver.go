@@ -47,6 +47,9 @@ type Config struct {
 	KeepaliveTime time.Duration
 	// Limits bound what one client can make the server do.
 	Limits Limits
+	// Token, if set, is required on registry writes (Announce, Leave,
+	// Exchange) as "authorization: Bearer TOKEN".
+	Token string
 	// Options are appended to the server's options (credentials, say).
 	Options []grpc.ServerOption
 }
@@ -111,6 +114,7 @@ func New(cfg Config, peer shoalv1.PeerServiceServer, registry shoalv1.RegistrySe
 		grpc.ReadBufferSize(64 << 10),
 	}
 	opts = append(opts, limitOptions(cfg.Limits)...)
+	opts = append(opts, tokenOptions(cfg.Token)...)
 	opts = append(opts, cfg.Options...)
 	s := &Server{cfg: cfg, grpc: grpc.NewServer(opts...), health: health.NewServer()}
 	if peer != nil {

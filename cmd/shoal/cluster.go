@@ -3,9 +3,12 @@ package main
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 
+	"github.com/shoalnet/shoal/internal/certs"
 	"github.com/shoalnet/shoal/internal/cluster"
 )
 
@@ -16,6 +19,8 @@ func newClusterCmd(g *globals) *cobra.Command {
 		listen  string
 		metrics string
 		rate    int64
+		useTLS  bool
+		token   string
 	)
 	cmd := &cobra.Command{
 		Use:   "cluster --dir DIR",
@@ -49,9 +54,33 @@ Ctrl-C stops everything; each peer leaves the registry on the way out.`,
 			if err != nil {
 				return err
 			}
-			c, err := cluster.Start(cmd.Context(), cluster.Config{
-				Metrics: m, Dir: dir, IndexPath: defaultIndexPath(dir), Peers: specs, RegistryListen: listen, Logger: log,
-			})
+			ccfg := cluster.Config{Token: token}
+			var clientFlags string
+			if useTLS {
+				tlsDir, err := os.MkdirTemp("", "shoal-certs-")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(tlsDir)
+				files, err := certs.Generate(tlsDir, []string{"127.0.0.1", "::1", "localhost"}, []string{"node", "client"}, 30*24*time.Hour)
+				if err != nil {
+					return err
+				}
+				srv, err := files["node"].ServerOption()
+				if err != nil {
+					return err
+				}
+				dial, err := files["node"].DialOption()
+				if err != nil {
+					return err
+				}
+				ccfg.ServerOptions, ccfg.DialOptions = []grpc.ServerOption{srv}, []grpc.DialOption{dial}
+				cf := files["client"]
+				clientFlags = fmt.Sprintf(" --tls-cert %s --tls-key %s --tls-ca %s", cf.Cert, cf.Key, cf.CA)
+				fmt.Fprintf(g.stdout, "mutual TLS on; client certificate in %s (removed on exit)\n", tlsDir)
+			}
+			ccfg.Metrics, ccfg.Dir, ccfg.IndexPath, ccfg.Peers, ccfg.RegistryListen, ccfg.Logger = m, dir, defaultIndexPath(dir), specs, listen, log
+			c, err := cluster.Start(cmd.Context(), ccfg)
 			if err != nil {
 				return err
 			}
@@ -63,9 +92,9 @@ Ctrl-C stops everything; each peer leaves the registry on the way out.`,
 			fmt.Fprintln(g.stdout)
 			files := c.Store.List()
 			fmt.Fprintf(g.stdout, "serving %d files from %s\n", len(files), dir)
-			fmt.Fprintf(g.stdout, "  shoal ls --registry %s\n", reg)
+			fmt.Fprintf(g.stdout, "  shoal ls --registry %s%s\n", reg, clientFlags)
 			if len(files) > 0 {
-				fmt.Fprintf(g.stdout, "  shoal get %s --registry %s -o %s\n", files[0].ID, reg, shellQuote(baseName(files[0].Name)))
+				fmt.Fprintf(g.stdout, "  shoal get %s --registry %s -o %s%s\n", files[0].ID, reg, shellQuote(baseName(files[0].Name)), clientFlags)
 			}
 			fmt.Fprintln(g.stdout, "Ctrl-C stops the cluster.")
 			<-cmd.Context().Done()
@@ -76,6 +105,8 @@ Ctrl-C stops everything; each peer leaves the registry on the way out.`,
 	cmd.Flags().StringVar(&dir, "dir", "", "folder every peer serves (required)")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:7000", "registry address (port 0 picks a free one)")
 	cmd.Flags().StringVar(&metrics, "metrics", "", "serve Prometheus metrics of all nodes at http://ADDR/metrics; off when empty")
+	cmd.Flags().BoolVar(&useTLS, "tls", false, "mutual TLS between all nodes and clients, with certificates made for this run")
+	cmd.Flags().StringVar(&token, "token", envOr("SHOAL_TOKEN", ""), "token the registry requires to announce (default $SHOAL_TOKEN)")
 	cmd.Flags().Int64Var(&rate, "rate", 0, "upload limit of each peer in bytes per second; 0 means unlimited")
 	return cmd
 }

@@ -14,8 +14,6 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/shoalnet/shoal/client"
 	"github.com/shoalnet/shoal/internal/swarm"
@@ -24,6 +22,7 @@ import (
 
 // getFlags are the flags of `shoal get`.
 type getFlags struct {
+	conn     connFlags
 	registry string
 	out      string
 	peers    int
@@ -67,6 +66,7 @@ Run the same command again after a crash or Ctrl-C to resume.`,
 	cmd.Flags().BoolVar(&f.json, "json", false, "print a JSON summary on stdout instead of a progress bar")
 	cmd.Flags().DurationVar(&f.stall, "stall-timeout", 20*time.Second, "drop a peer that sends nothing for this long")
 	cmd.Flags().DurationVar(&f.wait, "no-peer-timeout", 15*time.Second, "give up when no peer has worked for this long")
+	f.conn.register(cmd, false)
 	cmd.Flags().BoolVar(&f.serve, "serve", false, "serve verified chunks to other peers while downloading, and seed afterwards")
 	cmd.Flags().StringVar(&f.listen, "listen", "127.0.0.1:0", "with --serve: address to serve on (port 0 picks a free one)")
 	cmd.Flags().DurationVar(&f.seedFor, "seed-for", 0, "with --serve: keep seeding this long after finishing (0: until Ctrl-C)")
@@ -75,15 +75,19 @@ Run the same command again after a crash or Ctrl-C to resume.`,
 }
 
 func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
-	cc, err := grpc.NewClient(f.registry, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := f.conn.dial(f.registry)
 	if err != nil {
-		return usageError{fmt.Errorf("--registry %s: %w", f.registry, err)}
+		return err
 	}
 	defer cc.Close()
+	dial, err := f.conn.dialOptions()
+	if err != nil {
+		return err
+	}
 	// Chunks arrive as short-lived 1 MiB buffers; a soft limit makes the
 	// collector reclaim them before the heap balloons to twice its size.
 	debug.SetMemoryLimit(64 << 20)
-	reg := &client.Registry{Target: target, Conn: cc}
+	reg := &client.Registry{Target: target, Conn: cc, DialOptions: append(dial, client.TuningOptions()...)}
 	m, err := reg.Manifest(ctx)
 	if err != nil {
 		return getError(err)
@@ -144,7 +148,16 @@ func serveWhileGetting(ctx context.Context, g *globals, f getFlags, cfg client.C
 	if seedFor == 0 {
 		fmt.Fprintln(g.stderr, "seeding after the download until Ctrl-C")
 	}
+	srvOpts, err := f.conn.serverOptions()
+	if err != nil {
+		return nil, err
+	}
+	dial, err := f.conn.dialOptions()
+	if err != nil {
+		return nil, err
+	}
 	return swarm.Get(ctx, swarm.Config{
+		ServerOptions: srvOpts, DialOptions: dial,
 		Download: cfg, Discoverer: reg, Out: out, Listener: lis, Registry: f.registry,
 		Rate: f.rate, SeedFor: seedFor, Logger: log,
 		Node: func(n *server.Node) { fmt.Fprintf(g.stderr, "serving verified chunks on %s\n", n.Addr()) },

@@ -8,13 +8,15 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
 )
 
 func newLsCmd(g *globals) *cobra.Command {
-	var registry string
+	var (
+		registry string
+		conn     connFlags
+	)
 	cmd := &cobra.Command{
 		Use:     "ls",
 		Short:   "List the files the network holds, with their holder counts",
@@ -24,9 +26,9 @@ func newLsCmd(g *globals) *cobra.Command {
 			if registry == "" {
 				return usageError{fmt.Errorf("--registry is required (or set SHOAL_REGISTRY)")}
 			}
-			cc, err := grpc.NewClient(registry, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			cc, err := conn.dial(registry)
 			if err != nil {
-				return usageError{fmt.Errorf("--registry %s: %w", registry, err)}
+				return err
 			}
 			defer cc.Close()
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
@@ -44,5 +46,6 @@ func newLsCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&registry, "registry", envOr("SHOAL_REGISTRY", ""), "registry to ask, host:port (default $SHOAL_REGISTRY)")
+	conn.register(cmd, false)
 	return cmd
 }

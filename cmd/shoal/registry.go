@@ -22,6 +22,10 @@ func newRegistryCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			scfg, dial, err := nf.serverConfig(log)
+			if err != nil {
+				return err
+			}
 			lis, err := net.Listen("tcp", nf.listen)
 			if err != nil {
 				return fmt.Errorf("listen: %w", err)
@@ -34,7 +38,7 @@ func newRegistryCmd(g *globals) *cobra.Command {
 			}
 			node, err := server.NewNode(server.NodeConfig{
 				Metrics: metrics, Listener: lis, Advertise: nf.advertise, Join: nf.join, Lease: lc,
-				Server: nf.serverConfig(log), Logger: log,
+				Server: scfg, DialOptions: dial, Logger: log,
 			})
 			if err != nil {
 				lis.Close()

@@ -13,12 +13,14 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 
 	"github.com/shoalnet/shoal/server"
 )
 
 // nodeFlags are the flags shared by serve and registry.
 type nodeFlags struct {
+	conn      connFlags
 	limits    server.Limits
 	maxPeers  int
 	metrics   string
@@ -32,6 +34,7 @@ func (f *nodeFlags) register(cmd *cobra.Command, defListen string) {
 	cmd.Flags().StringVar(&f.listen, "listen", defListen, "address to serve gRPC on (host:port; port 0 picks a free one)")
 	cmd.Flags().StringVar(&f.advertise, "advertise", "", "address other peers should use to reach this one (default: the listen address)")
 	cmd.Flags().StringSliceVar(&f.join, "join", nil, "registries to federate with, comma-separated host:port list")
+	f.conn.register(cmd, true)
 	def := server.DefaultLimits()
 	cmd.Flags().Float64Var(&f.limits.RequestsPerSecond, "max-rps", def.RequestsPerSecond, "calls per second one client IP may start (health and reflection exempt); 0 or less: no limit")
 	cmd.Flags().IntVar(&f.limits.StreamsPerConn, "max-streams-per-conn", def.StreamsPerConn, "calls one connection may have open at once; 0 or less: no limit")
@@ -74,6 +77,10 @@ func newServeCmd(g *globals) *cobra.Command {
 			if index == "" {
 				index = defaultIndexPath(dir)
 			}
+			scfg, dial, err := nf.serverConfig(log)
+			if err != nil {
+				return err
+			}
 			lis, err := net.Listen("tcp", nf.listen)
 			if err != nil {
 				return fmt.Errorf("listen: %w", err)
@@ -91,7 +98,7 @@ func newServeCmd(g *globals) *cobra.Command {
 			node, err := server.NewNode(server.NodeConfig{
 				Metrics: metrics, Dir: dir, IndexPath: index, Listener: lis, Advertise: nf.advertise,
 				Registries: registries, Join: nf.join, Lease: lc, Peer: pc,
-				Server: nf.serverConfig(log), Logger: log,
+				Server: scfg, DialOptions: dial, Logger: log,
 			})
 			if err != nil {
 				lis.Close()
@@ -171,7 +178,15 @@ func (f *nodeFlags) leaseConfig() server.LeaseConfig {
 }
 
 // serverConfig is the gRPC server's configuration from the flags.
-func (f *nodeFlags) serverConfig(log *slog.Logger) server.Config {
+func (f *nodeFlags) serverConfig(log *slog.Logger) (server.Config, []grpc.DialOption, error) {
+	opts, err := f.conn.serverOptions()
+	if err != nil {
+		return server.Config{}, nil, err
+	}
+	dial, err := f.conn.dialOptions()
+	if err != nil {
+		return server.Config{}, nil, err
+	}
 	l := f.limits
 	if l.RequestsPerSecond <= 0 {
 		l.RequestsPerSecond = -1
@@ -180,5 +195,5 @@ func (f *nodeFlags) serverConfig(log *slog.Logger) server.Config {
 		l.StreamsPerConn = -1
 	}
 	l.MaxClients = server.DefaultLimits().MaxClients
-	return server.Config{Logger: log, Limits: l}
+	return server.Config{Logger: log, Limits: l, Token: f.conn.token, Options: opts}, dial, nil
 }

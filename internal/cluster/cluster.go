@@ -13,6 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/shoalnet/shoal/chunkstore"
 	"github.com/shoalnet/shoal/server"
 )
@@ -50,6 +53,13 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics, if set, counts every node in the process's metrics.
 	Metrics *server.Metrics
+	// ServerOptions (TLS credentials, say) apply to every node's server.
+	ServerOptions []grpc.ServerOption
+	// DialOptions are how nodes reach the registry; nil is plaintext.
+	DialOptions []grpc.DialOption
+	// Token, if set, is required by the registry for announces, and sent
+	// by the peers.
+	Token string
 }
 
 // Cluster is a running registry and its peers.
@@ -61,6 +71,9 @@ type Cluster struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	stops  map[*server.Node]func() // stop one node and wait; guarded by errMu
+	opts   []grpc.ServerOption     // every node's extra server options
+	dial   []grpc.DialOption       // how nodes dial the registry
+	token  string                  // registry token
 	errMu  sync.Mutex
 	errs   []error // node failures; guarded by errMu
 }
@@ -88,6 +101,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if listen == "" {
 		listen = "127.0.0.1:0"
 	}
+	c.opts, c.dial, c.token = cfg.ServerOptions, cfg.DialOptions, cfg.Token
 	reg, err := c.start(ctx, listen, server.NodeConfig{Lease: server.LeaseConfig{Lease: cfg.Lease}, Logger: cfg.Logger.With("node", "registry"), Metrics: cfg.Metrics})
 	if err != nil {
 		return fail(err)
@@ -169,6 +183,17 @@ func (c *Cluster) start(ctx context.Context, listen string, cfg server.NodeConfi
 		return nil, fmt.Errorf("listen %s: %w", listen, err)
 	}
 	cfg.Listener = lis
+	cfg.Server.Options = append(cfg.Server.Options, c.opts...)
+	cfg.Server.Token = c.token
+	if c.dial != nil {
+		cfg.DialOptions = append([]grpc.DialOption(nil), c.dial...)
+	}
+	if c.token != "" {
+		if cfg.DialOptions == nil {
+			cfg.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+		}
+		cfg.DialOptions = append(cfg.DialOptions, server.TokenDialOption(c.token))
+	}
 	n, err := server.NewNode(cfg)
 	if err != nil {
 		lis.Close()

@@ -12,6 +12,8 @@ import (
 	"net"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/shoalnet/shoal/chunkstore"
 	"github.com/shoalnet/shoal/client"
 	"github.com/shoalnet/shoal/server"
@@ -83,6 +85,11 @@ type Config struct {
 	// SeedFor is how long to keep serving once complete; 0 serves until
 	// ctx ends, a negative value stops at once.
 	SeedFor time.Duration
+	// ServerOptions (TLS credentials, say) apply to the serving node.
+	ServerOptions []grpc.ServerOption
+	// DialOptions reach the registry (credentials, token); nil is
+	// plaintext.
+	DialOptions []grpc.DialOption
 	// Logger receives the node's logs; nil discards.
 	Logger *slog.Logger
 	// Node, if set, is called with the node once it serves.
@@ -130,6 +137,7 @@ func Get(ctx context.Context, cfg Config) (*client.Report, error) {
 	node, err := server.NewNode(server.NodeConfig{
 		Listener: cfg.Listener, PeerID: cfg.PeerID, Files: files, Holdings: files.Holdings,
 		Registries: []string{cfg.Registry}, Peer: pc, Logger: cfg.Logger,
+		Server: server.Config{Options: cfg.ServerOptions}, DialOptions: cfg.DialOptions,
 	})
 	if err != nil {
 		cancel()

@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"path/filepath"
 	"strings"
@@ -81,4 +82,48 @@ func TestFloodingPeerIsDropped(t *testing.T) {
 			t.Errorf("flooder not dropped: %+v", p)
 		}
 	}
+}
+
+func TestLyingManifestIsRefused(t *testing.T) {
+	f := newFixture(t, 1<<20)
+	f.start(t, []cluster.PeerSpec{{}}, nil)
+	ctx := testCtx(t)
+	cc, err := grpc.NewClient(f.c.Peers[0].Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	mr, err := shoalv1.NewPeerServiceClient(cc).GetManifest(ctx, &shoalv1.GetManifestRequest{File: &shoalv1.GetManifestRequest_Name{Name: f.name}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The liar claims the honest content id but hands out other hashes.
+	lie := mr.GetManifest()
+	lie.ChunkHashes[1] = make([]byte, 32)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	shoalv1.RegisterPeerServiceServer(gs, &floodPeer{m: lie})
+	go gs.Serve(lis)
+	t.Cleanup(gs.Stop)
+	f.c.Stop(f.c.Peers[0]) // the honest peer leaves: only the liar is left
+	rc, err := grpc.NewClient(f.c.Registry.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if _, err := shoalv1.NewRegistryServiceClient(rc).Announce(ctx, &shoalv1.AnnounceRequest{Peer: &shoalv1.PeerInfo{
+		PeerId: "liar", Address: lis.Addr().String(),
+		Files: []*shoalv1.FileInfo{{ContentId: lie.GetContentId(), Name: f.name, Size: lie.GetSize()}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "out.bin")
+	_, err = f.download(t, ctx, client.Config{}, out)
+	if !errors.Is(err, chunkstore.ErrBadManifest) {
+		t.Fatalf("download from a manifest liar: %v, want ErrBadManifest", err)
+	}
+	noFile(t, out)
 }

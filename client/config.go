@@ -35,6 +35,13 @@ type Config struct {
 	// before the rename, on top of the check of each chunk before it is
 	// written. It costs a full read and hash of the file.
 	VerifyOutput bool
+	// ReplaceSlowest, if positive, is how often the pool checks its peers
+	// while all Peers slots are busy: when the slowest is under 85% of the
+	// others' mean rate and the discoverer has an untried peer, it closes
+	// the slowest first, then starts the new one (the count never goes
+	// over Peers). For sources whose speeds differ a lot, like the course
+	// protocol's ports.
+	ReplaceSlowest time.Duration
 	// Exclude lists peer ids never to download from: a serving download's
 	// own id, so it does not find itself in the registry.
 	Exclude []string

@@ -49,6 +49,8 @@ type peerState struct {
 	rate    atomic.Int64 // measured bytes per second, 0 until known
 	dropped string       // set once when dropped; guarded by Download.mu
 
+	retire context.CancelFunc // stops the worker without blaming the peer
+
 	hmu   sync.Mutex
 	have  []bool // chunks a partial peer holds; nil for a complete peer; guarded by hmu
 	lacks []bool // chunks the peer said it does not hold; nil until one; guarded by hmu
@@ -183,13 +185,19 @@ func (d *Download) pool(ctx context.Context, m *chunkstore.Manifest, s *sched, o
 	var fatal error
 	var discoverErr error
 
+	var spare []Source // found by a replacement, started once a slot frees
 	discover := func() {
 		if active >= d.cfg.Peers {
 			return
 		}
-		srcs, err := d.disc.Discover(ctx, exclude, d.cfg.Peers-active)
-		if err != nil {
-			discoverErr = err
+		srcs := spare
+		spare = nil
+		if len(srcs) < d.cfg.Peers-active {
+			more, err := d.disc.Discover(ctx, exclude, d.cfg.Peers-active-len(srcs))
+			if err != nil {
+				discoverErr = err
+			}
+			srcs = append(srcs, more...)
 		}
 		for _, src := range srcs {
 			if tried[src.ID()] || active >= d.cfg.Peers {
@@ -204,8 +212,11 @@ func (d *Download) pool(ctx context.Context, m *chunkstore.Manifest, s *sched, o
 			d.mu.Unlock()
 			active++
 			d.active.Add(1)
+			wctx, retire := context.WithCancel(ctx)
+			p.retire = retire
 			wg.Go(func() {
-				err := d.work(ctx, m, s, o, p)
+				defer retire()
+				err := d.work(wctx, m, s, o, p)
 				src.Close()
 				select {
 				case results <- result{p, err}:
@@ -217,6 +228,12 @@ func (d *Download) pool(ctx context.Context, m *chunkstore.Manifest, s *sched, o
 	discover()
 	timer := time.NewTimer(backoff)
 	defer timer.Stop()
+	var replaceTick <-chan time.Time
+	if d.cfg.ReplaceSlowest > 0 {
+		t := time.NewTicker(d.cfg.ReplaceSlowest)
+		defer t.Stop()
+		replaceTick = t.C
+	}
 	for {
 		if active > 0 {
 			lastWorking = time.Now()
@@ -244,6 +261,21 @@ func (d *Download) pool(ctx context.Context, m *chunkstore.Manifest, s *sched, o
 			discover()
 			backoff = d.cfg.MinBackoff
 			timer.Reset(backoff)
+		case <-replaceTick:
+			if active == d.cfg.Peers && len(spare) == 0 {
+				if slow := d.slowest(); slow != nil {
+					if srcs, _ := d.disc.Discover(ctx, exclude, 1); len(srcs) > 0 {
+						src := srcs[0]
+						tried[src.ID()] = true
+						exclude = append(exclude, src.ID())
+						spare = append(spare, src)
+						d.mu.Lock()
+						slow.dropped = "replaced: slowest of the peers"
+						d.mu.Unlock()
+						slow.retire() // its slot frees when it has closed
+					}
+				}
+			}
 		case <-timer.C:
 			if active < d.cfg.Peers {
 				discover()
@@ -260,6 +292,37 @@ func (d *Download) pool(ctx context.Context, m *chunkstore.Manifest, s *sched, o
 				ErrNoPeers, len(tried), d.cfg.NoPeerTimeout, why, o.part, d.done.Load())
 		}
 	}
+}
+
+// slowest returns the working peer to replace: the slowest with a measured
+// rate, when under 85% of the others' mean.
+func (d *Download) slowest() *peerState {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var (
+		slow  *peerState
+		sum   float64
+		count int
+	)
+	for _, p := range d.peers {
+		r := p.rate.Load()
+		if p.dropped != "" || r == 0 || p.chunks.Load() == 0 {
+			continue
+		}
+		sum += float64(r)
+		count++
+		if slow == nil || r < slow.rate.Load() {
+			slow = p
+		}
+	}
+	if slow == nil || count < 2 {
+		return nil
+	}
+	others := (sum - float64(slow.rate.Load())) / float64(count-1)
+	if float64(slow.rate.Load()) >= 0.85*others {
+		return nil
+	}
+	return slow
 }
 
 // errFatal marks errors that end the whole download (disk errors).
@@ -433,7 +496,7 @@ func (d *Download) fetch(ctx context.Context, m *chunkstore.Manifest, s *sched, 
 			s.unclaim(i)
 			return fmt.Errorf("%w: %w", errFatal, err)
 		}
-		s.complete(i)
+		s.complete(i, st)
 		p.bytes.Add(int64(len(data)))
 		p.chunks.Add(1)
 		d.fetched.Add(int64(len(data)))

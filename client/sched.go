@@ -214,16 +214,16 @@ func (s *sched) claim(i int) bool {
 	return true
 }
 
-// complete records chunk i as written and cancels requests that no longer
-// need to run.
-func (s *sched) complete(i int) {
+// complete records chunk i as written by stream by and cancels the other
+// requests that no longer need to run.
+func (s *sched) complete(i int, by *stream) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.state[i] = done
 	s.remaining--
 	for _, st := range s.streams[i] {
 		st.left--
-		if st.left == 0 && !st.stopped {
+		if st.left == 0 && !st.stopped && st != by {
 			st.stopped = true
 			st.cancel(errNotNeeded)
 		}

@@ -55,7 +55,7 @@ verifies every chunk, and resumes after a crash.`,
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format on stderr: text or json")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newServeCmd(g), newHashCmd(g), newRegistryCmd(g), newLsCmd(g), newClusterCmd(g), newGetCmd(g), newDemoCmd(g), newCertsCmd(g))
+	root.AddCommand(newServeCmd(g), newHashCmd(g), newRegistryCmd(g), newLsCmd(g), newClusterCmd(g), newGetCmd(g), newDemoCmd(g), newCertsCmd(g), newCourseCmd(g))
 	return root
 }
 

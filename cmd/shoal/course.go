@@ -1,0 +1,286 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shoalnet/shoal/chunkstore"
+	"github.com/shoalnet/shoal/client"
+	"github.com/shoalnet/shoal/course"
+)
+
+func newCourseCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "course",
+		Short: "Speak the course's raw TCP/UDP P2P protocol (client and server)",
+	}
+	cmd.AddCommand(newCourseGetCmd(g), newCourseServeCmd(g))
+	return cmd
+}
+
+// courseDiscoverer adapts a course tracker to the client's Discoverer.
+type courseDiscoverer struct{ t *course.Tracker }
+
+func (c courseDiscoverer) Manifest(ctx context.Context) (*chunkstore.Manifest, error) {
+	return c.t.Manifest(ctx)
+}
+
+func (c courseDiscoverer) Discover(ctx context.Context, exclude []string, limit int) ([]client.Source, error) {
+	var out []client.Source
+	for _, p := range c.t.Peers(exclude, limit) {
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// resolveHostPort accepts host:port with a host name or an IP.
+func resolveHostPort(s string) (netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap, nil
+	}
+	a, err := net.ResolveUDPAddr("udp", s)
+	if err != nil {
+		return netip.AddrPort{}, usageError{fmt.Errorf("%q is not host:port: %w", s, err)}
+	}
+	return a.AddrPort(), nil
+}
+
+func newCourseGetCmd(g *globals) *cobra.Command {
+	var (
+		tracker, srv, out, grader, iam string
+		conns                          int
+		timeout                        time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "get [FILE]",
+		Short: "Download a file from a course swarm (or one server, or the grading flow)",
+		Example: `  shoal course get redsox.jpg --tracker 127.0.0.1:19876
+  shoal course get redsox.jpg --server 127.0.0.1:18765
+  shoal course get --iam 1234 --grader 127.0.0.1:20001 --tracker 127.0.0.1:19876`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if iam == "" && len(args) != 1 || iam != "" && len(args) > 0 {
+				return usageError{errors.New("give FILE, or --iam and --grader without FILE")}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if conns < 1 || conns > 5 {
+				return usageError{fmt.Errorf("--conns %d: use 1 to 5 (the server allows 5 per IP)", conns)}
+			}
+			ctx := cmd.Context()
+			if srv != "" {
+				addr, err := resolveHostPort(srv)
+				if err != nil {
+					return err
+				}
+				if out == "" {
+					out = args[0]
+				}
+				return courseWhole(ctx, g, addr, args[0], out, timeout)
+			}
+			if tracker == "" {
+				return usageError{errors.New("--tracker (or --server) is required")}
+			}
+			taddr, err := resolveHostPort(tracker)
+			if err != nil {
+				return err
+			}
+			if iam != "" {
+				return courseGrade(ctx, g, taddr, grader, iam, conns, timeout)
+			}
+			if out == "" {
+				out = args[0]
+			}
+			rep, err := courseSwarm(ctx, taddr, args[0], out, conns, timeout)
+			if err != nil {
+				return getError(err)
+			}
+			fmt.Fprintf(g.stdout, "%s: %s in %.1fs over %d connections (%d ports tried)\n", out, humanBytes(rep.Size), rep.Seconds, conns, len(rep.Peers))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&tracker, "tracker", "", "course tracker, host:port (UDP)")
+	cmd.Flags().StringVar(&srv, "server", "", "client-server mode: fetch the whole file from this peer, host:port")
+	cmd.Flags().StringVarP(&out, "output", "o", "", "where to write the file (default: FILE in the current folder)")
+	cmd.Flags().IntVar(&conns, "conns", 5, "TCP connections at once, at most 5 (the server evicts a 6th)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "per tracker query and per block")
+	cmd.Flags().StringVar(&iam, "iam", "", "grading flow: your id (digits)")
+	cmd.Flags().StringVar(&grader, "grader", "", "grading flow: grading server, host:port")
+	return cmd
+}
+
+// courseSwarm downloads name over up to conns connections with the shared
+// queue scheduler, replacing the slowest connection with untried ports.
+func courseSwarm(ctx context.Context, tracker netip.AddrPort, name, out string, conns int, timeout time.Duration) (*client.Report, error) {
+	t := &course.Tracker{Addr: tracker, Name: name, Spacing: 2100 * time.Millisecond, Timeout: timeout}
+	tctx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan struct{})
+	go func() { defer close(done); t.Run(tctx) }()
+	defer func() { stop(); <-done }()
+	cfg := client.Config{
+		Peers: conns, StreamsPerPeer: 1, MaxBatch: 1, StallTimeout: timeout,
+		NoPeerTimeout: 4 * timeout, ReplaceSlowest: 3 * time.Second, Force: true,
+	}
+	return client.NewDownload(cfg, courseDiscoverer{t}, out).Run(ctx)
+}
+
+// courseWhole fetches a whole file from one peer: "GET FILE".
+func courseWhole(ctx context.Context, g *globals, addr netip.AddrPort, name, out string, timeout time.Duration) error {
+	d := net.Dialer{Timeout: timeout}
+	c, err := d.DialContext(ctx, "tcp", addr.String())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
+	if _, err := io.WriteString(c, course.Request{Name: name, Kind: course.KindWhole}.String()+"\n"); err != nil {
+		return err
+	}
+	r := bufio.NewReader(c)
+	h, err := course.ReadHeader(r)
+	if err != nil {
+		return fmt.Errorf("%s: %w", addr, err)
+	}
+	if h.Offset != 0 {
+		return fmt.Errorf("%s: whole file answered from offset %d", addr, h.Offset)
+	}
+	part := out + ".part"
+	f, err := os.Create(part)
+	if err != nil {
+		return err
+	}
+	if _, err := io.CopyN(f, r, h.Length); err != nil {
+		f.Close()
+		return fmt.Errorf("%s: %w (%s kept)", addr, err, part)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(part, out); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "%s: %s from %s\n", out, humanBytes(h.Length), addr)
+	return nil
+}
+
+// courseGrade runs the grading flow: IAM, download the scrambled copy,
+// answer its 4-byte XOR checksum, print the verdict.
+func courseGrade(ctx context.Context, g *globals, tracker netip.AddrPort, grader, id string, conns int, timeout time.Duration) error {
+	if grader == "" {
+		return usageError{errors.New("--grader is required with --iam")}
+	}
+	for attempt := 0; attempt < 5; attempt++ {
+		c, err := (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", grader)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "IAM %s\n", id)
+		r := bufio.NewReader(c)
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return fmt.Errorf("grader: %w", err)
+		}
+		name, _, ok := strings.Cut(line, " : ")
+		if !ok || !strings.HasPrefix(name, id+"_") {
+			return fmt.Errorf("grader said %q", strings.TrimSpace(line))
+		}
+		dir, err := os.MkdirTemp("", "shoal-grade-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		out := filepath.Join(dir, name)
+		if _, err := courseSwarm(ctx, tracker, name, out, conns, timeout); err != nil {
+			return err
+		}
+		data, err := os.ReadFile(out)
+		if err != nil {
+			return err
+		}
+		sum := course.Checksum(data)
+		if strings.IndexByte(string(sum[:]), '\n') >= 0 {
+			c.Close()
+			continue // a checksum with a newline cannot be sent: IAM again
+		}
+		if _, err := c.Write(append(sum[:], '\n')); err != nil {
+			return err
+		}
+		verdict, err := r.ReadString('\n')
+		if err != nil {
+			return fmt.Errorf("grader: %w", err)
+		}
+		fmt.Fprint(g.stdout, verdict)
+		if !strings.Contains(verdict, "Success") {
+			return errors.New("the grader did not accept the checksum")
+		}
+		return nil
+	}
+	return errors.New("five checksums in a row held a newline byte")
+}
+
+func newCourseServeCmd(g *globals) *cobra.Command {
+	var (
+		cfg       course.ServerConfig
+		mode      string
+		timeScale float64
+	)
+	cmd := &cobra.Command{
+		Use:   "serve --dir DIR",
+		Short: "Run a course-compatible tracker, peer ports and grading port",
+		Example: `  shoal course serve --dir ../shared/testdata
+  shoal course serve --dir ./files --mode unlimited --tracker-port 0`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			if cfg.Dir == "" {
+				return usageError{errors.New("--dir is required")}
+			}
+			m, err := course.ParseMode(mode)
+			if err != nil {
+				return usageError{err}
+			}
+			cfg.Mode, cfg.TimeScale, cfg.Logger = m, timeScale, log
+			s, err := course.NewServer(cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "tracker udp %s, fixed peer port %s", s.TrackerAddr(), s.FixedAddr())
+			if cfg.GradingPort >= 0 {
+				fmt.Fprintf(g.stdout, ", grading %s", s.GradingAddr())
+			}
+			fmt.Fprintf(g.stdout, " (%s mode)\n", mode)
+			return s.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().StringVar(&cfg.Dir, "dir", "", "folder whose files are served (required)")
+	cmd.Flags().StringVar(&cfg.ListenIP, "listen-ip", "127.0.0.1", "IP to listen on and to print in tracker replies")
+	cmd.Flags().IntVar(&cfg.TrackerPort, "tracker-port", 19876, "tracker UDP port (0 picks a free one)")
+	cmd.Flags().IntVar(&cfg.FixedPort, "fixed-port", 18765, "peer port that is always advertised (0 picks a free one)")
+	cmd.Flags().IntVar(&cfg.Ports, "ports", 31, "other peer ports")
+	cmd.Flags().IntVar(&cfg.GradingPort, "grading-port", 20001, "grading TCP port (0 picks a free one, -1 turns it off)")
+	cmd.Flags().StringVar(&cfg.GradingFile, "grading-file", "redsox.jpg", "file of the grading challenge")
+	cmd.Flags().StringVar(&mode, "mode", "testing", "pacing: testing, default or unlimited")
+	cmd.Flags().Float64Var(&timeScale, "time-scale", 1, "multiply every delay by this (0.1 runs ten times faster)")
+	return cmd
+}

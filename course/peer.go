@@ -1,0 +1,285 @@
+package course
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/shoalnet/shoal/chunkstore"
+)
+
+// Peer is one TCP connection to one course peer port, with one request in
+// flight at a time. It satisfies the client package's Source. It dials on
+// first use, so a spare Peer costs no connection.
+type Peer struct {
+	addr    netip.AddrPort
+	name    string // file name as requested, session prefix included
+	size    int64
+	timeout time.Duration // per block: connect, header and body
+
+	mu   sync.Mutex
+	conn net.Conn      // nil until dialled; guarded by mu
+	r    *bufio.Reader // guarded by mu
+}
+
+// NewPeer prepares a connection to addr for file name of size bytes.
+func NewPeer(addr netip.AddrPort, name string, size int64, timeout time.Duration) *Peer {
+	return &Peer{addr: addr, name: name, size: size, timeout: timeout}
+}
+
+// ID names the peer by its address.
+func (p *Peer) ID() string { return p.addr.String() }
+
+// Addr is the peer's address.
+func (p *Peer) Addr() string { return p.addr.String() }
+
+// Close closes the connection.
+func (p *Peer) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conn != nil {
+		err := p.conn.Close()
+		p.conn = nil
+		return err
+	}
+	return nil
+}
+
+// Fetch requests the blocks one at a time and calls got for each. Any
+// failure closes the connection: the reference server can interleave
+// replies on a connection whose request was given up.
+func (p *Peer) Fetch(ctx context.Context, blocks []int, got func(int, []byte) error) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conn == nil {
+		d := net.Dialer{Timeout: p.timeout}
+		c, err := d.DialContext(ctx, "tcp", p.addr.String())
+		if err != nil {
+			return fmt.Errorf("connect %s: %w", p.addr, err)
+		}
+		p.conn, p.r = c, bufio.NewReaderSize(c, 64<<10)
+	}
+	// Cancelling ctx cuts the block under way, but never one of a later
+	// Fetch: the cut is fenced by running.
+	conn := p.conn
+	var fence sync.Mutex
+	running := true
+	stop := context.AfterFunc(ctx, func() {
+		fence.Lock()
+		defer fence.Unlock()
+		if running {
+			conn.SetDeadline(time.Now())
+		}
+	})
+	defer func() {
+		stop()
+		fence.Lock()
+		running = false
+		fence.Unlock()
+	}()
+	buf := make([]byte, BlockSize)
+	for _, n := range blocks {
+		data, err := p.block(n, buf)
+		if err == nil && ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		if err != nil {
+			p.conn.Close()
+			p.conn = nil
+			return err
+		}
+		if err := got(n, data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// block asks for block n and reads its reply.
+func (p *Peer) block(n int, buf []byte) ([]byte, error) {
+	if n < 0 || n >= NumBlocks(p.size) {
+		return nil, fmt.Errorf("block %d of %d: never asked", n, NumBlocks(p.size))
+	}
+	p.conn.SetDeadline(time.Now().Add(p.timeout))
+	req := Request{Name: p.name, Kind: KindBlock, Block: n}
+	if _, err := io.WriteString(p.conn, req.String()+"\n"); err != nil {
+		return nil, err
+	}
+	h, err := ReadHeader(p.r)
+	if err != nil {
+		return nil, err
+	}
+	want := min(BlockSize, p.size-int64(n)*BlockSize)
+	if h.Offset != int64(n)*BlockSize || h.Length != want {
+		return nil, fmt.Errorf("%w: block %d answered with offset %d length %d", ErrSyntax, n, h.Offset, h.Length)
+	}
+	if _, err := io.ReadFull(p.r, buf[:want]); err != nil {
+		return nil, err
+	}
+	return buf[:want], nil
+}
+
+// Tracker finds a file's size and peers through the course tracker. Run
+// asks it in the background at Spacing; Manifest and Peers read what it
+// learned. It is the course side of the client package's Discoverer (the
+// adapter converts Peers' result).
+type Tracker struct {
+	Addr    netip.AddrPort
+	Name    string        // file name, session prefix included
+	Spacing time.Duration // between queries; the tracker drops faster ones (>= 2.1 s)
+	Timeout time.Duration // per tracker query, and per block on peers
+
+	initOnce sync.Once
+	ready    chan struct{} // closed after the first answer (or a 400)
+
+	mu    sync.Mutex
+	size  int64            // guarded by mu
+	known []netip.AddrPort // every peer port heard of, first seen first; guarded by mu
+	seen  map[netip.AddrPort]bool
+	err   error         // last query error; guarded by mu
+	grow  chan struct{} // closed and replaced when known grows; guarded by mu
+}
+
+func (t *Tracker) init() {
+	t.initOnce.Do(func() {
+		t.ready = make(chan struct{})
+		t.seen = map[netip.AddrPort]bool{}
+		t.grow = make(chan struct{})
+	})
+}
+
+// Query asks the tracker once: it resends after each receive timeout,
+// keeping Spacing between sends, until an answer or ctx ends. A dropped
+// reply never hangs it.
+func (t *Tracker) Query(ctx context.Context) (TrackerReply, error) {
+	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(t.Addr))
+	if err != nil {
+		return TrackerReply{}, err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+	buf := make([]byte, 4096)
+	req := []byte(Request{Name: t.Name, Kind: KindTorrent}.String() + "\n")
+	for {
+		sent := time.Now()
+		if _, err := conn.Write(req); err != nil {
+			return TrackerReply{}, err
+		}
+		conn.SetReadDeadline(sent.Add(t.Spacing)) // a dropped or rate-limited query: ask again
+		n, err := conn.Read(buf)
+		if err == nil {
+			return ParseTrackerReply(buf[:n])
+		}
+		if ctx.Err() != nil {
+			return TrackerReply{}, ctx.Err()
+		}
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			return TrackerReply{}, err
+		}
+	}
+}
+
+// Run queries the tracker every Spacing until ctx ends or the tracker
+// says the file does not exist.
+func (t *Tracker) Run(ctx context.Context) {
+	t.init()
+	first := true
+	for ctx.Err() == nil {
+		start := time.Now()
+		tr, err := t.Query(ctx)
+		t.mu.Lock()
+		if ctx.Err() == nil {
+			t.err = err
+		}
+		if err == nil {
+			t.size = tr.Size
+			for _, p := range tr.Peers {
+				if !t.seen[p] {
+					t.seen[p] = true
+					t.known = append(t.known, p)
+				}
+			}
+			close(t.grow)
+			t.grow = make(chan struct{})
+		}
+		t.mu.Unlock()
+		if first && (err == nil || errors.Is(err, ErrBadFormat) || ctx.Err() != nil) {
+			close(t.ready)
+			first = false
+		}
+		if errors.Is(err, ErrBadFormat) {
+			return
+		}
+		t := time.NewTimer(time.Until(start.Add(t.Spacing)))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+}
+
+// Manifest waits for the tracker's first answer and describes the file as
+// 10000-byte blocks without hashes: the protocol carries none, so blocks
+// are checked for offset and length only.
+func (t *Tracker) Manifest(ctx context.Context) (*chunkstore.Manifest, error) {
+	t.init()
+	select {
+	case <-t.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.err != nil {
+		if errors.Is(t.err, ErrBadFormat) {
+			return nil, fmt.Errorf("tracker %s does not know %s: %w", t.Addr, t.Name, chunkstore.ErrNotFound)
+		}
+		return nil, fmt.Errorf("tracker %s: %s: %w", t.Addr, t.Name, t.err)
+	}
+	return &chunkstore.Manifest{Name: t.Name, Size: t.size, ChunkSize: BlockSize}, nil
+}
+
+// Peers returns up to limit known peer ports not in exclude, at once:
+// the caller retries as the tracker names more.
+func (t *Tracker) Peers(exclude []string, limit int) []*Peer {
+	t.init()
+	skip := map[string]bool{}
+	for _, x := range exclude {
+		skip[x] = true
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []*Peer
+	for _, a := range t.known {
+		if len(out) < limit && !skip[a.String()] {
+			out = append(out, NewPeer(a, t.Name, t.size, t.Timeout))
+		}
+	}
+	return out
+}
+
+// Untried reports how many known ports are not in exclude.
+func (t *Tracker) Untried(exclude []string) int {
+	skip := map[string]bool{}
+	for _, x := range exclude {
+		skip[x] = true
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, a := range t.known {
+		if !skip[a.String()] {
+			n++
+		}
+	}
+	return n
+}

@@ -49,7 +49,8 @@ type peerState struct {
 	rate    atomic.Int64 // measured bytes per second, 0 until known
 	dropped string       // set once when dropped; guarded by Download.mu
 
-	retire context.CancelFunc // stops the worker without blaming the peer
+	retire   context.CancelFunc // stops the worker at once, without blaming the peer
+	retiring atomic.Bool        // the worker stops after its requests under way
 
 	hmu   sync.Mutex
 	have  []bool // chunks a partial peer holds; nil for a complete peer; guarded by hmu
@@ -187,6 +188,11 @@ func (d *Download) pool(ctx context.Context, m *chunkstore.Manifest, s *sched, o
 
 	var spare []Source // found by a replacement, started once a slot frees
 	discover := func() {
+		select {
+		case <-s.finished:
+			return // never a new connection once the file is complete
+		default:
+		}
 		if active >= d.cfg.Peers {
 			return
 		}
@@ -272,7 +278,7 @@ func (d *Download) pool(ctx context.Context, m *chunkstore.Manifest, s *sched, o
 						d.mu.Lock()
 						slow.dropped = "replaced: slowest of the peers"
 						d.mu.Unlock()
-						slow.retire() // its slot frees when it has closed
+						slow.retiring.Store(true) // its slot frees once its request is done and it has closed
 					}
 				}
 			}
@@ -405,6 +411,11 @@ func (d *Download) work(ctx context.Context, m *chunkstore.Manifest, s *sched, o
 			wg.Wait()
 			return werr
 		case <-stopping:
+			wg.Wait()
+			return werr
+		}
+		if p.retiring.Load() {
+			<-slots
 			wg.Wait()
 			return werr
 		}

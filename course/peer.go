@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 // flight at a time. It satisfies the client package's Source. It dials on
 // first use, so a spare Peer costs no connection.
 type Peer struct {
+	id      string // "ip:port#k": the k-th connection to that port
 	addr    netip.AddrPort
 	name    string // file name as requested, session prefix included
 	size    int64
@@ -30,25 +32,31 @@ type Peer struct {
 
 // NewPeer prepares a connection to addr for file name of size bytes.
 func NewPeer(addr netip.AddrPort, name string, size int64, timeout time.Duration) *Peer {
-	return &Peer{addr: addr, name: name, size: size, timeout: timeout}
+	return &Peer{id: addr.String(), addr: addr, name: name, size: size, timeout: timeout}
 }
 
-// ID names the peer by its address.
-func (p *Peer) ID() string { return p.addr.String() }
+// ID names the connection: its address and its rank on that port.
+func (p *Peer) ID() string { return p.id }
 
 // Addr is the peer's address.
 func (p *Peer) Addr() string { return p.addr.String() }
 
-// Close closes the connection.
+// Close closes the connection and waits (up to a second) until the server
+// has closed its side, so that a connection opened next is not counted
+// with this one: the server evicts at random past 5 per IP.
 func (p *Peer) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.conn != nil {
-		err := p.conn.Close()
-		p.conn = nil
-		return err
+	if p.conn == nil {
+		return nil
 	}
-	return nil
+	c := p.conn
+	p.conn = nil
+	if tc, ok := c.(*net.TCPConn); ok && tc.CloseWrite() == nil {
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		io.Copy(io.Discard, c)
+	}
+	return c.Close()
 }
 
 // Fetch requests the blocks one at a time and calls got for each. Any
@@ -248,38 +256,39 @@ func (t *Tracker) Manifest(ctx context.Context) (*chunkstore.Manifest, error) {
 	return &chunkstore.Manifest{Name: t.Name, Size: t.size, ChunkSize: BlockSize}, nil
 }
 
-// Peers returns up to limit known peer ports not in exclude, at once:
-// the caller retries as the tracker names more.
+// maxPerPort caps connections ever opened to one port, so a withdrawn
+// port is not retried for ever.
+const maxPerPort = 5
+
+// Peers returns up to limit new connections, at once (the caller retries
+// as the tracker names more). Pacing is per connection, so a port may
+// carry several; untried ports come first, then the least used. A
+// connection's id is "ip:port#k"; exclude lists the ids already used.
 func (t *Tracker) Peers(exclude []string, limit int) []*Peer {
 	t.init()
-	skip := map[string]bool{}
+	used := map[netip.AddrPort]int{}
 	for _, x := range exclude {
-		skip[x] = true
+		if ap, err := netip.ParseAddrPort(strings.SplitN(x, "#", 2)[0]); err == nil {
+			used[ap]++
+		}
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []*Peer
-	for _, a := range t.known {
-		if len(out) < limit && !skip[a.String()] {
-			out = append(out, NewPeer(a, t.Name, t.size, t.Timeout))
+	for len(out) < limit {
+		best, bestN := netip.AddrPort{}, maxPerPort
+		for _, a := range t.known {
+			if used[a] < bestN {
+				best, bestN = a, used[a]
+			}
 		}
+		if bestN >= maxPerPort {
+			break
+		}
+		p := NewPeer(best, t.Name, t.size, t.Timeout)
+		p.id = fmt.Sprintf("%s#%d", best, bestN)
+		used[best]++
+		out = append(out, p)
 	}
 	return out
-}
-
-// Untried reports how many known ports are not in exclude.
-func (t *Tracker) Untried(exclude []string) int {
-	skip := map[string]bool{}
-	for _, x := range exclude {
-		skip[x] = true
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	n := 0
-	for _, a := range t.known {
-		if !skip[a.String()] {
-			n++
-		}
-	}
-	return n
 }

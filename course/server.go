@@ -433,8 +433,8 @@ func (s *Server) maybeChurn(port uint16) {
 // serveConn answers requests on one peer connection until the client
 // closes it, sends a bad request, or the server stops.
 func (s *Server) serveConn(c net.Conn, pause time.Duration) {
-	defer s.forget(c)
 	defer c.Close()
+	defer s.forget(c) // before the close, so a client that saw it is not over its limit
 	stop := context.AfterFunc(s.ctx, func() { c.Close() })
 	defer stop()
 	r := bufio.NewReader(c)

@@ -30,7 +30,10 @@ func newCourseCmd(g *globals) *cobra.Command {
 }
 
 // courseDiscoverer adapts a course tracker to the client's Discoverer.
-type courseDiscoverer struct{ t *course.Tracker }
+type courseDiscoverer struct {
+	t    *course.Tracker
+	wrap func(client.Source) client.Source // tests observe connections; nil in use
+}
 
 func (c courseDiscoverer) Manifest(ctx context.Context) (*chunkstore.Manifest, error) {
 	return c.t.Manifest(ctx)
@@ -39,7 +42,11 @@ func (c courseDiscoverer) Manifest(ctx context.Context) (*chunkstore.Manifest, e
 func (c courseDiscoverer) Discover(ctx context.Context, exclude []string, limit int) ([]client.Source, error) {
 	var out []client.Source
 	for _, p := range c.t.Peers(exclude, limit) {
-		out = append(out, p)
+		if c.wrap != nil {
+			out = append(out, c.wrap(p))
+		} else {
+			out = append(out, p)
+		}
 	}
 	return out, nil
 }
@@ -102,7 +109,7 @@ func newCourseGetCmd(g *globals) *cobra.Command {
 			if out == "" {
 				out = args[0]
 			}
-			rep, err := courseSwarm(ctx, taddr, args[0], out, conns, timeout)
+			rep, err := courseSwarm(ctx, taddr, args[0], out, conns, timeout, nil)
 			if err != nil {
 				return getError(err)
 			}
@@ -122,7 +129,7 @@ func newCourseGetCmd(g *globals) *cobra.Command {
 
 // courseSwarm downloads name over up to conns connections with the shared
 // queue scheduler, replacing the slowest connection with untried ports.
-func courseSwarm(ctx context.Context, tracker netip.AddrPort, name, out string, conns int, timeout time.Duration) (*client.Report, error) {
+func courseSwarm(ctx context.Context, tracker netip.AddrPort, name, out string, conns int, timeout time.Duration, wrap func(client.Source) client.Source) (*client.Report, error) {
 	t := &course.Tracker{Addr: tracker, Name: name, Spacing: 2100 * time.Millisecond, Timeout: timeout}
 	tctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -133,7 +140,7 @@ func courseSwarm(ctx context.Context, tracker netip.AddrPort, name, out string, 
 		Peers: conns, StreamsPerPeer: 1, MaxBatch: 1, StallTimeout: timeout,
 		NoPeerTimeout: 4 * timeout, ReplaceSlowest: 3 * time.Second, Force: true,
 	}
-	return client.NewDownload(cfg, courseDiscoverer{t}, out).Run(ctx)
+	return client.NewDownload(cfg, courseDiscoverer{t, wrap}, out).Run(ctx)
 }
 
 // courseWhole fetches a whole file from one peer: "GET FILE".
@@ -208,7 +215,7 @@ func courseGrade(ctx context.Context, g *globals, tracker netip.AddrPort, grader
 		}
 		defer os.RemoveAll(dir)
 		out := filepath.Join(dir, name)
-		if _, err := courseSwarm(ctx, tracker, name, out, conns, timeout); err != nil {
+		if _, err := courseSwarm(ctx, tracker, name, out, conns, timeout, nil); err != nil {
 			return err
 		}
 		data, err := os.ReadFile(out)

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
+	"github.com/shoalnet/shoal/course"
 	"github.com/shoalnet/shoal/server"
 )
 
@@ -53,6 +54,7 @@ func newServeCmd(g *globals) *cobra.Command {
 		superSeed  bool
 		maxUploads int
 		maxChunks  int
+		coursePort int
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --dir DIR",
@@ -105,6 +107,18 @@ func newServeCmd(g *globals) *cobra.Command {
 				return err
 			}
 			log.Info("serving", "dir", dir, "addr", node.Addr(), "peer_id", node.ID())
+			if coursePort > 0 {
+				host, _, _ := net.SplitHostPort(node.Addr())
+				cs, err := course.NewServer(course.ServerConfig{
+					Dir: dir, ListenIP: host, TrackerPort: coursePort, Ports: 4, GradingPort: -1, Mode: course.Unlimited, Logger: log,
+				})
+				if err != nil {
+					lis.Close()
+					return fmt.Errorf("--course-tracker-port: %w", err)
+				}
+				log.Info("course protocol", "tracker", cs.TrackerAddr(), "fixed_port", cs.FixedAddr())
+				go cs.Run(cmd.Context())
+			}
 			go func() {
 				select {
 				case <-node.Ready():
@@ -123,6 +137,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	cmd.Flags().IntVar(&maxUploads, "max-uploads", server.DefaultPeerConfig().MaxUploads, "chunk streams served at once, over all clients; 0: no limit")
 	cmd.Flags().IntVar(&maxChunks, "max-chunks-per-request", server.DefaultPeerConfig().MaxChunksPerRequest, "chunks one GetChunks call may ask for")
 	cmd.Flags().BoolVar(&superSeed, "super-seed", false, "reveal each chunk to one downloader at a time until all went out once (for a swarm's first seeder)")
+	cmd.Flags().IntVar(&coursePort, "course-tracker-port", 0, "also serve the folder's top-level files over the course protocol, tracker on this UDP port")
 	cmd.Flags().StringVar(&index, "index", "", "file keeping the folder's hashes across restarts (default: in the user cache folder)")
 	return cmd
 }

@@ -42,6 +42,11 @@ type Config struct {
 	// over Peers). For sources whose speeds differ a lot, like the course
 	// protocol's ports.
 	ReplaceSlowest time.Duration
+	// FinishDuplicates lets an endgame request run to its end after another
+	// copy won, instead of cancelling it: for protocols where cutting a
+	// request costs the connection and the server counts connections
+	// (the course protocol).
+	FinishDuplicates bool
 	// Exclude lists peer ids never to download from: a serving download's
 	// own id, so it does not find itself in the registry.
 	Exclude []string

@@ -124,6 +124,7 @@ func (d *Download) Run(ctx context.Context) (*Report, error) {
 	rep.BytesResumed = o.resumed
 
 	s := newSched(chunkCount(m), o.have)
+	s.keepDups = d.cfg.FinishDuplicates
 	d.m, d.s, d.o = m, s, o
 	close(d.ready)
 	if s.remaining > 0 {

@@ -42,6 +42,7 @@ type sched struct {
 	streams   map[int][]*stream
 	changed   chan struct{} // closed and replaced on every state change
 	finished  chan struct{} // closed when remaining reaches 0
+	keepDups  bool          // never cancel a request whose chunks were written elsewhere
 }
 
 func newSched(n int, have []bool) *sched {
@@ -223,7 +224,7 @@ func (s *sched) complete(i int, by *stream) {
 	s.remaining--
 	for _, st := range s.streams[i] {
 		st.left--
-		if st.left == 0 && !st.stopped && st != by {
+		if st.left == 0 && !st.stopped && st != by && !s.keepDups {
 			st.stopped = true
 			st.cancel(errNotNeeded)
 		}

@@ -6,14 +6,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime/metrics"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/shoalnet/shoal/client"
 	"github.com/shoalnet/shoal/internal/cluster"
+	"github.com/shoalnet/shoal/internal/harness"
 )
 
 // cpuSeconds is the process's user+system CPU time so far.
@@ -21,30 +20,6 @@ func cpuSeconds() float64 {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
-}
-
-// heapPeak samples the live heap until the returned function is called.
-func heapPeak() func() uint64 {
-	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-	var (
-		peak uint64
-		wg   sync.WaitGroup
-	)
-	done := make(chan struct{})
-	wg.Go(func() {
-		t := time.NewTicker(5 * time.Millisecond)
-		defer t.Stop()
-		for {
-			metrics.Read(sample)
-			peak = max(peak, sample[0].Value.Uint64())
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-		}
-	})
-	return func() uint64 { close(done); wg.Wait(); return peak }
 }
 
 // benchCluster writes a size-byte file and serves it from peers peers
@@ -73,7 +48,7 @@ func benchCluster(b *testing.B, size int64, specs []cluster.PeerSpec) *cluster.C
 
 func runBenchDownloads(b *testing.B, c *cluster.Cluster, size int64, cfg client.Config) {
 	out := filepath.Join(benchOutDir(b), "out.bin")
-	stop := heapPeak()
+	stop := harness.HeapPeak()
 	cpu0 := cpuSeconds()
 	b.SetBytes(size)
 	b.ResetTimer()

@@ -21,6 +21,7 @@ import (
 	"github.com/shoalnet/shoal/chunkstore"
 	"github.com/shoalnet/shoal/client"
 	"github.com/shoalnet/shoal/internal/cluster"
+	"github.com/shoalnet/shoal/internal/harness"
 	"github.com/shoalnet/shoal/server"
 )
 
@@ -249,8 +250,7 @@ func TestResumeFetchesOnlyMissingChunks(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out.bin")
 	// Cancel, as Ctrl-C would, once five chunks are on disk.
 	cfg := client.Config{OpenPart: func(p string) (client.PartFile, error) {
-		file, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
-		return &countingPart{File: file, after: 5, then: cancel}, err
+		return harness.OpenAfterWrites(p, 5, cancel)
 	}}
 	if _, err := f.download(t, ctx, cfg, out); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled download: %v", err)
@@ -270,22 +270,6 @@ func TestResumeFetchesOnlyMissingChunks(t *testing.T) {
 	if err != nil || !rep.AlreadyDone || rep.BytesFetched != 0 {
 		t.Fatalf("rerun over a complete file: %+v, %v", rep, err)
 	}
-}
-
-// countingPart calls then after the after-th write.
-type countingPart struct {
-	*os.File
-	n     atomic.Int32
-	after int32
-	then  func()
-}
-
-func (c *countingPart) WriteAt(p []byte, off int64) (int, error) {
-	n, err := c.File.WriteAt(p, off)
-	if c.n.Add(1) == c.after {
-		c.then()
-	}
-	return n, err
 }
 
 // fullDisk fails writes once limit bytes were written.

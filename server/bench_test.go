@@ -7,39 +7,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime/metrics"
-	"sync"
 	"testing"
-	"time"
 
 	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
+	"github.com/shoalnet/shoal/internal/harness"
 	"github.com/shoalnet/shoal/server"
 )
-
-// heapPeak samples the live heap until stop is called and returns the
-// highest value seen, in bytes.
-func heapPeak() (stop func() uint64) {
-	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-	var (
-		peak uint64
-		wg   sync.WaitGroup
-	)
-	done := make(chan struct{})
-	wg.Go(func() {
-		t := time.NewTicker(5 * time.Millisecond)
-		defer t.Stop()
-		for {
-			metrics.Read(sample)
-			peak = max(peak, sample[0].Value.Uint64())
-			select {
-			case <-done:
-				return
-			case <-t.C:
-			}
-		}
-	})
-	return func() uint64 { close(done); wg.Wait(); return peak }
-}
 
 // BenchmarkGetChunks streams a whole file from one peer over loopback in
 // one GetChunks call per iteration. peak-heap-MiB is the highest live heap
@@ -67,7 +40,7 @@ func BenchmarkGetChunks(b *testing.B) {
 			}
 			n := uint32(len(mr.GetManifest().GetChunkHashes()))
 			req := &shoalv1.GetChunksRequest{ContentId: mr.GetManifest().GetContentId(), Ranges: []*shoalv1.ChunkRange{{Start: 0, End: n}}}
-			stop := heapPeak()
+			stop := harness.HeapPeak()
 			b.SetBytes(int64(size))
 			b.ReportAllocs()
 			b.ResetTimer()

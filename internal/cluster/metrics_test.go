@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 
 	"github.com/shoalnet/shoal/client"
 	"github.com/shoalnet/shoal/internal/cluster"
+	"github.com/shoalnet/shoal/internal/harness"
 	"github.com/shoalnet/shoal/server"
 )
 
@@ -42,22 +42,6 @@ func scrape(t *testing.T, url, name string) float64 {
 	}
 	t.Fatalf("%s not in %s", name, url)
 	return 0
-}
-
-// midway calls then after the after-th chunk write of a download.
-type midway struct {
-	*os.File
-	n     atomic.Int32
-	after int32
-	then  func()
-}
-
-func (m *midway) WriteAt(p []byte, off int64) (int, error) {
-	n, err := m.File.WriteAt(p, off)
-	if m.n.Add(1) == m.after {
-		m.then()
-	}
-	return n, err
 }
 
 func TestMetricsRiseDuringDownload(t *testing.T) {
@@ -93,8 +77,7 @@ func TestMetricsRiseDuringDownload(t *testing.T) {
 	}
 	var during float64
 	cfg := client.Config{OpenPart: func(p string) (client.PartFile, error) {
-		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
-		return &midway{File: f, after: 4, then: func() { during = scrape(t, url, "shoal_bytes_served_total") }}, err
+		return harness.OpenAfterWrites(p, 4, func() { during = scrape(t, url, "shoal_bytes_served_total") })
 	}}
 	cc, err := grpc.NewClient(c.Registry.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

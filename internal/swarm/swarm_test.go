@@ -20,6 +20,7 @@ import (
 	"github.com/shoalnet/shoal/chunkstore"
 	"github.com/shoalnet/shoal/client"
 	"github.com/shoalnet/shoal/internal/cluster"
+	"github.com/shoalnet/shoal/internal/harness"
 	"github.com/shoalnet/shoal/internal/swarm"
 	"github.com/shoalnet/shoal/server"
 )
@@ -186,22 +187,6 @@ func TestSeederUploadsOnceThenLeaves(t *testing.T) {
 	}
 }
 
-// countingPart calls then after the after-th chunk write.
-type countingPart struct {
-	*os.File
-	n     atomic.Int32
-	after int32
-	then  func()
-}
-
-func (c *countingPart) WriteAt(p []byte, off int64) (int, error) {
-	n, err := c.File.WriteAt(p, off)
-	if c.n.Add(1) == c.after {
-		c.then()
-	}
-	return n, err
-}
-
 func TestDownloaderLeavingHalfWayDoesNotStopOthers(t *testing.T) {
 	dir := t.TempDir()
 	data := make([]byte, 8<<20)
@@ -232,8 +217,7 @@ func TestDownloaderLeavingHalfWayDoesNotStopOthers(t *testing.T) {
 		}
 		// Downloader 0 quits (Ctrl-C) once it holds half the chunks.
 		cfg.Download.OpenPart = func(p string) (client.PartFile, error) {
-			f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
-			return &countingPart{File: f, after: 32, then: leave}, err
+			return harness.OpenAfterWrites(p, 32, leave)
 		}
 		return leaverCtx
 	})

@@ -270,7 +270,7 @@ func (d *Download) pool(ctx context.Context, m *chunkstore.Manifest, s *sched, o
 			timer.Reset(backoff)
 		case <-replaceTick:
 			if active == d.cfg.Peers && len(spare) == 0 {
-				if slow := d.slowest(); slow != nil {
+				if slow := d.slowest(exclude); slow != nil {
 					if srcs, _ := d.disc.Discover(ctx, exclude, 1); len(srcs) > 0 {
 						src := srcs[0]
 						tried[src.ID()] = true
@@ -302,8 +302,9 @@ func (d *Download) pool(ctx context.Context, m *chunkstore.Manifest, s *sched, o
 }
 
 // slowest returns the working peer to replace: the slowest with a measured
-// rate, when under 85% of the others' mean.
-func (d *Download) slowest() *peerState {
+// rate, when under 85% of the others' mean or when the discoverer expects
+// its next peer to be 15% faster.
+func (d *Download) slowest(exclude []string) *peerState {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var (
@@ -322,7 +323,15 @@ func (d *Download) slowest() *peerState {
 			slow = p
 		}
 	}
-	if slow == nil || count < 2 {
+	if slow == nil {
+		return nil
+	}
+	if f, ok := d.disc.(Forecaster); ok {
+		if next, ok := f.Forecast(exclude); ok && next > 1.15*float64(slow.rate.Load()) {
+			return slow
+		}
+	}
+	if count < 2 {
 		return nil
 	}
 	others := (sum - float64(slow.rate.Load())) / float64(count-1)

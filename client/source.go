@@ -42,6 +42,16 @@ type Discoverer interface {
 	Discover(ctx context.Context, exclude []string, limit int) ([]Source, error)
 }
 
+// Forecaster is a Discoverer that can tell how fast the next peer it would
+// return is expected to be. With it, ReplaceSlowest also moves the slowest
+// peer's slot to a peer expected clearly faster, even when all working
+// peers are alike.
+type Forecaster interface {
+	// Forecast is the expected rate, in bytes per second, of the next peer
+	// Discover would return for exclude; ok is false when there is none.
+	Forecast(exclude []string) (bytesPerSec float64, ok bool)
+}
+
 // Errors a download reports. Callers test them with errors.Is.
 var (
 	// ErrNoPeers: no peer could be found or kept working.

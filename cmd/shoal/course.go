@@ -39,6 +39,10 @@ func (c courseDiscoverer) Manifest(ctx context.Context) (*chunkstore.Manifest, e
 	return c.t.Manifest(ctx)
 }
 
+func (c courseDiscoverer) Forecast(exclude []string) (float64, bool) {
+	return c.t.Forecast(exclude)
+}
+
 func (c courseDiscoverer) Discover(ctx context.Context, exclude []string, limit int) ([]client.Source, error) {
 	var out []client.Source
 	for _, p := range c.t.Peers(exclude, limit) {

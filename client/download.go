@@ -269,7 +269,7 @@ func (d *Download) pool(ctx context.Context, m *chunkstore.Manifest, s *sched, o
 			backoff = d.cfg.MinBackoff
 			timer.Reset(backoff)
 		case <-replaceTick:
-			if active == d.cfg.Peers && len(spare) == 0 {
+			if active == d.cfg.Peers && len(spare) < d.cfg.Peers/2+1 {
 				if slow := d.slowest(exclude); slow != nil {
 					if srcs, _ := d.disc.Discover(ctx, exclude, 1); len(srcs) > 0 {
 						src := srcs[0]
@@ -314,7 +314,7 @@ func (d *Download) slowest(exclude []string) *peerState {
 	)
 	for _, p := range d.peers {
 		r := p.rate.Load()
-		if p.dropped != "" || r == 0 || p.chunks.Load() == 0 {
+		if p.dropped != "" || r == 0 || p.chunks.Load() == 0 || p.retiring.Load() {
 			continue
 		}
 		sum += float64(r)

@@ -269,7 +269,7 @@ func (d *Download) pool(ctx context.Context, m *chunkstore.Manifest, s *sched, o
 			backoff = d.cfg.MinBackoff
 			timer.Reset(backoff)
 		case <-replaceTick:
-			if active == d.cfg.Peers && len(spare) < d.cfg.Peers/2+1 {
+			if active == d.cfg.Peers && len(spare) == 0 {
 				if slow := d.slowest(exclude); slow != nil {
 					if srcs, _ := d.disc.Discover(ctx, exclude, 1); len(srcs) > 0 {
 						src := srcs[0]

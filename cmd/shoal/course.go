@@ -142,7 +142,7 @@ func courseSwarm(ctx context.Context, tracker netip.AddrPort, name, out string, 
 	defer func() { stop(); <-done }()
 	cfg := client.Config{
 		Peers: conns, StreamsPerPeer: 1, MaxBatch: 1, StallTimeout: timeout,
-		NoPeerTimeout: 4 * timeout, ReplaceSlowest: 500 * time.Millisecond, FinishDuplicates: true, Force: true,
+		NoPeerTimeout: 4 * timeout, ReplaceSlowest: time.Second, FinishDuplicates: true, Force: true,
 	}
 	return client.NewDownload(cfg, courseDiscoverer{t, wrap}, out).Run(ctx)
 }

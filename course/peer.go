@@ -249,11 +249,11 @@ func (t *Tracker) Run(ctx context.Context) {
 		if errors.Is(err, ErrBadFormat) {
 			return
 		}
-		t := time.NewTimer(time.Until(start.Add(t.Spacing)))
+		timer := time.NewTimer(time.Until(start.Add(t.Spacing)))
 		select {
-		case <-t.C:
+		case <-timer.C:
 		case <-ctx.Done():
-			t.Stop()
+			timer.Stop()
 		}
 	}
 }

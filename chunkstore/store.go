@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -67,9 +68,7 @@ type Store struct {
 	readyOnce sync.Once
 	ready     chan struct{} // closed when the first scan finishes
 
-	// Hashed counts files hashed (not taken from the index), for tests.
-	hashed   int
-	hashedMu sync.Mutex
+	hashed atomic.Int64 // files hashed, not taken from the index
 }
 
 // Open opens the store for cfg.Dir. It reads the index but hashes nothing:
@@ -105,9 +104,7 @@ func (s *Store) Ready() <-chan struct{} { return s.ready }
 // Hashed reports how many files this store hashed itself rather than
 // taking their manifests from the index.
 func (s *Store) Hashed() int {
-	s.hashedMu.Lock()
-	defer s.hashedMu.Unlock()
-	return s.hashed
+	return int(s.hashed.Load())
 }
 
 // Scan walks the folder, reuses index entries whose file is unchanged,
@@ -178,9 +175,7 @@ func (s *Store) Scan(ctx context.Context) error {
 				return nil
 			}
 			s.put(name, e)
-			s.hashedMu.Lock()
-			s.hashed++
-			s.hashedMu.Unlock()
+			s.hashed.Add(1)
 			s.cfg.Logger.Debug("hashed", "name", name, "size", e.m.Size, "id", e.m.ID)
 			return nil
 		})

@@ -84,13 +84,7 @@ func (f *fixture) start(t *testing.T, specs []cluster.PeerSpec, hooks map[int]fu
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	holdings := func() []server.FileInfo {
-		var out []server.FileInfo
-		for _, m := range st.List() {
-			out = append(out, server.FileInfo{ID: m.ID, Name: m.Name, Size: m.Size})
-		}
-		return out
-	}
+	holdings := server.StoreFiles{Store: st}.Holdings
 	for i := range specs {
 		var files server.Files = server.StoreFiles{Store: st}
 		if h := hooks[i]; h != nil {

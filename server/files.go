@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"sync/atomic"
 
 	"github.com/shoalnet/shoal/chunkstore"
 )
@@ -33,8 +34,17 @@ func (s StoreFiles) WatchHave(_ context.Context, id chunkstore.ID, fn func([]boo
 	return fn(have, nil, true)
 }
 
-// Stats counts what a peer served. Fields are updated atomically.
+// Holdings lists the store's files for announces.
+func (s StoreFiles) Holdings() []FileInfo {
+	var out []FileInfo
+	for _, m := range s.Store.List() {
+		out = append(out, FileInfo{ID: m.ID, Name: m.Name, Size: m.Size})
+	}
+	return out
+}
+
+// Stats counts what a peer served.
 type Stats struct {
-	BytesServed  atomicInt // chunk bytes sent
-	ChunksServed atomicInt // whole chunks sent
+	BytesServed  atomic.Int64 // chunk bytes sent
+	ChunksServed atomic.Int64 // whole chunks sent
 }

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
-	"sync/atomic"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
@@ -22,8 +21,6 @@ import (
 	"github.com/shoalnet/shoal/chunkstore"
 	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
 )
-
-type atomicInt = atomic.Int64
 
 const (
 	// MaxMessageBytes is the largest gRPC message a shoal server sends or a

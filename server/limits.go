@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -101,20 +102,12 @@ func (r *ipRate) Limit(ctx context.Context) error {
 
 // evictLocked forgets the least recently seen half of the clients.
 func (r *ipRate) evictLocked() {
-	var cutoff time.Time
 	times := make([]time.Time, 0, len(r.buckets))
 	for _, b := range r.buckets {
 		times = append(times, b.seen)
 	}
-	// The median, found by a partial sort, is good enough as a cutoff.
-	for i := 0; i <= len(times)/2; i++ {
-		for j := i + 1; j < len(times); j++ {
-			if times[j].Before(times[i]) {
-				times[i], times[j] = times[j], times[i]
-			}
-		}
-		cutoff = times[i]
-	}
+	slices.SortFunc(times, time.Time.Compare)
+	cutoff := times[len(times)/2]
 	for ip, b := range r.buckets {
 		if !b.seen.After(cutoff) {
 			delete(r.buckets, ip)

@@ -48,7 +48,8 @@ type NodeConfig struct {
 	// Files, if set, is served instead of a store opened on Dir. It lets a
 	// downloader serve the chunks it holds.
 	Files Files
-	// Holdings, if set with Files, lists what the node announces.
+	// Holdings, if set, lists what the node announces; by default the
+	// Files' own Holdings method, when it has one.
 	Holdings func() []FileInfo
 	// DialOptions reach other registries.
 	DialOptions []grpc.DialOption
@@ -168,16 +169,18 @@ func (n *Node) Announced() <-chan struct{} { return n.announced }
 
 // holdings lists the files the node announces.
 func (n *Node) holdings() []FileInfo {
-	if n.cfg.Holdings != nil {
-		return n.cfg.Holdings()
-	}
-	if n.store == nil {
-		return nil
-	}
 	var out []FileInfo
-	for _, m := range n.store.List() {
-		// A super-seeder shows each client only some chunks at a time.
-		out = append(out, FileInfo{ID: m.ID, Name: m.Name, Size: m.Size, Partial: n.cfg.Peer.SuperSeed})
+	if n.cfg.Holdings != nil {
+		out = n.cfg.Holdings()
+	} else if h, ok := n.cfg.Files.(interface{ Holdings() []FileInfo }); ok {
+		out = h.Holdings()
+	}
+	if n.cfg.Peer.SuperSeed {
+		// A super-seeder shows each client only some chunks at a time:
+		// clients must follow its WatchHave feed.
+		for i := range out {
+			out[i].Partial = true
+		}
 	}
 	return out
 }

@@ -26,7 +26,8 @@ type PeerSpec struct {
 	Rate int64
 	// Files, if set, is served instead of the cluster's folder.
 	Files server.Files
-	// Holdings goes with Files: what the peer announces.
+	// Holdings goes with Files: what the peer announces (default: the
+	// Files' own Holdings method).
 	Holdings func() []server.FileInfo
 	// SuperSeed makes the peer reveal chunks a few at a time, each to one
 	// client, until all went out once: for a swarm's only seeder.
@@ -113,7 +114,10 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 			if c.Store == nil {
 				return fail(fmt.Errorf("peer %d: no folder and no files to serve", i))
 			}
-			files, holdings = server.StoreFiles{Store: c.Store}, c.storeHoldings
+			files = server.StoreFiles{Store: c.Store}
+		}
+		if h, ok := files.(interface{ Holdings() []server.FileInfo }); ok && holdings == nil {
+			holdings = h.Holdings // before a wrapper hides the method
 		}
 		var node atomic.Pointer[server.Node]
 		if spec.QuitAfter > 0 {
@@ -123,16 +127,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		}
 		pc := server.DefaultPeerConfig()
 		pc.Throttle = server.NewThrottle(spec.Rate)
-		if pc.SuperSeed = spec.SuperSeed; spec.SuperSeed {
-			full := holdings
-			holdings = func() []server.FileInfo {
-				fs := full()
-				for i := range fs {
-					fs[i].Partial = true
-				}
-				return fs
-			}
-		}
+		pc.SuperSeed = spec.SuperSeed
 		n, err := c.start(ctx, "127.0.0.1:0", server.NodeConfig{
 			Files: files, Holdings: holdings, Registries: []string{reg.Addr()},
 			Peer: pc, PeerID: fmt.Sprintf("peer-%d", i+1), Logger: cfg.Logger.With("node", i+1), Metrics: cfg.Metrics,
@@ -166,14 +161,6 @@ func (c *Cluster) StartPeer(ctx context.Context, cfg server.NodeConfig) (*server
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-}
-
-func (c *Cluster) storeHoldings() []server.FileInfo {
-	var out []server.FileInfo
-	for _, m := range c.Store.List() {
-		out = append(out, server.FileInfo{ID: m.ID, Name: m.Name, Size: m.Size})
-	}
-	return out
 }
 
 // start runs one node until the cluster closes.

@@ -135,7 +135,7 @@ func Get(ctx context.Context, cfg Config) (*client.Report, error) {
 	pc := server.DefaultPeerConfig()
 	pc.Throttle = server.NewThrottle(cfg.Rate)
 	node, err := server.NewNode(server.NodeConfig{
-		Listener: cfg.Listener, PeerID: cfg.PeerID, Files: files, Holdings: files.Holdings,
+		Listener: cfg.Listener, PeerID: cfg.PeerID, Files: files,
 		Registries: []string{cfg.Registry}, Peer: pc, Logger: cfg.Logger,
 		Server: server.Config{Options: cfg.ServerOptions}, DialOptions: cfg.DialOptions,
 	})

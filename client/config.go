@@ -59,6 +59,15 @@ type Config struct {
 	Serve bool
 	// Force overwrites an existing output with other contents.
 	Force bool
+	// WriteSize is the most bytes one write call stores. Default 32 KiB:
+	// on the Linux kernels measured (6.18, ext4) a 1 MiB pwrite into fresh
+	// page cache cost 5x the system time of the same bytes in 32 KiB
+	// writes (see NOTES in doc.go).
+	WriteSize int
+	// WritebackEvery starts the kernel writing the part file to disk
+	// every time this many bytes were written, so the fsync before the
+	// rename waits only for the tail. Default 64 MiB; negative: never.
+	WritebackEvery int64
 	// OpenPart opens the partial file; tests inject failures. Default
 	// os.OpenFile(path, O_RDWR|O_CREATE, 0o644).
 	OpenPart func(path string) (PartFile, error)
@@ -100,6 +109,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.VerifyWorkers <= 0 {
 		c.VerifyWorkers = runtime.GOMAXPROCS(0)
+	}
+	if c.WriteSize <= 0 {
+		c.WriteSize = 32 << 10
+	}
+	if c.WritebackEvery == 0 {
+		c.WritebackEvery = 64 << 20
 	}
 	if c.OpenPart == nil {
 		c.OpenPart = func(p string) (PartFile, error) { return os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644) }

@@ -6,8 +6,8 @@
 // two streaming requests open, so the next request is under way before the
 // current one drains; the size of each request follows the peer's measured
 // rate. Every chunk is checked against its SHA-256 before it is written at
-// its offset in OUT.part; the finished file is read back and checked
-// against the content id, synced, and renamed to OUT.
+// its offset in OUT.part; the finished file is synced and renamed to OUT
+// (with Config.VerifyOutput it is read back and checked whole first).
 //
 // Sources and discoverers are small interfaces declared here: gRPC peers
 // found through a registry satisfy them, and so do the course protocol's
@@ -36,4 +36,11 @@
 // Resume. OUT.part is the journal: on start every chunk already in it is
 // hashed, and chunks that match the manifest are not fetched again. This
 // needs no separate journal file that could disagree with the data.
+//
+// Writes. Chunks are written in Config.WriteSize pieces (32 KiB), not whole:
+// on the Linux 6.18 VMs shoal is benchmarked on, writing 1 GiB into fresh
+// page cache took 2.4 s of system time in 1 MiB pwrites and 0.35 s in 32 KiB
+// ones (4 KiB: 0.73 s). Every Config.WritebackEvery bytes the kernel is told
+// to start writeback (sync_file_range), so the fsync before the rename
+// finds little left to write: 0.45 s of waiting for 1 GiB became 0.05 s.
 package client

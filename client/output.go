@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
 
@@ -20,9 +21,10 @@ type output struct {
 	cfg        Config
 	mu         sync.Mutex // guards f against close while serving
 	f          PartFile
-	have       []bool // chunks already verified in the part file
-	resumed    int64  // their bytes
-	already    bool   // OUT already holds exactly this file
+	have       []bool       // chunks already verified in the part file
+	resumed    int64        // their bytes
+	already    bool         // OUT already holds exactly this file
+	unflushed  atomic.Int64 // bytes written since writeback was last started
 }
 
 // openOutput checks OUT, opens OUT.part and finds the chunks it already
@@ -103,10 +105,19 @@ func sameContents(ctx context.Context, path string, m *chunkstore.Manifest, work
 	return n == m.Size
 }
 
-// write stores verified chunk bytes at off.
+// write stores verified chunk bytes at off, in WriteSize pieces, and
+// starts writeback every WritebackEvery bytes.
 func (o *output) write(data []byte, off int64) error {
-	if _, err := o.f.WriteAt(data, off); err != nil {
-		return fmt.Errorf("write %s: %w", o.part, err)
+	for len(data) > 0 {
+		n := min(len(data), o.cfg.WriteSize)
+		if _, err := o.f.WriteAt(data[:n], off); err != nil {
+			return fmt.Errorf("write %s: %w", o.part, err)
+		}
+		data, off = data[n:], off+int64(n)
+		if o.cfg.WritebackEvery > 0 && o.unflushed.Add(int64(n)) >= o.cfg.WritebackEvery {
+			o.unflushed.Store(0)
+			startWriteback(o.f)
+		}
 	}
 	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -13,6 +15,7 @@ import (
 type globals struct {
 	logLevel  string
 	logFormat string
+	cpuProf   string
 	stdin     io.Reader
 	stdout    io.Writer
 	stderr    io.Writer
@@ -54,6 +57,29 @@ verifies every chunk, and resumes after a crash.`,
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format on stderr: text or json")
+	root.PersistentFlags().StringVar(&g.cpuProf, "cpuprofile", "", "write a Go CPU profile of the command to this file")
+	root.PersistentFlags().MarkHidden("cpuprofile")
+	var stopProf func()
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if g.cpuProf == "" {
+			return nil
+		}
+		f, err := os.Create(g.cpuProf)
+		if err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		stopProf = func() { pprof.StopCPUProfile(); f.Close() }
+		return nil
+	}
+	root.PersistentPostRun = func(*cobra.Command, []string) {
+		if stopProf != nil {
+			stopProf()
+		}
+	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newServeCmd(g), newHashCmd(g), newRegistryCmd(g), newLsCmd(g), newClusterCmd(g), newGetCmd(g), newDemoCmd(g), newCertsCmd(g), newCourseCmd(g))
 	return root

@@ -122,6 +122,24 @@ func (m *Manifest) VerifyChunk(i int, data []byte) error {
 	return nil
 }
 
+// VerifyPieces is VerifyChunk for a chunk held in several pieces, in order.
+func (m *Manifest) VerifyPieces(i int, pieces [][]byte) error {
+	if i < 0 || i >= len(m.Hashes) {
+		return fmt.Errorf("chunk %d of %d: %w", i, len(m.Hashes), ErrOutOfRange)
+	}
+	h := sha256.New()
+	n := 0
+	for _, p := range pieces {
+		h.Write(p)
+		n += len(p)
+	}
+	var sum Hash
+	if _, want := m.ChunkBounds(i); n != want || Hash(h.Sum(sum[:0])) != m.Hashes[i] {
+		return fmt.Errorf("chunk %d: %w", i, ErrHashMismatch)
+	}
+	return nil
+}
+
 // ComputeID hashes a file's shape and chunk digests into its content id:
 // SHA-256("shoal/v1 file" || size (8 bytes BE) || chunk size (4 bytes BE) ||
 // MerkleRoot(hashes)).

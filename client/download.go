@@ -491,37 +491,44 @@ func (d *Download) fetch(ctx context.Context, m *chunkstore.Manifest, s *sched, 
 	}
 	started := time.Now()
 	var got int64
-	err := p.src.Fetch(ctx, st.chunks, func(i int, data []byte) error {
+	err := p.src.Fetch(ctx, st.chunks, func(i int, pieces [][]byte) error {
 		stall.Reset(d.cfg.StallTimeout)
 		if !asked[i] {
 			return fmt.Errorf("%w: chunk %d was not asked for", ErrProtocol, i)
 		}
 		delete(asked, i)
+		size := 0
+		for _, b := range pieces {
+			size += len(b)
+		}
 		if len(m.Hashes) > 0 {
-			if err := m.VerifyChunk(i, data); err != nil {
+			if err := m.VerifyPieces(i, pieces); err != nil {
 				return fmt.Errorf("%w: chunk %d from %s", ErrCorrupt, i, p.src.Addr())
 			}
-		} else if _, n := m.ChunkBounds(i); n != len(data) {
-			return fmt.Errorf("%w: chunk %d is %d bytes, want %d", ErrProtocol, i, len(data), n)
+		} else if _, n := m.ChunkBounds(i); n != size {
+			return fmt.Errorf("%w: chunk %d is %d bytes, want %d", ErrProtocol, i, size, n)
 		}
-		got += int64(len(data))
+		got += int64(size)
 		if el := time.Since(started); el > 20*time.Millisecond {
 			p.rate.Store(int64(float64(got) / el.Seconds()))
 		}
 		if !s.claim(i) {
-			d.dup.Add(int64(len(data)))
+			d.dup.Add(int64(size))
 			return nil
 		}
 		off, _ := m.ChunkBounds(i)
-		if err := o.write(data, off); err != nil {
-			s.unclaim(i)
-			return fmt.Errorf("%w: %w", errFatal, err)
+		for _, b := range pieces {
+			if err := o.write(b, off); err != nil {
+				s.unclaim(i)
+				return fmt.Errorf("%w: %w", errFatal, err)
+			}
+			off += int64(len(b))
 		}
 		s.complete(i, st)
-		p.bytes.Add(int64(len(data)))
+		p.bytes.Add(int64(size))
 		p.chunks.Add(1)
-		d.fetched.Add(int64(len(data)))
-		d.done.Add(int64(len(data)))
+		d.fetched.Add(int64(size))
+		d.done.Add(int64(size))
 		return nil
 	})
 	if cause := context.Cause(ctx); cause != nil && (errors.Is(cause, errNotNeeded) || errors.Is(cause, ErrStalled)) {

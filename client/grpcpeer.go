@@ -260,15 +260,22 @@ func (p *Peer) Close() error { return p.cc.Close() }
 
 // Fetch streams the chunks with one GetChunks call, reassembling chunks
 // that span several messages, and refuses anything it did not ask for.
-func (p *Peer) Fetch(ctx context.Context, chunks []int, got func(int, []byte) error) error {
+// Chunk bytes are handed to got in the buffers gRPC read them into.
+func (p *Peer) Fetch(ctx context.Context, chunks []int, got func(int, [][]byte) error) error {
 	req := &shoalv1.GetChunksRequest{ContentId: p.m.ID.String(), Indexes: make([]uint32, len(chunks))}
 	for k, i := range chunks {
 		req.Indexes[k] = uint32(i)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := shoalv1.NewPeerServiceClient(p.cc).GetChunks(ctx, req)
+	stream, err := p.cc.NewStream(ctx, &shoalv1.PeerService_ServiceDesc.Streams[0], shoalv1.PeerService_GetChunks_FullMethodName, grpc.ForceCodecV2(newChunkCodec()))
 	if err != nil {
+		return fromStatus("chunks", err)
+	}
+	if err := stream.SendMsg(req); err != nil {
+		return fromStatus("chunks", err)
+	}
+	if err := stream.CloseSend(); err != nil {
 		return fromStatus("chunks", err)
 	}
 	var (
@@ -276,10 +283,17 @@ func (p *Peer) Fetch(ctx context.Context, chunks []int, got func(int, []byte) er
 		want   int
 		filled int
 		base   int64
-		buf    []byte
+		parts  []chunkMsg // the messages of chunk cur so far
+		pieces [][]byte
 	)
+	defer func() {
+		for k := range parts {
+			parts[k].free()
+		}
+	}()
 	for {
-		msg, err := stream.Recv()
+		var msg chunkMsg
+		err := stream.RecvMsg(&msg)
 		if errors.Is(err, io.EOF) {
 			if cur >= 0 {
 				return fmt.Errorf("%w: chunk %d cut short", ErrProtocol, cur)
@@ -289,7 +303,8 @@ func (p *Peer) Fetch(ctx context.Context, chunks []int, got func(int, []byte) er
 		if err != nil {
 			return fromStatus("chunks", err)
 		}
-		i, data := int(msg.GetIndex()), msg.GetData()
+		parts = append(parts, msg)
+		i := int(msg.index)
 		if cur < 0 {
 			if i >= p.m.NumChunks() {
 				return fmt.Errorf("%w: chunk %d of %d", ErrProtocol, i, p.m.NumChunks())
@@ -297,25 +312,24 @@ func (p *Peer) Fetch(ctx context.Context, chunks []int, got func(int, []byte) er
 			cur, filled = i, 0
 			base, want = p.m.ChunkBounds(i)
 		}
-		if i != cur || msg.GetOffset() != uint64(base)+uint64(filled) || filled+len(data) > want {
-			return fmt.Errorf("%w: piece of chunk %d at offset %d (%d bytes) does not continue chunk %d", ErrProtocol, i, msg.GetOffset(), len(data), cur)
+		if i != cur || msg.offset != uint64(base)+uint64(filled) || filled+msg.size > want {
+			return fmt.Errorf("%w: piece of chunk %d at offset %d (%d bytes) does not continue chunk %d", ErrProtocol, i, msg.offset, msg.size, cur)
 		}
-		if filled == 0 && len(data) == want {
-			if err := got(i, data); err != nil {
-				return err
-			}
-			cur = -1
+		filled += msg.size
+		if filled < want {
 			continue
 		}
-		if buf == nil {
-			buf = make([]byte, p.m.ChunkSize)
+		pieces = pieces[:0]
+		for k := range parts {
+			pieces = parts[k].pieces(pieces)
 		}
-		filled += copy(buf[filled:], data)
-		if filled == want {
-			if err := got(i, buf[:want]); err != nil {
-				return err
-			}
-			cur = -1
+		err = got(i, pieces)
+		for k := range parts {
+			parts[k].free()
+		}
+		parts, cur = parts[:0], -1
+		if err != nil {
+			return err
 		}
 	}
 }

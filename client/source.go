@@ -14,9 +14,11 @@ type Source interface {
 	// Addr is where the peer is, for reports.
 	Addr() string
 	// Fetch requests chunks and calls got for each one complete, in any
-	// order. data is only valid during the call; an error from got ends the
-	// fetch with that error.
-	Fetch(ctx context.Context, chunks []int, got func(i int, data []byte) error) error
+	// order, with its bytes in one or more pieces (so a source can hand
+	// over the buffers it received into without copying). The pieces are
+	// only valid during the call; an error from got ends the fetch with
+	// that error.
+	Fetch(ctx context.Context, chunks []int, got func(i int, pieces [][]byte) error) error
 	// Close releases the connection.
 	Close() error
 }

@@ -63,7 +63,7 @@ func (p *Peer) Close() error {
 // Fetch requests the blocks one at a time and calls got for each. Any
 // failure closes the connection: the reference server can interleave
 // replies on a connection whose request was given up.
-func (p *Peer) Fetch(ctx context.Context, blocks []int, got func(int, []byte) error) error {
+func (p *Peer) Fetch(ctx context.Context, blocks []int, got func(int, [][]byte) error) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.conn == nil {
@@ -103,7 +103,7 @@ func (p *Peer) Fetch(ctx context.Context, blocks []int, got func(int, []byte) er
 			p.conn = nil
 			return err
 		}
-		if err := got(n, data); err != nil {
+		if err := got(n, [][]byte{data}); err != nil {
 			return err
 		}
 	}

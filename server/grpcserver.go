@@ -109,6 +109,7 @@ func New(cfg Config, peer shoalv1.PeerServiceServer, registry shoalv1.RegistrySe
 		grpc.InitialConnWindowSize(connWindowBytes),
 		grpc.WriteBufferSize(256 << 10),
 		grpc.ReadBufferSize(64 << 10),
+		grpc.ForceServerCodecV2(newCodec()),
 	}
 	opts = append(opts, limitOptions(cfg.Limits)...)
 	opts = append(opts, tokenOptions(cfg.Token)...)

@@ -3,9 +3,9 @@ package server
 import (
 	"context"
 	"fmt"
-	"sync"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/mem"
 
 	"github.com/shoalnet/shoal/chunkstore"
 	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
@@ -67,7 +67,6 @@ type PeerService struct {
 	shoalv1.UnimplementedPeerServiceServer
 	files Files
 	cfg   PeerConfig
-	bufs  sync.Pool // *[]byte of MaxChunkSize
 	stats *Stats
 	seed  *superSeed    // nil unless cfg.SuperSeed
 	slots chan struct{} // one per upload under way; nil when unlimited
@@ -91,7 +90,6 @@ func NewPeerService(files Files, cfg PeerConfig, stats *Stats) *PeerService {
 	if cfg.MaxUploads > 0 {
 		p.slots = make(chan struct{}, cfg.MaxUploads)
 	}
-	p.bufs.New = func() any { b := make([]byte, chunkstore.MaxChunkSize); return &b }
 	return p
 }
 
@@ -142,33 +140,57 @@ func (p *PeerService) GetChunks(req *shoalv1.GetChunksRequest, stream grpc.Serve
 	if err != nil {
 		return toStatus(err)
 	}
-	bp := p.bufs.Get().(*[]byte)
-	defer p.bufs.Put(bp)
 	ctx := stream.Context()
 	addr := clientAddr(ctx)
-	resp := &shoalv1.GetChunksResponse{}
+	pool := mem.DefaultBufferPool()
 	for _, i := range want {
+		off, n := m.ChunkBounds(i)
+		bp := pool.Get(n)
 		data, err := r.ReadChunk(i, *bp)
 		if err != nil {
+			pool.Put(bp)
 			return toStatus(err)
 		}
-		off, _ := m.ChunkBounds(i)
-		for len(data) > 0 {
-			n := min(len(data), p.cfg.PieceSize)
-			if err := p.cfg.Throttle.Wait(ctx, n); err != nil {
-				return toStatus(err)
-			}
-			resp.Index, resp.Offset, resp.Data = uint32(i), uint64(off), data[:n]
-			if err := stream.Send(resp); err != nil {
-				return err
-			}
-			p.stats.BytesServed.Add(int64(n))
-			data, off = data[n:], off+int64(n)
+		if err := p.sendChunk(stream, i, off, data, mem.NewBuffer(bp, pool)); err != nil {
+			return err
 		}
 		p.stats.ChunksServed.Add(1)
 		if p.seed != nil {
 			p.seed.sent(id, addr, i)
 		}
+	}
+	return nil
+}
+
+// sendChunk sends chunk i, read into buf (data is its bytes), in
+// PieceSize pieces, and gives up buf. A whole chunk goes out without a
+// copy: the transport frees buf once it is written. Split chunks copy each
+// piece, since a reference to part of a buffer cannot be handed out.
+func (p *PeerService) sendChunk(stream grpc.ServerStream, i int, off int64, data []byte, buf mem.Buffer) error {
+	ctx := stream.Context()
+	if len(data) <= p.cfg.PieceSize {
+		if err := p.cfg.Throttle.Wait(ctx, len(data)); err != nil {
+			buf.Free()
+			return toStatus(err)
+		}
+		if err := stream.SendMsg(&chunkPiece{index: uint32(i), offset: uint64(off), data: buf}); err != nil {
+			return err
+		}
+		p.stats.BytesServed.Add(int64(len(data)))
+		return nil
+	}
+	defer buf.Free()
+	for sent := 0; sent < len(data); {
+		k := min(len(data)-sent, p.cfg.PieceSize)
+		if err := p.cfg.Throttle.Wait(ctx, k); err != nil {
+			return toStatus(err)
+		}
+		piece := mem.Copy(data[sent:sent+k], mem.DefaultBufferPool())
+		if err := stream.SendMsg(&chunkPiece{index: uint32(i), offset: uint64(off) + uint64(sent), data: piece}); err != nil {
+			return err
+		}
+		p.stats.BytesServed.Add(int64(k))
+		sent += k
 	}
 	return nil
 }

@@ -170,12 +170,13 @@ func iperfCeiling(ctx context.Context, size int64) (time.Duration, error) {
 		return 0, err
 	}
 	addr := fmt.Sprint(ports[0])
-	srv, err := start("iperf3 -s", "iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", addr)
+	srv, err := start("iperf3 -s", "iperf3", "-s", "-B", "127.0.0.1", "-p", addr)
 	if err != nil {
 		return 0, err
 	}
 	defer srv.stop()
-	if err := waitTCP("127.0.0.1:"+addr, 10*time.Second); err != nil {
+	// Not a probe connection: iperf3 would take it for a test.
+	if _, err := srv.waitLine(regexp.MustCompile(`Server listening`), 10*time.Second); err != nil {
 		return 0, err
 	}
 	out, err := exec.CommandContext(ctx, "iperf3", "-c", "127.0.0.1", "-p", addr, "-n", fmt.Sprint(size), "-J").Output()

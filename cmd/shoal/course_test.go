@@ -164,7 +164,7 @@ type countedSource struct {
 	opened atomic.Bool
 }
 
-func (s *countedSource) Fetch(ctx context.Context, blocks []int, got func(int, []byte) error) error {
+func (s *countedSource) Fetch(ctx context.Context, blocks []int, got func(int, [][]byte) error) error {
 	if !s.opened.Swap(true) {
 		n := s.c.open.Add(1)
 		for m := s.c.most.Load(); n > m && !s.c.most.CompareAndSwap(m, n); m = s.c.most.Load() {

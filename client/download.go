@@ -517,12 +517,9 @@ func (d *Download) fetch(ctx context.Context, m *chunkstore.Manifest, s *sched, 
 			return nil
 		}
 		off, _ := m.ChunkBounds(i)
-		for _, b := range pieces {
-			if err := o.write(b, off); err != nil {
-				s.unclaim(i)
-				return fmt.Errorf("%w: %w", errFatal, err)
-			}
-			off += int64(len(b))
+		if err := o.write(pieces, off); err != nil {
+			s.unclaim(i)
+			return fmt.Errorf("%w: %w", errFatal, err)
 		}
 		s.complete(i, st)
 		p.bytes.Add(int64(size))

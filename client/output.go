@@ -105,19 +105,68 @@ func sameContents(ctx context.Context, path string, m *chunkstore.Manifest, work
 	return n == m.Size
 }
 
-// write stores verified chunk bytes at off, in WriteSize pieces, and
-// starts writeback every WritebackEvery bytes.
-func (o *output) write(data []byte, off int64) error {
-	for len(data) > 0 {
-		n := min(len(data), o.cfg.WriteSize)
-		if _, err := o.f.WriteAt(data[:n], off); err != nil {
-			return fmt.Errorf("write %s: %w", o.part, err)
+// write stores verified chunk bytes, given in pieces, from off on. Pieces
+// go out in batches of at most WriteSize bytes, several in one vectored
+// write where the file allows it, and writeback starts every
+// WritebackEvery bytes.
+func (o *output) write(pieces [][]byte, off int64) error {
+	var batch [][]byte
+	size := 0
+	flush := func() error {
+		if size == 0 {
+			return nil
 		}
-		data, off = data[n:], off+int64(n)
-		if o.cfg.WritebackEvery > 0 && o.unflushed.Add(int64(n)) >= o.cfg.WritebackEvery {
+		if err := o.writeBatch(batch, off); err != nil {
+			return err
+		}
+		off += int64(size)
+		if o.cfg.WritebackEvery > 0 && o.unflushed.Add(int64(size)) >= o.cfg.WritebackEvery {
 			o.unflushed.Store(0)
 			startWriteback(o.f)
 		}
+		batch, size = batch[:0], 0
+		return nil
+	}
+	for _, p := range pieces {
+		for len(p) > 0 {
+			n := min(len(p), o.cfg.WriteSize-size)
+			batch, size = append(batch, p[:n]), size+n
+			p = p[n:]
+			if size == o.cfg.WriteSize {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return flush()
+}
+
+// writeBatch writes bufs back to back at off.
+func (o *output) writeBatch(bufs [][]byte, off int64) error {
+	done := 0
+	if len(bufs) > 1 {
+		n, ok, err := writeVector(o.f, bufs, off)
+		if err != nil {
+			return fmt.Errorf("write %s: %w", o.part, err)
+		}
+		if ok {
+			done = n
+		}
+	}
+	// Whatever a vectored write did not take, one piece at a time.
+	for _, b := range bufs {
+		if done >= len(b) {
+			done -= len(b)
+			off += int64(len(b))
+			continue
+		}
+		b, off = b[done:], off+int64(done)
+		done = 0
+		if _, err := o.f.WriteAt(b, off); err != nil {
+			return fmt.Errorf("write %s: %w", o.part, err)
+		}
+		off += int64(len(b))
 	}
 	return nil
 }

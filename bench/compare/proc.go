@@ -92,6 +92,19 @@ func (p *proc) stop() {
 	}
 }
 
+// maxRSS is the peak resident set of a process that has exited, in bytes.
+func (p *proc) maxRSS() int64 {
+	select {
+	case <-p.done:
+	default:
+		return 0
+	}
+	if ru, ok := p.cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		return ru.Maxrss << 10
+	}
+	return 0
+}
+
 // result is one timed run of a command to completion.
 type result struct {
 	wall   time.Duration

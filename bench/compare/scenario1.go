@@ -170,7 +170,7 @@ func iperfCeiling(ctx context.Context, size int64) (time.Duration, error) {
 		return 0, err
 	}
 	addr := fmt.Sprint(ports[0])
-	srv, err := start("iperf3 -s", "iperf3", "-s", "-B", "127.0.0.1", "-p", addr)
+	srv, err := start("iperf3 -s", "iperf3", "-s", "--forceflush", "-B", "127.0.0.1", "-p", addr)
 	if err != nil {
 		return 0, err
 	}

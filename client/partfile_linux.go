@@ -1,0 +1,54 @@
+package client
+
+import (
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// rawFile is a part file with a descriptor (an *os.File).
+type rawFile interface {
+	SyscallConn() (syscall.RawConn, error)
+}
+
+// startWriteback asks the kernel to start writing f's dirty pages to disk
+// without waiting for them. Files without a descriptor are left alone.
+func startWriteback(f PartFile) {
+	rf, ok := f.(rawFile)
+	if !ok {
+		return
+	}
+	rc, err := rf.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) {
+		unix.SyncFileRange(int(fd), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+	})
+}
+
+// writeVector writes bufs at off with one pwritev and returns the bytes
+// written. ok is false when f has no descriptor: the caller writes the
+// pieces one by one.
+func writeVector(f PartFile, bufs [][]byte, off int64) (n int, ok bool, err error) {
+	rf, isRaw := f.(rawFile)
+	if !isRaw {
+		return 0, false, nil
+	}
+	rc, err := rf.SyscallConn()
+	if err != nil {
+		return 0, false, nil
+	}
+	cerr := rc.Control(func(fd uintptr) {
+		for {
+			n, err = unix.Pwritev(int(fd), bufs, off)
+			if err != unix.EINTR {
+				return
+			}
+		}
+	})
+	if cerr != nil {
+		return 0, false, nil
+	}
+	return n, true, err
+}

@@ -1,20 +1,15 @@
 package client
 
 import (
-	"syscall"
+	"os"
 
 	"golang.org/x/sys/unix"
 )
 
-// rawFile is a part file with a descriptor (an *os.File).
-type rawFile interface {
-	SyscallConn() (syscall.RawConn, error)
-}
-
 // startWriteback asks the kernel to start writing f's dirty pages to disk
 // without waiting for them. Files without a descriptor are left alone.
 func startWriteback(f PartFile) {
-	rf, ok := f.(rawFile)
+	rf, ok := f.(*os.File)
 	if !ok {
 		return
 	}
@@ -28,10 +23,10 @@ func startWriteback(f PartFile) {
 }
 
 // writeVector writes bufs at off with one pwritev and returns the bytes
-// written. ok is false when f has no descriptor: the caller writes the
-// pieces one by one.
+// written. ok is false unless f is an *os.File (a wrapper's own WriteAt
+// must not be bypassed): the caller writes the pieces one by one.
 func writeVector(f PartFile, bufs [][]byte, off int64) (n int, ok bool, err error) {
-	rf, isRaw := f.(rawFile)
+	rf, isRaw := f.(*os.File)
 	if !isRaw {
 		return 0, false, nil
 	}

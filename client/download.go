@@ -188,6 +188,11 @@ func (d *Download) pool(ctx context.Context, m *chunkstore.Manifest, s *sched, o
 	var discoverErr error
 
 	var spare []Source // found by a replacement, started once a slot frees
+	defer func() {
+		for _, src := range spare {
+			src.Close()
+		}
+	}()
 	discover := func() {
 		select {
 		case <-s.finished:
@@ -197,7 +202,8 @@ func (d *Download) pool(ctx context.Context, m *chunkstore.Manifest, s *sched, o
 		if active >= d.cfg.Peers {
 			return
 		}
-		srcs := spare
+		// A spare was chosen by a replacement and is already in tried.
+		srcs, fresh := spare, len(spare)
 		spare = nil
 		if len(srcs) < d.cfg.Peers-active {
 			more, err := d.disc.Discover(ctx, exclude, d.cfg.Peers-active-len(srcs))
@@ -206,13 +212,19 @@ func (d *Download) pool(ctx context.Context, m *chunkstore.Manifest, s *sched, o
 			}
 			srcs = append(srcs, more...)
 		}
-		for _, src := range srcs {
-			if tried[src.ID()] || active >= d.cfg.Peers {
+		for k, src := range srcs {
+			if k < fresh && active >= d.cfg.Peers {
+				spare = append(spare, src) // its slot is still busy
+				continue
+			}
+			if k >= fresh && tried[src.ID()] || active >= d.cfg.Peers {
 				src.Close()
 				continue
 			}
-			tried[src.ID()] = true
-			exclude = append(exclude, src.ID())
+			if k >= fresh {
+				tried[src.ID()] = true
+				exclude = append(exclude, src.ID())
+			}
 			d.mu.Lock()
 			p := &peerState{src: src, id: len(d.peers)}
 			d.peers = append(d.peers, p)
@@ -269,19 +281,26 @@ func (d *Download) pool(ctx context.Context, m *chunkstore.Manifest, s *sched, o
 			backoff = d.cfg.MinBackoff
 			timer.Reset(backoff)
 		case <-replaceTick:
-			if active == d.cfg.Peers && len(spare) == 0 {
-				if slow := d.slowest(exclude); slow != nil {
-					if srcs, _ := d.disc.Discover(ctx, exclude, 1); len(srcs) > 0 {
-						src := srcs[0]
-						tried[src.ID()] = true
-						exclude = append(exclude, src.ID())
-						spare = append(spare, src)
-						d.mu.Lock()
-						slow.dropped = "replaced: slowest of the peers"
-						d.mu.Unlock()
-						slow.retiring.Store(true) // its slot frees once its request is done and it has closed
-					}
+			// Every peer the next one is expected to beat is replaced at
+			// once: each retires when its request is done, and its spare
+			// starts in the slot it frees.
+			for active == d.cfg.Peers && len(spare) < d.cfg.Peers {
+				slow := d.slowest(exclude)
+				if slow == nil {
+					break
 				}
+				srcs, _ := d.disc.Discover(ctx, exclude, 1)
+				if len(srcs) == 0 {
+					break
+				}
+				src := srcs[0]
+				tried[src.ID()] = true
+				exclude = append(exclude, src.ID())
+				spare = append(spare, src)
+				d.mu.Lock()
+				slow.dropped = "replaced: slowest of the peers"
+				d.mu.Unlock()
+				slow.retiring.Store(true) // its slot frees once its request is done and it has closed
 			}
 		case <-timer.C:
 			if active < d.cfg.Peers {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/netip"
 	"strings"
@@ -22,6 +23,8 @@ type Peer struct {
 	id      string // "ip:port#k": the k-th connection to that port
 	addr    netip.AddrPort
 	observe func(netip.AddrPort, time.Duration) // told each block's time; may be nil
+	early   func(netip.AddrPort, time.Duration) // told a block's time estimated from its first events; may be nil
+	refused func(netip.AddrPort)                // told the port did not accept a connection; may be nil
 	name    string                              // file name as requested, session prefix included
 	size    int64
 	timeout time.Duration // per block: connect, header and body
@@ -70,6 +73,9 @@ func (p *Peer) Fetch(ctx context.Context, blocks []int, got func(int, [][]byte) 
 		d := net.Dialer{Timeout: p.timeout}
 		c, err := d.DialContext(ctx, "tcp", p.addr.String())
 		if err != nil {
+			if p.refused != nil && ctx.Err() == nil {
+				p.refused(p.addr)
+			}
 			return fmt.Errorf("connect %s: %w", p.addr, err)
 		}
 		p.conn, p.r = c, bufio.NewReaderSize(c, 64<<10)
@@ -129,7 +135,24 @@ func (p *Peer) block(n int, buf []byte) ([]byte, error) {
 	if h.Offset != int64(n)*BlockSize || h.Length != want {
 		return nil, fmt.Errorf("%w: block %d answered with offset %d length %d", ErrSyntax, n, h.Offset, h.Length)
 	}
-	if _, err := io.ReadFull(p.r, buf[:want]); err != nil {
+	read := int64(0)
+	if p.early != nil && want > 2*event {
+		// The body comes in 1000-byte events d ms apart after the server's
+		// wait: the gap between the first events tells the port's pace
+		// long before the block ends.
+		if _, err := io.ReadFull(p.r, buf[:event]); err != nil {
+			return nil, err
+		}
+		first := time.Now()
+		if _, err := io.ReadFull(p.r, buf[event:2*event]); err != nil {
+			return nil, err
+		}
+		gap := time.Since(first)
+		events := (want + event - 1) / event
+		p.early(p.addr, first.Sub(start)+time.Duration(events-1)*gap)
+		read = 2 * event
+	}
+	if _, err := io.ReadFull(p.r, buf[read:want]); err != nil {
 		return nil, err
 	}
 	if p.observe != nil {
@@ -158,7 +181,12 @@ type Tracker struct {
 	err   error                            // last query error; guarded by mu
 	grow  chan struct{}                    // closed and replaced when known grows; guarded by mu
 	speed map[netip.AddrPort]time.Duration // recent block time per port; guarded by mu
+	timed map[netip.AddrPort]bool          // ports with a whole block timed; guarded by mu
 }
+
+// event is the reference server's unit of pacing: it writes a block in
+// 1000-byte events with a pause between them.
+const event = 1000
 
 // untriedGuess is the block time assumed of a port never measured. The
 // reference's ports take 1.0 to 3.0 s per block, 2.0 s on average; a guess
@@ -166,14 +194,42 @@ type Tracker struct {
 // mediocre, and stay once it has found a fast one.
 const untriedGuess = 1500 * time.Millisecond
 
-// observe records a block's time on a port (a moving average).
+// probingGuess is the block time assumed of a port whose first block is
+// under way and not yet estimated: the average, so further connections
+// spread over other ports and the client learns more of them at once.
+const probingGuess = 2000 * time.Millisecond
+
+// observe records a block's time on a port: the first replaces any early
+// estimate, later ones make a moving average.
 func (t *Tracker) observe(a netip.AddrPort, d time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if old, ok := t.speed[a]; ok {
+	if old, ok := t.speed[a]; ok && t.timed[a] {
 		d = (old + d) / 2
 	}
 	t.speed[a] = d
+	t.timed[a] = true
+}
+
+// deadPort is the block time recorded for a port that refused a
+// connection (withdrawn by churn): it is never chosen again.
+const deadPort = time.Hour
+
+// refused records that a port did not accept a connection.
+func (t *Tracker) refused(a netip.AddrPort) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.speed[a], t.timed[a] = deadPort, true
+}
+
+// observeEarly records a block time estimated from a block's first
+// events, for a port with no block timed yet.
+func (t *Tracker) observeEarly(a netip.AddrPort, d time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.timed[a] {
+		t.speed[a] = d
+	}
 }
 
 func (t *Tracker) init() {
@@ -182,6 +238,7 @@ func (t *Tracker) init() {
 		t.seen = map[netip.AddrPort]bool{}
 		t.grow = make(chan struct{})
 		t.speed = map[netip.AddrPort]time.Duration{}
+		t.timed = map[netip.AddrPort]bool{}
 	})
 }
 
@@ -283,9 +340,40 @@ func (t *Tracker) Manifest(ctx context.Context) (*chunkstore.Manifest, error) {
 // port is not retried for ever.
 const maxPerPort = 12
 
-// nextPortLocked picks the port expected fastest for one more connection:
-// by its measured block time, or untriedGuess for a port not measured yet.
+// maxProbes is how many connections may be on ports not yet measured.
+const maxProbes = 2
+
+// exploreAbove is the block time above which the client keeps probing
+// untried ports: with 1.0 s the floor of any port, a better one is likely
+// while the best known is slower than this.
+const exploreAbove = 1100 * time.Millisecond
+
+// nextPortLocked picks the port for one more connection. While the best
+// port measured takes over exploreAbove per block and no probe is under
+// way, it is an untried port (a probe costs one block at that port's pace,
+// and the tracker names only two ports per query, so exploring one at a
+// time keeps up). Otherwise it is the port expected fastest: by measured
+// block time, probingGuess for a port whose first block is under way, or
+// untriedGuess. The duration returned is the block time the caller may
+// expect: the floor, 1 s, for a probe.
 func (t *Tracker) nextPortLocked(used map[netip.AddrPort]int) (netip.AddrPort, time.Duration, bool) {
+	bestKnown := time.Duration(math.MaxInt64)
+	probing := 0
+	var untried []netip.AddrPort
+	for _, a := range t.known {
+		d, ok := t.speed[a]
+		switch {
+		case ok:
+			bestKnown = min(bestKnown, d)
+		case used[a] > 0:
+			probing++
+		default:
+			untried = append(untried, a)
+		}
+	}
+	if len(untried) > 0 && probing < maxProbes && bestKnown > exploreAbove {
+		return untried[0], time.Second, true
+	}
 	var (
 		best     netip.AddrPort
 		bestTime time.Duration
@@ -296,8 +384,15 @@ func (t *Tracker) nextPortLocked(used map[netip.AddrPort]int) (netip.AddrPort, t
 			continue
 		}
 		guess, ok := t.speed[a]
-		if !ok {
+		switch {
+		case ok:
+		case used[a] > 0:
+			guess = probingGuess
+		default:
 			guess = untriedGuess
+		}
+		if guess >= deadPort {
+			continue
 		}
 		if !found || guess < bestTime {
 			best, bestTime, found = a, guess, true
@@ -333,7 +428,7 @@ func (t *Tracker) Peers(exclude []string, limit int) []*Peer {
 		}
 		p := NewPeer(best, t.Name, t.size, t.Timeout)
 		p.id = fmt.Sprintf("%s#%d", best, used[best])
-		p.observe = t.observe
+		p.observe, p.early, p.refused = t.observe, t.observeEarly, t.refused
 		used[best]++
 		out = append(out, p)
 	}

@@ -42,3 +42,75 @@ func TestPeersGoToTheFastestPort(t *testing.T) {
 		t.Fatalf("a port with %d connections tried got another", maxPerPort)
 	}
 }
+
+func TestFirstConnectionsSpreadOverUntriedPorts(t *testing.T) {
+	tr := &Tracker{Name: "f", Timeout: time.Second}
+	tr.init()
+	a, b := netip.MustParseAddrPort("127.0.0.1:1001"), netip.MustParseAddrPort("127.0.0.1:1002")
+	tr.known = []netip.AddrPort{a, b}
+	per := map[netip.AddrPort]int{}
+	for _, p := range tr.Peers(nil, 5) {
+		per[p.addr]++
+	}
+	if per[a] == 0 || per[b] == 0 || per[a]+per[b] != 5 {
+		t.Fatalf("connections per port %v: want both ports probed", per)
+	}
+}
+
+func TestEarlyEstimateGivesWayToATimedBlock(t *testing.T) {
+	tr := &Tracker{Name: "f", Timeout: time.Second}
+	tr.init()
+	a := netip.MustParseAddrPort("127.0.0.1:1001")
+	tr.observeEarly(a, 1200*time.Millisecond)
+	if tr.speed[a] != 1200*time.Millisecond {
+		t.Fatalf("early estimate not kept: %v", tr.speed[a])
+	}
+	tr.observe(a, 2000*time.Millisecond)
+	if tr.speed[a] != 2000*time.Millisecond {
+		t.Fatalf("first timed block %v, want it to replace the estimate", tr.speed[a])
+	}
+	tr.observeEarly(a, 1000*time.Millisecond)
+	tr.observe(a, 1000*time.Millisecond)
+	if tr.speed[a] != 1500*time.Millisecond {
+		t.Fatalf("speed %v, want the average of timed blocks only", tr.speed[a])
+	}
+}
+
+func TestProbesAFewUntriedPortsAtATime(t *testing.T) {
+	tr := &Tracker{Name: "f", Timeout: time.Second}
+	tr.init()
+	known := netip.MustParseAddrPort("127.0.0.1:1001")
+	fresh := []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1002"), netip.MustParseAddrPort("127.0.0.1:1003"), netip.MustParseAddrPort("127.0.0.1:1004")}
+	tr.known = append([]netip.AddrPort{known}, fresh...)
+	tr.observe(known, 1400*time.Millisecond)
+	// The best port known is slow: the next connections probe new ones,
+	// and the client is told to expect the floor from them.
+	used := []string{known.String() + "#0"}
+	if rate, ok := tr.Forecast(used); !ok || rate < BlockSize {
+		t.Fatalf("forecast for a probe %v %v, want the 1 s floor", rate, ok)
+	}
+	p := tr.Peers(used, maxProbes+2)
+	for k, c := range p {
+		want := known
+		if k < maxProbes {
+			want = fresh[k]
+		}
+		if c.addr != want {
+			t.Fatalf("connection %d to %s, want %s: %d probes, then the port known", k, c.addr, want, maxProbes)
+		}
+		used = append(used, c.ID())
+	}
+	// A port that refused is never chosen again; probing goes on.
+	tr.refused(fresh[0])
+	p = tr.Peers(used, 1)
+	if len(p) != 1 || p[0].addr != fresh[2] {
+		t.Fatalf("want a probe of %s after %s refused, got %v", fresh[2], fresh[0], p)
+	}
+	// Once a port near the floor is known, no more probing.
+	tr.observe(fresh[1], 1050*time.Millisecond)
+	tr.known = append(tr.known, netip.MustParseAddrPort("127.0.0.1:1005"))
+	p = tr.Peers(used, 1)
+	if len(p) != 1 || p[0].addr != fresh[1] {
+		t.Fatalf("want the fast port %s, got %v", fresh[1], p)
+	}
+}

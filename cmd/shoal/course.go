@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -72,6 +73,7 @@ func newCourseGetCmd(g *globals) *cobra.Command {
 		tracker, srv, out, grader, iam string
 		conns                          int
 		timeout                        time.Duration
+		asJSON                         bool
 	)
 	cmd := &cobra.Command{
 		Use:   "get [FILE]",
@@ -114,8 +116,18 @@ func newCourseGetCmd(g *globals) *cobra.Command {
 				out = args[0]
 			}
 			rep, err := courseSwarm(ctx, taddr, args[0], out, conns, timeout, nil)
+			if asJSON && rep != nil {
+				enc := json.NewEncoder(g.stdout)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(rep); err != nil {
+					return err
+				}
+			}
 			if err != nil {
 				return getError(err)
+			}
+			if asJSON {
+				return nil
 			}
 			fmt.Fprintf(g.stdout, "%s: %s in %.1fs over %d connections (%d ports tried)\n", out, humanBytes(rep.Size), rep.Seconds, conns, len(rep.Peers))
 			return nil
@@ -126,6 +138,7 @@ func newCourseGetCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVarP(&out, "output", "o", "", "where to write the file (default: FILE in the current folder)")
 	cmd.Flags().IntVar(&conns, "conns", 5, "TCP connections at once, at most 5 (the server evicts a 6th)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "per tracker query and per block")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON summary on stdout (per connection: bytes, blocks, why it ended)")
 	cmd.Flags().StringVar(&iam, "iam", "", "grading flow: your id (digits)")
 	cmd.Flags().StringVar(&grader, "grader", "", "grading flow: grading server, host:port")
 	return cmd

@@ -25,6 +25,8 @@ type output struct {
 	resumed    int64        // their bytes
 	already    bool         // OUT already holds exactly this file
 	unflushed  atomic.Int64 // bytes written since writeback was last started
+	directFile *directWriter                // O_DIRECT handle, if opened; closed with the output
+	direct     atomic.Pointer[directWriter] // directFile while direct writes work, else nil
 }
 
 // openOutput checks OUT, opens OUT.part and finds the chunks it already
@@ -58,6 +60,10 @@ func openOutput(ctx context.Context, path string, m *chunkstore.Manifest, cfg Co
 	if err := f.Truncate(m.Size); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("size %s: %w", o.part, err)
+	}
+	if !cfg.PageCache {
+		o.directFile = openDirect(f, o.part, m.ChunkSize)
+		o.direct.Store(o.directFile)
 	}
 	return o, nil
 }
@@ -110,6 +116,16 @@ func sameContents(ctx context.Context, path string, m *chunkstore.Manifest, work
 // write where the file allows it, and writeback starts every
 // WritebackEvery bytes.
 func (o *output) write(pieces [][]byte, off int64) error {
+	if w := o.direct.Load(); w != nil {
+		ok, err := w.write(pieces, off)
+		if ok {
+			if err != nil {
+				return fmt.Errorf("write %s: %w", o.part, err)
+			}
+			return nil
+		}
+		o.direct.Store(nil) // the file system refused: the page cache from now on
+	}
 	var batch [][]byte
 	size := 0
 	flush := func() error {
@@ -181,6 +197,17 @@ func (o *output) commit(ctx context.Context) error {
 			return fmt.Errorf("%w: %s does not match %s after writing", errFatal, o.part, o.m.ID)
 		}
 	}
+	if o.directFile != nil {
+		// Direct writes pad the last chunk to the alignment.
+		if err := o.f.Truncate(o.m.Size); err != nil {
+			return fmt.Errorf("%w: size %s: %w", errFatal, o.part, err)
+		}
+		if err := o.directFile.close(); err != nil {
+			return fmt.Errorf("%w: close %s: %w", errFatal, o.part, err)
+		}
+		o.directFile = nil
+		o.direct.Store(nil)
+	}
 	if err := o.f.Sync(); err != nil {
 		return fmt.Errorf("%w: sync %s: %w", errFatal, o.part, err)
 	}
@@ -207,6 +234,11 @@ func (o *output) commit(ctx context.Context) error {
 func (o *output) close() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.directFile != nil {
+		o.directFile.close()
+		o.directFile = nil
+		o.direct.Store(nil)
+	}
 	if o.f != nil {
 		o.f.Close()
 		o.f = nil

@@ -79,3 +79,36 @@ func TestOutputWritesInPieces(t *testing.T) {
 		o.close()
 	}
 }
+
+func TestOutputDirectWrites(t *testing.T) {
+	const chunk = 64 << 10
+	data := bytes.Repeat([]byte("direct io "), 30000) // 300,000 bytes: a short last chunk
+	m := &chunkstore.Manifest{Size: int64(len(data)), ChunkSize: chunk}
+	path := filepath.Join(t.TempDir(), "out")
+	o, err := openOutput(context.Background(), path, m, Config{}.withDefaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct := o.direct.Load() != nil
+	for off := 0; off < len(data); off += chunk {
+		end := min(off+chunk, len(data))
+		// Pieces as the transport hands them over: unaligned slices.
+		if err := o.write(cut(data[off:end], 1000, 16384), int64(off)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if direct && o.direct.Load() == nil {
+		t.Fatal("O_DIRECT opened but writes fell back to the page cache")
+	}
+	t.Logf("direct writes: %v", direct)
+	if err := o.commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("output differs (%d bytes, want %d): the padding of the last chunk must go", len(got), len(data))
+	}
+}

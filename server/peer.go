@@ -67,6 +67,7 @@ type PeerService struct {
 	shoalv1.UnimplementedPeerServiceServer
 	files Files
 	cfg   PeerConfig
+	bufs  chunkPool
 	stats *Stats
 	seed  *superSeed    // nil unless cfg.SuperSeed
 	slots chan struct{} // one per upload under way; nil when unlimited
@@ -142,7 +143,7 @@ func (p *PeerService) GetChunks(req *shoalv1.GetChunksRequest, stream grpc.Serve
 	}
 	ctx := stream.Context()
 	addr := clientAddr(ctx)
-	pool := mem.DefaultBufferPool()
+	pool := &p.bufs
 	for _, i := range want {
 		off, n := m.ChunkBounds(i)
 		bp := pool.Get(n)

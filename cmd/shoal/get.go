@@ -27,6 +27,7 @@ type getFlags struct {
 	out      string
 	peers    int
 	force    bool
+	cache    bool
 	json     bool
 	stall    time.Duration
 	wait     time.Duration
@@ -63,6 +64,7 @@ Run the same command again after a crash or Ctrl-C to resume.`,
 	cmd.Flags().StringVarP(&f.out, "output", "o", "", "where to write the file (default: the file's name in the current folder)")
 	cmd.Flags().IntVar(&f.peers, "peers", 5, "how many peers to download from at once")
 	cmd.Flags().BoolVar(&f.force, "force", false, "replace an existing output file with different contents")
+	cmd.Flags().BoolVar(&f.cache, "page-cache", false, "write through the page cache instead of with O_DIRECT")
 	cmd.Flags().BoolVar(&f.json, "json", false, "print a JSON summary on stdout instead of a progress bar")
 	cmd.Flags().DurationVar(&f.stall, "stall-timeout", 20*time.Second, "drop a peer that sends nothing for this long")
 	cmd.Flags().DurationVar(&f.wait, "no-peer-timeout", 15*time.Second, "give up when no peer has worked for this long")
@@ -99,7 +101,7 @@ func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
 			out = m.ID.String()
 		}
 	}
-	cfg := client.Config{Peers: f.peers, Force: f.force, StallTimeout: f.stall, NoPeerTimeout: f.wait}
+	cfg := client.Config{Peers: f.peers, Force: f.force, PageCache: f.cache, StallTimeout: f.stall, NoPeerTimeout: f.wait}
 	var rep *client.Report
 	if f.serve {
 		rep, err = serveWhileGetting(ctx, g, f, cfg, reg, out)

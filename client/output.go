@@ -21,10 +21,10 @@ type output struct {
 	cfg        Config
 	mu         sync.Mutex // guards f against close while serving
 	f          PartFile
-	have       []bool       // chunks already verified in the part file
-	resumed    int64        // their bytes
-	already    bool         // OUT already holds exactly this file
-	unflushed  atomic.Int64 // bytes written since writeback was last started
+	have       []bool                       // chunks already verified in the part file
+	resumed    int64                        // their bytes
+	already    bool                         // OUT already holds exactly this file
+	unflushed  atomic.Int64                 // bytes written since writeback was last started
 	directFile *directWriter                // O_DIRECT handle, if opened; closed with the output
 	direct     atomic.Pointer[directWriter] // directFile while direct writes work, else nil
 }

@@ -315,15 +315,27 @@ func (t *Tracker) Run(ctx context.Context) {
 	}
 }
 
+// trackerPatience is how many Timeouts Manifest waits for the tracker's
+// first answer: the tracker drops queries (rate limit, UDP loss), so a
+// few resends are normal, but none answering means it is down.
+const trackerPatience = 3
+
+// ErrNoAnswer means the tracker never answered.
+var ErrNoAnswer = errors.New("no answer")
+
 // Manifest waits for the tracker's first answer and describes the file as
 // 10000-byte blocks without hashes: the protocol carries none, so blocks
 // are checked for offset and length only.
 func (t *Tracker) Manifest(ctx context.Context) (*chunkstore.Manifest, error) {
 	t.init()
+	wait := time.NewTimer(trackerPatience * t.Timeout)
+	defer wait.Stop()
 	select {
 	case <-t.ready:
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	case <-wait.C:
+		return nil, fmt.Errorf("%w: tracker %s did not answer for %v (queried every %v)", ErrNoAnswer, t.Addr, trackerPatience*t.Timeout, t.Spacing)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()

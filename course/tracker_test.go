@@ -1,6 +1,9 @@
 package course
 
 import (
+	"context"
+	"errors"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -113,4 +116,25 @@ func TestProbesAFewUntriedPortsAtATime(t *testing.T) {
 	if len(p) != 1 || p[0].addr != fresh[1] {
 		t.Fatalf("want the fast port %s, got %v", fresh[1], p)
 	}
+}
+
+func TestSilentTrackerFailsInBoundedTime(t *testing.T) {
+	// A tracker that takes queries and never answers, like one that is
+	// down behind a firewall or drops every reply.
+	silent, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	tr := &Tracker{Addr: silent.LocalAddr().(*net.UDPAddr).AddrPort(), Name: "f", Spacing: 20 * time.Millisecond, Timeout: 50 * time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); tr.Run(ctx) }()
+	_, err = tr.Manifest(ctx)
+	if !errors.Is(err, ErrNoAnswer) {
+		t.Fatalf("Manifest from a silent tracker: %v, want ErrNoAnswer", err)
+	}
+	cancel()
+	<-done
 }

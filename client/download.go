@@ -456,7 +456,7 @@ func (d *Download) work(ctx context.Context, m *chunkstore.Manifest, s *sched, o
 			if accept == nil && d.cfg.RarestFirst {
 				accept = func(int) bool { return true }
 			}
-			st, wait = s.take(p.id, d.batchSize(m, p), accept, scancel)
+			st, wait = s.take(p.id, d.batchSize(m, p), accept, len(slots) == 1, scancel)
 			if st != nil {
 				break
 			}
@@ -473,9 +473,11 @@ func (d *Download) work(ctx context.Context, m *chunkstore.Manifest, s *sched, o
 			return werr
 		}
 		wg.Go(func() {
-			defer func() { <-slots }()
 			err := d.fetch(sctx, m, s, o, p, st)
 			scancel(nil)
+			// The slot frees before release wakes the scheduler's waiters:
+			// this peer's other stream may then take an endgame duplicate.
+			<-slots
 			s.release(st)
 			if err != nil && !errors.Is(err, errNotNeeded) && ctx.Err() == nil {
 				d.mu.Lock()

@@ -76,11 +76,13 @@ func (s *sched) notifyLocked() {
 	s.changed = make(chan struct{})
 }
 
-// take hands worker w up to max pending chunks; with none pending it hands
-// one endgame duplicate. cancel stops the returned stream's request; accept,
+// take hands worker w up to max pending chunks; with none pending, and if
+// dup (the worker has no other request under way: a second request would
+// share the peer's upload with its first), one endgame duplicate. cancel
+// stops the returned stream's request; accept,
 // if set, says which chunks the worker's peer can serve. It returns the stream to run, or nil and a channel
 // that is closed when it is worth asking again.
-func (s *sched) take(w, max int, accept func(i int) bool, cancel context.CancelCauseFunc) (*stream, <-chan struct{}) {
+func (s *sched) take(w, max int, accept func(i int) bool, dup bool, cancel context.CancelCauseFunc) (*stream, <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var got []int
@@ -89,7 +91,7 @@ func (s *sched) take(w, max int, accept func(i int) bool, cancel context.CancelC
 	} else {
 		got = s.takeRarestLocked(w, max, accept)
 	}
-	if len(got) == 0 {
+	if len(got) == 0 && dup {
 		// Endgame: a second copy of the oldest chunk in flight elsewhere.
 		for k := s.ohead; k < len(s.order); k++ {
 			i := s.order[k]

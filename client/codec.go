@@ -47,11 +47,13 @@ func (m *chunkMsg) free() {
 	m.bufs = nil
 }
 
-// GetChunksResponse field numbers, from proto/shoal/v1/peer.proto.
-const (
-	fieldIndex  protowire.Number = 1
-	fieldOffset protowire.Number = 2
-	fieldData   protowire.Number = 3
+// GetChunksResponse field numbers, read from the generated descriptor so
+// they follow proto/shoal/v1/peer.proto.
+var (
+	chunkFields = (&shoalv1.GetChunksResponse{}).ProtoReflect().Descriptor().Fields()
+	fieldIndex  = chunkFields.ByName("index").Number()
+	fieldOffset = chunkFields.ByName("offset").Number()
+	fieldData   = chunkFields.ByName("data").Number()
 )
 
 // chunkCodec is grpc's proto codec, except that a *chunkMsg is decoded

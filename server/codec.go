@@ -5,6 +5,8 @@ import (
 	"google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
 )
 
 // chunkPiece is a GetChunksResponse whose data is a pooled buffer handed to
@@ -17,11 +19,13 @@ type chunkPiece struct {
 	data   mem.Buffer
 }
 
-// GetChunksResponse field numbers, from proto/shoal/v1/peer.proto.
-const (
-	fieldIndex  protowire.Number = 1
-	fieldOffset protowire.Number = 2
-	fieldData   protowire.Number = 3
+// GetChunksResponse field numbers, read from the generated descriptor so
+// they follow proto/shoal/v1/peer.proto.
+var (
+	chunkFields = (&shoalv1.GetChunksResponse{}).ProtoReflect().Descriptor().Fields()
+	fieldIndex  = chunkFields.ByName("index").Number()
+	fieldOffset = chunkFields.ByName("offset").Number()
+	fieldData   = chunkFields.ByName("data").Number()
 )
 
 // codec is the proto codec, except that a *chunkPiece is encoded as a

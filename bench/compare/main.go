@@ -33,15 +33,15 @@ import (
 )
 
 type options struct {
-	pairs     int
-	size1     int64 // bytes
-	size2     int64
-	rate2     int64 // bytes per second per source
-	size3     int64
-	rate3     int64
-	n3        int
-	shoal     string // built binary
-	dir       string // scratch folder
+	pairs int
+	size1 int64 // bytes
+	size2 int64
+	rate2 int64 // bytes per second per source
+	size3 int64
+	rate3 int64
+	n3    int
+	shoal string // built binary
+	dir   string // scratch folder
 }
 
 func main() {
@@ -152,6 +152,35 @@ func median(xs []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// alternate runs each of runs in turn, pairs times over (A B A B ...), and
+// returns each one's results.
+func alternate(label string, pairs int, runs ...func() (result, error)) ([][]result, error) {
+	out := make([][]result, len(runs))
+	for round := range pairs {
+		logf("%s: round %d of %d", label, round+1, pairs)
+		for k, run := range runs {
+			r, err := run()
+			if err != nil {
+				return nil, err
+			}
+			out[k] = append(out[k], r)
+		}
+	}
+	return out, nil
+}
+
+// download times argv, which writes a size-byte file at dst, and removes
+// the file.
+func download(ctx context.Context, dst string, size int64, argv ...string) func() (result, error) {
+	return func() (result, error) {
+		r, err := timed(ctx, argv...)
+		if err != nil {
+			return r, err
+		}
+		return r, checkAndDrop(dst, size)
+	}
 }
 
 // ratios is the median of a[i]/b[i].

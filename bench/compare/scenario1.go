@@ -47,32 +47,14 @@ func scenario1(ctx context.Context, o *options) ([]row, error) {
 		urls = append(urls, fmt.Sprintf("http://127.0.0.1:%d/%s", p, name))
 	}
 	dst := filepath.Join(out, name)
-	var sh, ar, cu []result
-	for round := range o.pairs {
-		logf("scenario 1: round %d of %d", round+1, o.pairs)
-		r, err := timed(ctx, o.shoal, "get", name, "--registry", reg, "-o", dst, "--peers", "5", "--json")
-		if err != nil {
-			return nil, err
-		}
-		if err := checkAndDrop(dst, o.size1); err != nil {
-			return nil, err
-		}
-		sh = append(sh, r)
-		if r, err = timed(ctx, aria2Args(out, name, urls)...); err != nil {
-			return nil, err
-		}
-		if err := checkAndDrop(dst, o.size1); err != nil {
-			return nil, err
-		}
-		ar = append(ar, r)
-		if r, err = timed(ctx, "curl", "-sS", "--fail", "-o", dst, urls[0]); err != nil {
-			return nil, err
-		}
-		if err := checkAndDrop(dst, o.size1); err != nil {
-			return nil, err
-		}
-		cu = append(cu, r)
+	res, err := alternate("scenario 1", o.pairs,
+		download(ctx, dst, o.size1, o.shoal, "get", name, "--registry", reg, "-o", dst, "--peers", "5", "--json"),
+		download(ctx, dst, o.size1, aria2Args(out, name, urls)...),
+		download(ctx, dst, o.size1, "curl", "-sS", "--fail", "-o", dst, urls[0]))
+	if err != nil {
+		return nil, err
 	}
+	sh, ar, cu := res[0], res[1], res[2]
 	size := o.size1
 	rows := []row{
 		{scenario: "1 local", tool: "shoal get, 5 peers", runs: sh, size: size, note: "fsyncs before rename; verifies every chunk"},

@@ -42,25 +42,13 @@ func scenario2(ctx context.Context, o *options) ([]row, error) {
 	defer cl.stop()
 
 	dst := filepath.Join(out, name)
-	var sh, ar []result
-	for round := range o.pairs {
-		logf("scenario 2: round %d of %d", round+1, o.pairs)
-		r, err := timed(ctx, o.shoal, "get", name, "--registry", reg, "-o", dst, "--peers", "5", "--json")
-		if err != nil {
-			return nil, err
-		}
-		if err := checkAndDrop(dst, o.size2); err != nil {
-			return nil, err
-		}
-		sh = append(sh, r)
-		if r, err = timed(ctx, aria2Args(out, name, urls)...); err != nil {
-			return nil, err
-		}
-		if err := checkAndDrop(dst, o.size2); err != nil {
-			return nil, err
-		}
-		ar = append(ar, r)
+	res, err := alternate("scenario 2", o.pairs,
+		download(ctx, dst, o.size2, o.shoal, "get", name, "--registry", reg, "-o", dst, "--peers", "5", "--json"),
+		download(ctx, dst, o.size2, aria2Args(out, name, urls)...))
+	if err != nil {
+		return nil, err
 	}
+	sh, ar := res[0], res[1]
 	ideal := time.Duration(float64(o.size2) / float64(5*o.rate2) * float64(time.Second))
 	caps := func(rs []result) string {
 		w := make([]float64, len(rs))

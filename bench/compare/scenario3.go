@@ -32,19 +32,13 @@ func scenario3(ctx context.Context, o *options) ([]row, error) {
 		return nil, err
 	}
 	defer bt.close()
-	var sh, ar []result
-	for round := range o.pairs {
-		logf("scenario 3: round %d of %d (N=%d)", round+1, o.pairs, o.n3)
-		r, err := shoalSwarm(o, base, seed, name)
-		if err != nil {
-			return nil, err
-		}
-		sh = append(sh, r)
-		if r, err = bt.run(o); err != nil {
-			return nil, err
-		}
-		ar = append(ar, r)
+	res, err := alternate(fmt.Sprintf("scenario 3 (N=%d)", o.n3), o.pairs,
+		func() (result, error) { return shoalSwarm(o, base, seed, name) },
+		func() (result, error) { return bt.run(o) })
+	if err != nil {
+		return nil, err
 	}
+	sh, ar := res[0], res[1]
 	F, u, n := float64(o.size3), float64(o.rate3), float64(o.n3)
 	d := max(F/u, n*F/(u+n*u))
 	label := fmt.Sprintf("3 swarm N=%d %.0f MiB/s", o.n3, u/(1<<20))
@@ -55,7 +49,6 @@ func scenario3(ctx context.Context, o *options) ([]row, error) {
 		}
 		return fmt.Sprintf("%.2f x the bound D = %.1f s", median(w)/d, d)
 	}
-	_ = ctx
 	return []row{
 		{scenario: label, tool: "shoal get --serve, super-seeding seeder", runs: sh, size: o.size3, note: bound(sh) + "; RSS: largest downloader"},
 		{scenario: label, tool: "aria2c BitTorrent + opentracker", runs: ar, size: o.size3, ratio: ratios(sh, ar), note: bound(ar) + "; RSS: largest downloader"},
@@ -106,20 +99,7 @@ func shoalSwarm(o *options, base, seed, name string) (result, error) {
 	}
 	// A download is complete when OUT exists: it is renamed there only
 	// once every chunk is verified.
-	if err := waitFiles(outs, procs, 10*time.Minute); err != nil {
-		return result{}, err
-	}
-	r := result{wall: time.Since(t0)}
-	for _, out := range outs {
-		if err := sameSize(out, o.size3); err != nil {
-			return result{}, err
-		}
-	}
-	for _, p := range procs {
-		p.stop()
-		r.maxRSS = max(r.maxRSS, p.maxRSS())
-	}
-	return r, nil
+	return finishSwarm(t0, outs, outs, procs, o.size3)
 }
 
 // waitFiles waits until every path exists, failing early if one of procs
@@ -238,12 +218,23 @@ func (b *btSwarm) run(o *options) (result, error) {
 		}
 		procs = append(procs, p)
 	}
-	if err := waitFiles(outs, procs, 10*time.Minute); err != nil {
+	files := make([]string, len(outs))
+	for k, out := range outs {
+		files[k] = strings.TrimSuffix(out, ".done")
+	}
+	return finishSwarm(t0, outs, files, procs, o.size3)
+}
+
+// finishSwarm waits until every marker exists, takes the time since t0,
+// checks every downloaded file's size, and stops the downloaders, keeping
+// the largest peak RSS.
+func finishSwarm(t0 time.Time, markers, files []string, procs []*proc, size int64) (result, error) {
+	if err := waitFiles(markers, procs, 10*time.Minute); err != nil {
 		return result{}, err
 	}
 	r := result{wall: time.Since(t0)}
-	for _, out := range outs {
-		if err := sameSize(strings.TrimSuffix(out, ".done"), o.size3); err != nil {
+	for _, f := range files {
+		if err := sameSize(f, size); err != nil {
 			return result{}, err
 		}
 	}

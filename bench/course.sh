@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-10}
-DATA=${DATA:-../shared/testdata}
+DATA=${DATA:-course/testdata}
 bin=$(mktemp -d)
 trap 'kill "$srv" 2>/dev/null || true; rm -rf "$bin"' EXIT
 go build -o "$bin/shoal" ./cmd/shoal

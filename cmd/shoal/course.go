@@ -269,7 +269,7 @@ func newCourseServeCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve --dir DIR",
 		Short: "Run a course-compatible tracker, peer ports and grading port",
-		Example: `  shoal course serve --dir ../shared/testdata
+		Example: `  shoal course serve --dir course/testdata
   shoal course serve --dir ./files --mode unlimited --tracker-port 0`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {

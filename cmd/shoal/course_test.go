@@ -20,7 +20,7 @@ import (
 	"github.com/shoalnet/shoal/course"
 )
 
-const testdata = "../../../shared/testdata"
+const testdata = "../../course/testdata"
 
 // startCourse runs a course server on loopback for the test.
 func startCourse(t *testing.T, cfg course.ServerConfig) *course.Server {

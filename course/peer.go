@@ -353,7 +353,7 @@ func (t *Tracker) Manifest(ctx context.Context) (*chunkstore.Manifest, error) {
 const maxPerPort = 12
 
 // maxProbes is how many connections may be on ports not yet measured.
-const maxProbes = 2
+const maxProbes = 1
 
 // exploreAbove is the block time above which the client keeps probing
 // untried ports: with 1.0 s the floor of any port, a better one is likely

@@ -106,8 +106,8 @@ func TestProbesAFewUntriedPortsAtATime(t *testing.T) {
 	// A port that refused is never chosen again; probing goes on.
 	tr.refused(fresh[0])
 	p = tr.Peers(used, 1)
-	if len(p) != 1 || p[0].addr != fresh[2] {
-		t.Fatalf("want a probe of %s after %s refused, got %v", fresh[2], fresh[0], p)
+	if len(p) != 1 || p[0].addr != fresh[maxProbes] {
+		t.Fatalf("want a probe of %s after %s refused, got %v", fresh[maxProbes], fresh[0], p)
 	}
 	// Once a port near the floor is known, no more probing.
 	tr.observe(fresh[1], 1050*time.Millisecond)

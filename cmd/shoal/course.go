@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -117,9 +116,7 @@ func newCourseGetCmd(g *globals) *cobra.Command {
 			}
 			rep, err := courseSwarm(ctx, taddr, args[0], out, conns, timeout, nil)
 			if asJSON && rep != nil {
-				enc := json.NewEncoder(g.stdout)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(rep); err != nil {
+				if err := printReport(g, rep); err != nil {
 					return err
 				}
 			}

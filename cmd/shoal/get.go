@@ -112,9 +112,7 @@ func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
 		stop()
 	}
 	if f.json && rep != nil {
-		enc := json.NewEncoder(g.stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
+		if err := printReport(g, rep); err != nil {
 			return err
 		}
 	}
@@ -219,4 +217,11 @@ func showProgress(g *globals, d *client.Download, quiet bool, size int64) func()
 		bar.Finish()
 		fmt.Fprintln(f)
 	}
+}
+
+// printReport writes a download's report on stdout as indented JSON.
+func printReport(g *globals, rep *client.Report) error {
+	enc := json.NewEncoder(g.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rep)
 }

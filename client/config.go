@@ -47,6 +47,10 @@ type Config struct {
 	// request costs the connection and the server counts connections
 	// (the course protocol).
 	FinishDuplicates bool
+	// TailFirst makes every source but a SequentialSource take chunks
+	// from the end of the file backwards, so they meet a sequential
+	// stream coming from the start instead of racing it.
+	TailFirst bool
 	// Exclude lists peer ids never to download from: a serving download's
 	// own id, so it does not find itself in the registry.
 	Exclude []string

@@ -123,7 +123,7 @@ func (d *Download) Run(ctx context.Context) (*Report, error) {
 	d.done.Store(o.resumed)
 	rep.BytesResumed = o.resumed
 
-	s := newSched(chunkCount(m), o.have)
+	s := newSched(chunkCount(m), o.have, d.cfg.TailFirst)
 	s.keepDups = d.cfg.FinishDuplicates
 	d.m, d.s, d.o = m, s, o
 	close(d.ready)
@@ -336,6 +336,9 @@ func (d *Download) slowest(exclude []string) *peerState {
 		if p.dropped != "" || r == 0 || p.chunks.Load() == 0 || p.retiring.Load() {
 			continue
 		}
+		if _, seq := p.src.(SequentialSource); seq {
+			continue // its rate is not comparable: it pays its request delay once
+		}
 		sum += float64(r)
 		count++
 		if slow == nil || r < slow.rate.Load() {
@@ -456,7 +459,12 @@ func (d *Download) work(ctx context.Context, m *chunkstore.Manifest, s *sched, o
 			if accept == nil && d.cfg.RarestFirst {
 				accept = func(int) bool { return true }
 			}
-			st, wait = s.take(p.id, d.batchSize(m, p), accept, len(slots) == 1, scancel)
+			if seq, ok := p.src.(SequentialSource); ok {
+				seq.Left(s.left())
+				st, wait = s.takeFrom(p.id, seq.Next(), scancel)
+			} else {
+				st, wait = s.take(p.id, d.batchSize(m, p), accept, len(slots) == 1, scancel)
+			}
 			if st != nil {
 				break
 			}

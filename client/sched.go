@@ -45,7 +45,16 @@ type sched struct {
 	keepDups  bool          // never cancel a request whose chunks were written elsewhere
 }
 
-func newSched(n int, have []bool) *sched {
+// left is how many chunks are not done.
+func (s *sched) left() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.remaining
+}
+
+// newSched queues the chunks of n not marked in have: in file order, or
+// from the end backwards with tailFirst.
+func newSched(n int, have []bool, tailFirst bool) *sched {
 	s := &sched{
 		state:    make([]uint8, n),
 		avail:    make([]int32, n),
@@ -63,6 +72,9 @@ func newSched(n int, have []bool) *sched {
 		}
 		s.queue = append(s.queue, i)
 		s.remaining++
+	}
+	if tailFirst {
+		slices.Reverse(s.queue)
 	}
 	if s.remaining == 0 {
 		close(s.finished)
@@ -176,6 +188,37 @@ func (s *sched) takeRarestLocked(w, max int, accept func(int) bool) []int {
 		got = append(got, c.i)
 	}
 	return got
+}
+
+// takeFrom hands a sequential source (one stream from the file's start)
+// the first pending chunk at or after from. With none pending there, it
+// hands a duplicate of the first chunk at or after from that exactly one
+// other request has in flight: the stream passes that chunk on its way
+// anyway, and when it is fast it delivers it first. The scan is linear in
+// the chunks after from; sequential sources serve small files (the course
+// protocol's), one chunk per take.
+func (s *sched) takeFrom(w, from int, cancel context.CancelCauseFunc) (*stream, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	got := -1
+	for i := max(from, 0); i < len(s.state) && got < 0; i++ {
+		if s.state[i] == pending {
+			s.dispatchLocked(w, i)
+			got = i
+		}
+	}
+	for i := max(from, 0); i < len(s.state) && got < 0; i++ {
+		if s.state[i] == inflight && s.reqs[i] == 1 && s.owner[i] != int32(w) {
+			s.reqs[i] = 2
+			got = i
+		}
+	}
+	if got < 0 {
+		return nil, s.changed
+	}
+	st := &stream{worker: w, chunks: []int{got}, left: 1, cancel: cancel}
+	s.streams[got] = append(s.streams[got], st)
+	return st, nil
 }
 
 func (s *sched) dispatchLocked(w, i int) {

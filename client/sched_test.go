@@ -3,7 +3,7 @@ package client
 import "testing"
 
 func TestEndgameDuplicateOnlyForAnIdlePeer(t *testing.T) {
-	s := newSched(2, nil)
+	s := newSched(2, nil, false)
 	nop := func(error) {}
 	// Worker 0 takes both chunks; the queue is empty.
 	if st, _ := s.take(0, 2, nil, true, nop); st == nil || len(st.chunks) != 2 {
@@ -18,5 +18,48 @@ func TestEndgameDuplicateOnlyForAnIdlePeer(t *testing.T) {
 	st, _ := s.take(1, 2, nil, true, nop)
 	if st == nil || len(st.chunks) != 1 || st.chunks[0] != 0 {
 		t.Fatalf("an idle worker's endgame take: %+v", st)
+	}
+}
+
+func TestTailFirstQueueAndSequentialTake(t *testing.T) {
+	nop := func(error) {}
+	s := newSched(6, []bool{false, false, true, false, false, false}, true)
+	// Other sources work from the end backwards, skipping what is done.
+	if st, _ := s.take(0, 2, nil, true, nop); st == nil || len(st.chunks) != 2 || st.chunks[0] != 5 || st.chunks[1] != 4 {
+		t.Fatalf("tail-first take: %+v", st)
+	}
+	// A sequential source gets the first pending chunk at or after its
+	// position, one at a time.
+	if st, _ := s.takeFrom(1, 0, nop); st == nil || len(st.chunks) != 1 || st.chunks[0] != 0 {
+		t.Fatalf("sequential take from 0: %+v", st)
+	}
+	if st, _ := s.takeFrom(1, 1, nop); st == nil || st.chunks[0] != 1 {
+		t.Fatalf("sequential take from 1: %+v", st)
+	}
+	// Past the done chunk 2, chunk 3 is the last pending one.
+	if st, _ := s.takeFrom(1, 2, nop); st == nil || st.chunks[0] != 3 {
+		t.Fatalf("sequential take from 2: %+v", st)
+	}
+	// Nothing pending after 4: a duplicate of chunk 4, which worker 0
+	// alone has in flight; never of a chunk before the position.
+	st, _ := s.takeFrom(1, 4, nop)
+	if st == nil || st.chunks[0] != 4 || s.reqs[4] != 2 {
+		t.Fatalf("sequential endgame take: %+v", st)
+	}
+	// Chunk 5 is the last one with a single requester; after it, nothing.
+	if st, _ := s.takeFrom(1, 5, nop); st == nil || st.chunks[0] != 5 {
+		t.Fatalf("sequential endgame take of 5: %+v", st)
+	}
+	if st, wait := s.takeFrom(1, 5, nop); st != nil || wait == nil {
+		t.Fatalf("a third copy of chunk 5 (%+v) or no wait channel", st)
+	}
+	// A source never duplicates its own request.
+	s2 := newSched(1, nil, true)
+	s2.takeFrom(0, 0, nop)
+	if st, _ := s2.takeFrom(0, 0, nop); st != nil {
+		t.Fatalf("a source got a duplicate of its own chunk: %+v", st)
+	}
+	if s.left() != 5 {
+		t.Fatalf("left %d, want 5", s.left())
 	}
 }

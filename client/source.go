@@ -34,6 +34,23 @@ type HaveSource interface {
 	WatchHave(ctx context.Context, fn func(have []bool, added []int)) error
 }
 
+// SequentialSource is a Source that sends the file from its start, in
+// order, as one stream (the course protocol's whole-file GET, which is
+// paced per byte but pays its request delay once). Asked for chunk i, it
+// reads past the chunks before i; it can never go back. Its worker takes
+// the first pending chunk at or after Next, so with Config.TailFirst the
+// other sources work from the end of the file and the stream meets them.
+type SequentialSource interface {
+	Source
+	// Next is the first chunk the source can still deliver: 0 before its
+	// stream opens or after it had to reopen it.
+	Next() int
+	// Left tells the source, before each Fetch, how many chunks are not
+	// yet written by anyone: what a restart of its stream would weigh
+	// against.
+	Left(chunks int)
+}
+
 // Discoverer finds a file's manifest and the peers that hold it.
 type Discoverer interface {
 	// Manifest returns the verified manifest of the file to download. A

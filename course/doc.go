@@ -12,5 +12,11 @@
 // grading port, scaled by a factor so tests run in seconds; unlike the
 // reference it never crashes or wedges on what a client sends.
 //
+// One of the client's connections is a Stream: a whole-file request
+// ("GET f"), which the server paces per 1000 bytes like a block but delays
+// only once, read from the file's start while the block connections take
+// blocks from the end (see the NOTES on Stream). The stream moves to a
+// faster port when the Tracker's measurements say the restart pays.
+//
 // This package imports neither client nor server.
 package course

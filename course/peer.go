@@ -182,6 +182,9 @@ type Tracker struct {
 	grow  chan struct{}                    // closed and replaced when known grows; guarded by mu
 	speed map[netip.AddrPort]time.Duration // recent block time per port; guarded by mu
 	timed map[netip.AddrPort]bool          // ports with a whole block timed; guarded by mu
+
+	streamOn bool // a Stream is open or being opened; guarded by mu
+	streams  int  // Streams handed out; guarded by mu
 }
 
 // event is the reference server's unit of pacing: it writes a block in
@@ -231,6 +234,96 @@ func (t *Tracker) observeEarly(a netip.AddrPort, d time.Duration) {
 		t.speed[a] = d
 	}
 }
+
+// ErrNoPorts means the tracker has named no usable port yet.
+var ErrNoPorts = errors.New("no usable port known")
+
+// eventsPerBlock is how many paced events a block is: a port with pause d
+// takes about 1 s + eventsPerBlock·d per block.
+const eventsPerBlock = BlockSize / event
+
+// observeStream records a port's pace measured by a whole-file stream, as
+// the block time it implies. It is measured over many events, so it
+// replaces any estimate.
+func (t *Tracker) observeStream(a netip.AddrPort, pace time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.speed[a] = time.Second + eventsPerBlock*pace
+	t.timed[a] = true
+}
+
+// paceOf is the pause between events a block time implies.
+func paceOf(block time.Duration) time.Duration {
+	return max(0, (block-time.Second)/eventsPerBlock)
+}
+
+// streamPort is where a new Stream should open: the port measured fastest,
+// or else the first port heard of that has not refused a connection.
+func (t *Tracker) streamPort() (netip.AddrPort, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var (
+		best  netip.AddrPort
+		bestD time.Duration
+		found bool
+	)
+	for _, a := range t.known {
+		d, ok := t.speed[a]
+		if ok && d < deadPort && (!found || d < bestD) {
+			best, bestD, found = a, d, true
+		}
+	}
+	if found {
+		return best, true
+	}
+	for _, a := range t.known {
+		if _, ok := t.speed[a]; !ok {
+			return a, true
+		}
+	}
+	return netip.AddrPort{}, false
+}
+
+// othersRate is the rate, in bytes per second, assumed of the block
+// connections besides a Stream: four at about 1.3 s a block.
+const othersRate = 30000
+
+// moveGain is how much sooner a move must be expected to finish: the
+// estimates are noisy, and a move throws away what the stream has read.
+const moveGain = 0.9
+
+// streamMove tells a Stream on cur, pace per event, pos bytes into its
+// reply, with left bytes still to be written by anyone, whether to reopen
+// on another port. It models the time to finish: staying, the stream and
+// the block connections share what is left; moving, the block connections
+// work alone while the new stream waits out the old port's pause and the
+// request delay and reads the pos bytes again, then both share the rest.
+// It moves to the fastest measured port when that finishes in under
+// moveGain of the time of staying.
+func (t *Tracker) streamMove(cur netip.AddrPort, pace time.Duration, pos, left int64) (netip.AddrPort, bool) {
+	to, ok := t.streamPort()
+	if !ok || to == cur || pace <= 0 {
+		return netip.AddrPort{}, false
+	}
+	t.mu.Lock()
+	next := max(paceOf(t.speed[to]), time.Millisecond)
+	t.mu.Unlock()
+	vOld, vNew := event/pace.Seconds(), event/next.Seconds()
+	stay := float64(left) / (vOld + othersRate)
+	catch := (pace + time.Second + 50*time.Millisecond).Seconds() + float64(pos)/vNew
+	if catch >= stay {
+		return netip.AddrPort{}, false
+	}
+	move := catch + max(0, float64(left)-othersRate*catch)/(vNew+othersRate)
+	if move < moveGain*stay {
+		return to, true
+	}
+	return netip.AddrPort{}, false
+}
+
+// maxStreams caps the Streams one download opens, so a server that
+// refuses or breaks whole-file requests costs a few attempts only.
+const maxStreams = 4
 
 func (t *Tracker) init() {
 	t.initOnce.Do(func() {
@@ -353,7 +446,7 @@ func (t *Tracker) Manifest(ctx context.Context) (*chunkstore.Manifest, error) {
 const maxPerPort = 12
 
 // maxProbes is how many connections may be on ports not yet measured.
-const maxProbes = 1
+const maxProbes = 3
 
 // exploreAbove is the block time above which the client keeps probing
 // untried ports: with 1.0 s the floor of any port, a better one is likely
@@ -445,6 +538,27 @@ func (t *Tracker) Peers(exclude []string, limit int) []*Peer {
 		out = append(out, p)
 	}
 	return out
+}
+
+// Stream returns a new whole-file Stream when none is open, the tracker
+// has answered, and fewer than maxStreams were handed out; it picks its
+// port when it first fetches.
+func (t *Tracker) Stream() (*Stream, bool) {
+	t.init()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.streamOn || t.streams >= maxStreams || len(t.known) == 0 || t.size <= 0 {
+		return nil, false
+	}
+	t.streamOn = true
+	t.streams++
+	s := &Stream{t: t, id: fmt.Sprintf("stream#%d", t.streams-1), name: t.Name, size: t.size, timeout: t.Timeout}
+	s.onClose = func() {
+		t.mu.Lock()
+		t.streamOn = false
+		t.mu.Unlock()
+	}
+	return s, true
 }
 
 // Forecast is the expected rate, in bytes per second, of the connection

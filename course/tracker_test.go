@@ -83,7 +83,10 @@ func TestProbesAFewUntriedPortsAtATime(t *testing.T) {
 	tr := &Tracker{Name: "f", Timeout: time.Second}
 	tr.init()
 	known := netip.MustParseAddrPort("127.0.0.1:1001")
-	fresh := []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1002"), netip.MustParseAddrPort("127.0.0.1:1003"), netip.MustParseAddrPort("127.0.0.1:1004")}
+	var fresh []netip.AddrPort
+	for k := range maxProbes + 1 {
+		fresh = append(fresh, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(1002+k)))
+	}
 	tr.known = append([]netip.AddrPort{known}, fresh...)
 	tr.observe(known, 1400*time.Millisecond)
 	// The best port known is slow: the next connections probe new ones,
@@ -111,7 +114,7 @@ func TestProbesAFewUntriedPortsAtATime(t *testing.T) {
 	}
 	// Once a port near the floor is known, no more probing.
 	tr.observe(fresh[1], 1050*time.Millisecond)
-	tr.known = append(tr.known, netip.MustParseAddrPort("127.0.0.1:1005"))
+	tr.known = append(tr.known, netip.MustParseAddrPort("127.0.0.1:1100"))
 	p = tr.Peers(used, 1)
 	if len(p) != 1 || p[0].addr != fresh[1] {
 		t.Fatalf("want the fast port %s, got %v", fresh[1], p)

@@ -31,8 +31,9 @@ func newCourseCmd(g *globals) *cobra.Command {
 
 // courseDiscoverer adapts a course tracker to the client's Discoverer.
 type courseDiscoverer struct {
-	t    *course.Tracker
-	wrap func(client.Source) client.Source // tests observe connections; nil in use
+	t      *course.Tracker
+	stream bool                              // one connection carries a whole-file stream
+	wrap   func(client.Source) client.Source // tests observe connections; nil in use
 }
 
 func (c courseDiscoverer) Manifest(ctx context.Context) (*chunkstore.Manifest, error) {
@@ -45,6 +46,16 @@ func (c courseDiscoverer) Forecast(exclude []string) (float64, bool) {
 
 func (c courseDiscoverer) Discover(ctx context.Context, exclude []string, limit int) ([]client.Source, error) {
 	var out []client.Source
+	if c.stream && limit > 0 {
+		if st, ok := c.t.Stream(); ok {
+			limit--
+			if c.wrap != nil {
+				out = append(out, c.wrap(st))
+			} else {
+				out = append(out, st)
+			}
+		}
+	}
 	for _, p := range c.t.Peers(exclude, limit) {
 		if c.wrap != nil {
 			out = append(out, c.wrap(p))
@@ -72,7 +83,7 @@ func newCourseGetCmd(g *globals) *cobra.Command {
 		tracker, srv, out, grader, iam string
 		conns                          int
 		timeout                        time.Duration
-		asJSON                         bool
+		asJSON, stream                 bool
 	)
 	cmd := &cobra.Command{
 		Use:   "get [FILE]",
@@ -109,12 +120,12 @@ func newCourseGetCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if iam != "" {
-				return courseGrade(ctx, g, taddr, grader, iam, conns, timeout)
+				return courseGrade(ctx, g, taddr, grader, iam, swarmOptions{conns: conns, timeout: timeout, noStream: !stream})
 			}
 			if out == "" {
 				out = args[0]
 			}
-			rep, err := courseSwarm(ctx, taddr, args[0], out, conns, timeout, nil)
+			rep, err := courseSwarm(ctx, taddr, args[0], out, swarmOptions{conns: conns, timeout: timeout, noStream: !stream})
 			if asJSON && rep != nil {
 				if err := printReport(g, rep); err != nil {
 					return err
@@ -135,15 +146,27 @@ func newCourseGetCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVarP(&out, "output", "o", "", "where to write the file (default: FILE in the current folder)")
 	cmd.Flags().IntVar(&conns, "conns", 5, "TCP connections at once, at most 5 (the server evicts a 6th)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "per tracker query and per block")
+	cmd.Flags().BoolVar(&stream, "stream", true, "one connection reads the whole file from its start as one request (the others take blocks from the end); false: block requests only")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON summary on stdout (per connection: bytes, blocks, why it ended)")
 	cmd.Flags().StringVar(&iam, "iam", "", "grading flow: your id (digits)")
 	cmd.Flags().StringVar(&grader, "grader", "", "grading flow: grading server, host:port")
 	return cmd
 }
 
-// courseSwarm downloads name over up to conns connections with the shared
-// queue scheduler, replacing the slowest connection with untried ports.
-func courseSwarm(ctx context.Context, tracker netip.AddrPort, name, out string, conns int, timeout time.Duration, wrap func(client.Source) client.Source) (*client.Report, error) {
+// swarmOptions tune courseSwarm.
+type swarmOptions struct {
+	conns    int                               // connections at once, 1 to 5
+	timeout  time.Duration                     // per tracker query and per block
+	noStream bool                              // block requests only: no whole-file stream
+	wrap     func(client.Source) client.Source // tests observe connections; nil in use
+}
+
+// courseSwarm downloads name over up to o.conns connections with the
+// shared queue scheduler: one connection streams the file from its start
+// (a whole-file request on the fastest port known), the others request
+// blocks from its end, and the slowest are moved to faster ports.
+func courseSwarm(ctx context.Context, tracker netip.AddrPort, name, out string, o swarmOptions) (*client.Report, error) {
+	conns, timeout := o.conns, o.timeout
 	t := &course.Tracker{Addr: tracker, Name: name, Spacing: 2100 * time.Millisecond, Timeout: timeout}
 	tctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -153,8 +176,9 @@ func courseSwarm(ctx context.Context, tracker netip.AddrPort, name, out string, 
 	cfg := client.Config{
 		Peers: conns, StreamsPerPeer: 1, MaxBatch: 1, StallTimeout: timeout,
 		NoPeerTimeout: 4 * timeout, ReplaceSlowest: time.Second, FinishDuplicates: true, Force: true,
+		TailFirst: !o.noStream,
 	}
-	return client.NewDownload(cfg, courseDiscoverer{t, wrap}, out).Run(ctx)
+	return client.NewDownload(cfg, courseDiscoverer{t: t, stream: !o.noStream, wrap: o.wrap}, out).Run(ctx)
 }
 
 // courseWhole fetches a whole file from one peer: "GET FILE".
@@ -203,12 +227,12 @@ func courseWhole(ctx context.Context, g *globals, addr netip.AddrPort, name, out
 
 // courseGrade runs the grading flow: IAM, download the scrambled copy,
 // answer its 4-byte XOR checksum, print the verdict.
-func courseGrade(ctx context.Context, g *globals, tracker netip.AddrPort, grader, id string, conns int, timeout time.Duration) error {
+func courseGrade(ctx context.Context, g *globals, tracker netip.AddrPort, grader, id string, o swarmOptions) error {
 	if grader == "" {
 		return usageError{errors.New("--grader is required with --iam")}
 	}
 	for attempt := 0; attempt < 5; attempt++ {
-		c, err := (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", grader)
+		c, err := (&net.Dialer{Timeout: o.timeout}).DialContext(ctx, "tcp", grader)
 		if err != nil {
 			return err
 		}
@@ -229,7 +253,7 @@ func courseGrade(ctx context.Context, g *globals, tracker netip.AddrPort, grader
 		}
 		defer os.RemoveAll(dir)
 		out := filepath.Join(dir, name)
-		if _, err := courseSwarm(ctx, tracker, name, out, conns, timeout, nil); err != nil {
+		if _, err := courseSwarm(ctx, tracker, name, out, o); err != nil {
 			return err
 		}
 		data, err := os.ReadFile(out)

@@ -72,7 +72,7 @@ func TestCourseClientAgainstServer(t *testing.T) {
 			conns := &connCount{}
 			for _, img := range []string{"test.jpg", "redsox.jpg"} {
 				out := filepath.Join(t.TempDir(), img)
-				rep, err := courseSwarm(ctx, s.TrackerAddr(), img, out, 5, 5*time.Second, conns.wrap)
+				rep, err := courseSwarm(ctx, s.TrackerAddr(), img, out, swarmOptions{conns: 5, timeout: 5 * time.Second, wrap: conns.wrap})
 				if err != nil {
 					t.Fatalf("%s: %v", img, err)
 				}
@@ -154,9 +154,27 @@ func TestCommonPythonClientAgainstServer(t *testing.T) {
 // first Fetch until Close, which over-counts, never under-counts.
 type connCount struct {
 	open, most atomic.Int32
+	streams    atomic.Int32 // whole-file streams handed out
 }
 
-func (c *connCount) wrap(s client.Source) client.Source { return &countedSource{Source: s, c: c} }
+func (c *connCount) wrap(s client.Source) client.Source {
+	cs := &countedSource{Source: s, c: c}
+	if seq, ok := s.(client.SequentialSource); ok {
+		c.streams.Add(1)
+		return countedStream{cs, seq}
+	}
+	return cs
+}
+
+// countedStream keeps a whole-file stream sequential once wrapped.
+type countedStream struct {
+	*countedSource
+	seq client.SequentialSource
+}
+
+func (s countedStream) Next() int { return s.seq.Next() }
+
+func (s countedStream) Left(n int) { s.seq.Left(n) }
 
 type countedSource struct {
 	client.Source

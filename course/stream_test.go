@@ -1,0 +1,183 @@
+package course
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+)
+
+func TestStreamMovesOnlyWhenItPays(t *testing.T) {
+	tr := &Tracker{Name: "f", Timeout: time.Second}
+	tr.init()
+	slow, fast, dead := netip.MustParseAddrPort("127.0.0.1:1001"), netip.MustParseAddrPort("127.0.0.1:1002"), netip.MustParseAddrPort("127.0.0.1:1003")
+	tr.known = []netip.AddrPort{slow, fast, dead}
+	tr.observeStream(slow, 150*time.Millisecond)
+	tr.observe(fast, 1100*time.Millisecond) // a pause of 10 ms
+	tr.refused(dead)
+	cases := []struct {
+		name      string
+		cur       netip.AddrPort
+		pace      time.Duration
+		pos, left int64
+		want      bool
+	}{
+		{"early, most of the file left", slow, 150 * time.Millisecond, 20_000, 700_000, true},
+		{"far in, much left", slow, 150 * time.Millisecond, 400_000, 400_000, true},
+		{"little left: the restart costs more", slow, 150 * time.Millisecond, 600_000, 20_000, false},
+		{"already on the fastest", fast, 10 * time.Millisecond, 20_000, 700_000, false},
+		{"pace not measured yet", slow, 0, 0, 700_000, false},
+	}
+	for _, c := range cases {
+		to, ok := tr.streamMove(c.cur, c.pace, c.pos, c.left)
+		if ok != c.want || ok && to != fast {
+			t.Errorf("%s: move %v to %s, want %v", c.name, ok, to, c.want)
+		}
+	}
+	// A port barely faster is not worth the restart.
+	tr.observeStream(fast, 140*time.Millisecond)
+	if to, ok := tr.streamMove(slow, 150*time.Millisecond, 20_000, 700_000); ok {
+		t.Errorf("moved to %s, only a little faster", to)
+	}
+	// A new stream opens on the fastest measured port, never a dead one.
+	if p, ok := tr.streamPort(); !ok || p != fast {
+		t.Errorf("stream port %s %v, want %s", p, ok, fast)
+	}
+}
+
+func TestStreamHandedOutOneAtATime(t *testing.T) {
+	tr := &Tracker{Name: "f", Timeout: time.Second}
+	tr.init()
+	if _, ok := tr.Stream(); ok {
+		t.Fatal("a stream before the tracker answered")
+	}
+	tr.known, tr.size = []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1")}, 5
+	var handed []*Stream
+	for range maxStreams + 1 {
+		s, ok := tr.Stream()
+		if !ok {
+			break
+		}
+		if _, again := tr.Stream(); again {
+			t.Fatal("a second stream while one is open")
+		}
+		handed = append(handed, s)
+		s.Close()
+	}
+	if len(handed) != maxStreams {
+		t.Fatalf("%d streams handed out, want at most %d", len(handed), maxStreams)
+	}
+}
+
+// serveOnce answers one connection with reply (a format string taking the
+// request line) and returns its address.
+func serveOnce(t *testing.T, reply func(req string) []byte) netip.AddrPort {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lis.Close() })
+	go func() {
+		c, err := lis.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		c.Write(reply(line))
+	}()
+	return lis.Addr().(*net.TCPAddr).AddrPort()
+}
+
+func TestStreamReadsForwardAndChecksTheHeader(t *testing.T) {
+	data := bytes.Repeat([]byte("0123456789abcdef"), 2000) // 32000 B: 4 blocks
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	good := serveOnce(t, func(req string) []byte {
+		if req != "GET f\n" {
+			return []byte("400 BAD_FORMAT: <" + req + ">\n")
+		}
+		return append(FormatHeader(Header{Offset: 0, Length: int64(len(data))}), data...)
+	})
+	tr := &Tracker{Name: "f", Timeout: 5 * time.Second}
+	tr.init()
+	tr.known, tr.size = []netip.AddrPort{good}, int64(len(data))
+	s, _ := tr.Stream()
+	defer s.Close()
+	var got []int
+	err := s.Fetch(ctx, []int{1, 3}, func(n int, p [][]byte) error {
+		got = append(got, n)
+		off := n * BlockSize
+		if want := data[off:min(off+BlockSize, len(data))]; !bytes.Equal(p[0], want) {
+			return fmt.Errorf("block %d: wrong bytes", n)
+		}
+		return nil
+	})
+	if err != nil || len(got) != 2 {
+		t.Fatalf("fetch 1 and 3: %v, got %v", err, got)
+	}
+	if s.Next() != 4 {
+		t.Errorf("Next %d after the last block, want 4", s.Next())
+	}
+	if err := s.Fetch(ctx, []int{2}, func(int, [][]byte) error { return nil }); !errors.Is(err, errBehind) {
+		t.Errorf("a block already passed: %v, want errBehind", err)
+	}
+
+	// A reply for other bytes than the whole file is refused.
+	short := serveOnce(t, func(string) []byte {
+		return append(FormatHeader(Header{Offset: 0, Length: 5}), "hello"...)
+	})
+	tr2 := &Tracker{Name: "f", Timeout: 5 * time.Second}
+	tr2.init()
+	tr2.known, tr2.size = []netip.AddrPort{short}, int64(len(data))
+	s2, _ := tr2.Stream()
+	defer s2.Close()
+	if err := s2.Fetch(ctx, []int{0}, func(int, [][]byte) error { return nil }); !errors.Is(err, ErrSyntax) {
+		t.Errorf("short whole-file reply: %v, want ErrSyntax", err)
+	}
+}
+
+func TestStreamAgainstServerPacesAndMeasures(t *testing.T) {
+	srv, err := NewServer(ServerConfig{Dir: "testdata", Mode: Testing, TimeScale: 0.05, GradingPort: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	want, err := os.ReadFile("testdata/test.jpg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &Tracker{Name: "test.jpg", Timeout: 5 * time.Second}
+	tr.init()
+	tr.known, tr.size = []netip.AddrPort{srv.FixedAddr()}, int64(len(want))
+	s, _ := tr.Stream()
+	defer s.Close()
+	var out []byte
+	blocks := []int{0, 1, 2, 3, 4, 5}
+	err = s.Fetch(ctx, blocks, func(n int, p [][]byte) error {
+		out = append(out, p[0]...)
+		return nil
+	})
+	if err != nil || !bytes.Equal(out, want) {
+		t.Fatalf("stream of test.jpg: %v, %d bytes, equal %v", err, len(out), bytes.Equal(out, want))
+	}
+	// The fixed port pauses 160 ms (8 ms scaled) between events: the
+	// stream measured about that and told the tracker.
+	tr.mu.Lock()
+	block := tr.speed[srv.FixedAddr()]
+	tr.mu.Unlock()
+	if pace := paceOf(block); pace < 6*time.Millisecond || pace > 20*time.Millisecond {
+		t.Errorf("measured pace %v, want about 8 ms", pace)
+	}
+}

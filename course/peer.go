@@ -299,7 +299,8 @@ const moveGain = 0.9
 // work alone while the new stream waits out the old port's pause and the
 // request delay and reads the pos bytes again, then both share the rest.
 // It moves to the fastest measured port when that finishes in under
-// moveGain of the time of staying.
+// moveGain of the time of staying, and the reread takes under half the
+// Timeout (the client takes longer for a stall).
 func (t *Tracker) streamMove(cur netip.AddrPort, pace time.Duration, pos, left int64) (netip.AddrPort, bool) {
 	to, ok := t.streamPort()
 	if !ok || to == cur || pace <= 0 {
@@ -311,8 +312,8 @@ func (t *Tracker) streamMove(cur netip.AddrPort, pace time.Duration, pos, left i
 	vOld, vNew := event/pace.Seconds(), event/next.Seconds()
 	stay := float64(left) / (vOld + othersRate)
 	catch := (pace + time.Second + 50*time.Millisecond).Seconds() + float64(pos)/vNew
-	if catch >= stay {
-		return netip.AddrPort{}, false
+	if catch >= stay || catch > t.Timeout.Seconds()/2 {
+		return netip.AddrPort{}, false // or the reread would look like a stall
 	}
 	move := catch + max(0, float64(left)-othersRate*catch)/(vNew+othersRate)
 	if move < moveGain*stay {

@@ -168,6 +168,10 @@ func (s *Stream) openLocked(ctx context.Context) error {
 	s.conn, s.r, s.pos, s.events, s.first = c, bufio.NewReaderSize(c, 64<<10), 0, 0, time.Time{}
 	s.next.Store(0)
 	c.SetDeadline(time.Now().Add(s.timeout))
+	// A cancel cuts the header read; a cut that comes late only sets a
+	// deadline on a connection whose context is done anyway.
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
 	fail := func(err error) error {
 		s.dropLocked()
 		return fmt.Errorf("stream from %s: %w", s.port, err)

@@ -14,7 +14,7 @@ import (
 )
 
 func TestStreamMovesOnlyWhenItPays(t *testing.T) {
-	tr := &Tracker{Name: "f", Timeout: time.Second}
+	tr := &Tracker{Name: "f", Timeout: 10 * time.Second}
 	tr.init()
 	slow, fast, dead := netip.MustParseAddrPort("127.0.0.1:1001"), netip.MustParseAddrPort("127.0.0.1:1002"), netip.MustParseAddrPort("127.0.0.1:1003")
 	tr.known = []netip.AddrPort{slow, fast, dead}
@@ -29,7 +29,8 @@ func TestStreamMovesOnlyWhenItPays(t *testing.T) {
 		want      bool
 	}{
 		{"early, most of the file left", slow, 150 * time.Millisecond, 20_000, 700_000, true},
-		{"far in, much left", slow, 150 * time.Millisecond, 400_000, 400_000, true},
+		{"far in, much left", slow, 150 * time.Millisecond, 300_000, 400_000, true},
+		{"a reread longer than half the timeout", slow, 150 * time.Millisecond, 500_000, 300_000, false},
 		{"little left: the restart costs more", slow, 150 * time.Millisecond, 600_000, 20_000, false},
 		{"already on the fastest", fast, 10 * time.Millisecond, 20_000, 700_000, false},
 		{"pace not measured yet", slow, 0, 0, 700_000, false},

@@ -53,16 +53,19 @@ func sameAs(t *testing.T, got, name string) {
 
 func TestCourseClientAgainstServer(t *testing.T) {
 	cases := []struct {
-		name string
-		cfg  course.ServerConfig
+		name     string
+		cfg      course.ServerConfig
+		noStream bool
 	}{
-		{"unlimited", course.ServerConfig{Mode: course.Unlimited, GradingPort: -1}},
+		{"unlimited", course.ServerConfig{Mode: course.Unlimited, GradingPort: -1}, false},
 		// Testing mode at 1/50 of real time: churn (every 0.6 s) withdraws
 		// ports under the client, and a third of tracker replies are lost.
-		{"testing-scaled", course.ServerConfig{Mode: course.Testing, TimeScale: 0.02, GradingPort: -1, DropTrackerReplies: 0.3}},
+		{"testing-scaled", course.ServerConfig{Mode: course.Testing, TimeScale: 0.02, GradingPort: -1, DropTrackerReplies: 0.3}, false},
 		// A server that allows 3 connections per IP evicts the client's
 		// 4th and 5th: the download survives the silent closes.
-		{"evicting", course.ServerConfig{Mode: course.Testing, TimeScale: 0.02, GradingPort: -1, MaxConnsPerIP: 3}},
+		{"evicting", course.ServerConfig{Mode: course.Testing, TimeScale: 0.02, GradingPort: -1, MaxConnsPerIP: 3}, false},
+		// --stream=false: block requests only.
+		{"blocks-only", course.ServerConfig{Mode: course.Testing, TimeScale: 0.02, GradingPort: -1}, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -72,15 +75,32 @@ func TestCourseClientAgainstServer(t *testing.T) {
 			conns := &connCount{}
 			for _, img := range []string{"test.jpg", "redsox.jpg"} {
 				out := filepath.Join(t.TempDir(), img)
-				rep, err := courseSwarm(ctx, s.TrackerAddr(), img, out, swarmOptions{conns: 5, timeout: 5 * time.Second, wrap: conns.wrap})
+				rep, err := courseSwarm(ctx, s.TrackerAddr(), img, out, swarmOptions{conns: 5, timeout: 5 * time.Second, noStream: c.noStream, wrap: conns.wrap})
 				if err != nil {
 					t.Fatalf("%s: %v", img, err)
 				}
 				sameAs(t, out, img)
 				t.Logf("%s: %.2fs, %d connections tried", img, rep.Seconds, len(rep.Peers))
+				// One connection streams the file from its start (whether
+				// it delivers before the block connections finish depends
+				// on the draw of port speeds), the others request blocks.
+				var streamed, blocks int
+				for _, p := range rep.Peers {
+					if strings.HasPrefix(p.ID, "stream#") {
+						streamed += p.Chunks
+					} else {
+						blocks += p.Chunks
+					}
+				}
+				if c.noStream && streamed > 0 || streamed+blocks < course.NumBlocks(rep.Size) {
+					t.Errorf("%s: %d blocks streamed, %d by block requests: %+v", img, streamed, blocks, rep.Peers)
+				}
 			}
 			// Counted on the client: the server may still list a
 			// connection the client closed a moment ago.
+			if (conns.streams.Load() == 0) != c.noStream {
+				t.Errorf("%d whole-file streams opened (blocks only: %v)", conns.streams.Load(), c.noStream)
+			}
 			if most := conns.most.Load(); most > 5 || most == 0 {
 				t.Errorf("the client had %d connections open at once", most)
 			}

@@ -21,6 +21,15 @@
 // whose chunks are all written elsewhere is cancelled. At most two workers
 // ever request a chunk.
 //
+// Sequential sources. A SequentialSource (the course protocol's
+// whole-file stream) can only move forward from its start: its worker takes
+// the first pending chunk at or after the source's position, one at a time,
+// and with none pending a second copy of a chunk in flight there, since the
+// stream passes it anyway. With Config.TailFirst the other workers take
+// chunks from the end backwards, so the two meet instead of racing. The
+// replacement check never picks a sequential source: its rate, which pays
+// the request delay once, is not comparable with the others'.
+//
 // Stalls. A request that delivers no chunk for Config.StallTimeout is
 // cancelled and its peer dropped. The timeout must exceed one chunk's time
 // at the slowest rate a peer may legitimately have.

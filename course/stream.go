@@ -43,8 +43,9 @@ type Stream struct {
 	timeout time.Duration // per block: connect, header and body
 	onClose func()        // tells the tracker the stream slot is free
 
-	next atomic.Int64 // first block it can still deliver; read without mu
-	left atomic.Int64 // blocks not yet written by anyone, as the scheduler last said
+	addr atomic.Pointer[string] // port last opened on, for Addr; read without mu
+	next atomic.Int64           // first block it can still deliver; read without mu
+	left atomic.Int64           // blocks not yet written by anyone, as the scheduler last said
 
 	mu     sync.Mutex
 	conn   net.Conn       // nil until dialled; guarded by mu
@@ -60,14 +61,14 @@ type Stream struct {
 // ID names the stream.
 func (s *Stream) ID() string { return s.id }
 
-// Addr is the port the stream reads from, or "" before it has one.
+// Addr is the port the stream last opened on, or its ID before that. It
+// does not wait for a Fetch under way (the client names the source from
+// inside Fetch's callback).
 func (s *Stream) Addr() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.port.IsValid() {
-		return s.id
+	if a := s.addr.Load(); a != nil {
+		return *a
 	}
-	return s.port.String()
+	return s.id
 }
 
 // Next is the first block the stream can still deliver.
@@ -155,6 +156,8 @@ func (s *Stream) openLocked(ctx context.Context) error {
 		}
 		s.port = p
 	}
+	shown := s.port.String()
+	s.addr.Store(&shown)
 	d := net.Dialer{Timeout: s.timeout}
 	c, err := d.DialContext(ctx, "tcp", s.port.String())
 	if err != nil {

@@ -115,6 +115,17 @@ func TestStreamReadsForwardAndChecksTheHeader(t *testing.T) {
 	var got []int
 	err := s.Fetch(ctx, []int{1, 3}, func(n int, p [][]byte) error {
 		got = append(got, n)
+		// The client names a source from inside this callback.
+		named := make(chan string, 1)
+		go func() { named <- s.Addr() }()
+		select {
+		case a := <-named:
+			if a != good.String() {
+				return fmt.Errorf("Addr %q during a fetch, want %s", a, good)
+			}
+		case <-ctx.Done():
+			return errors.New("Addr waited for the fetch under way")
+		}
 		off := n * BlockSize
 		if want := data[off:min(off+BlockSize, len(data))]; !bytes.Equal(p[0], want) {
 			return fmt.Errorf("block %d: wrong bytes", n)

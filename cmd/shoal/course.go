@@ -125,7 +125,8 @@ func newCourseGetCmd(g *globals) *cobra.Command {
 			if out == "" {
 				out = args[0]
 			}
-			rep, err := courseSwarm(ctx, taddr, args[0], out, swarmOptions{conns: conns, timeout: timeout, noStream: !stream})
+			show := func(d *client.Download) func() { return showProgress(g, d, asJSON, 0) }
+			rep, err := courseSwarm(ctx, taddr, args[0], out, swarmOptions{conns: conns, timeout: timeout, noStream: !stream, show: show})
 			if asJSON && rep != nil {
 				if err := printReport(g, rep); err != nil {
 					return err
@@ -159,6 +160,7 @@ type swarmOptions struct {
 	timeout  time.Duration                     // per tracker query and per block
 	noStream bool                              // block requests only: no whole-file stream
 	wrap     func(client.Source) client.Source // tests observe connections; nil in use
+	show     func(*client.Download) func()     // starts a progress display, returns its stop; may be nil
 }
 
 // courseSwarm downloads name over up to o.conns connections with the
@@ -178,7 +180,11 @@ func courseSwarm(ctx context.Context, tracker netip.AddrPort, name, out string, 
 		NoPeerTimeout: 4 * timeout, ReplaceSlowest: time.Second, FinishDuplicates: true, Force: true,
 		TailFirst: !o.noStream,
 	}
-	return client.NewDownload(cfg, courseDiscoverer{t: t, stream: !o.noStream, wrap: o.wrap}, out).Run(ctx)
+	d := client.NewDownload(cfg, courseDiscoverer{t: t, stream: !o.noStream, wrap: o.wrap}, out)
+	if o.show != nil {
+		defer o.show(d)()
+	}
+	return d.Run(ctx)
 }
 
 // courseWhole fetches a whole file from one peer: "GET FILE".

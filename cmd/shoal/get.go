@@ -179,11 +179,15 @@ func getError(err error) error {
 }
 
 // showProgress draws a progress bar on a terminal's stderr; on a pipe, or
-// with --json, it stays quiet. The returned function stops it.
+// with --json, it stays quiet. The returned function stops it. A size of 0
+// means not known yet: the bar takes the download's size once it knows it.
 func showProgress(g *globals, d *client.Download, quiet bool, size int64) func() {
 	f, ok := g.stderr.(*os.File)
 	if quiet || !ok || !term.IsTerminal(int(f.Fd())) {
 		return func() {}
+	}
+	if size <= 0 {
+		size = -1 // a spinner until the size is known
 	}
 	bar := progressbar.NewOptions64(size,
 		progressbar.OptionSetWriter(f),
@@ -202,6 +206,9 @@ func showProgress(g *globals, d *client.Download, quiet bool, size int64) func()
 		defer t.Stop()
 		for {
 			p := d.Progress()
+			if p.Size > 0 && bar.GetMax64() != p.Size {
+				bar.ChangeMax64(p.Size)
+			}
 			bar.Describe(fmt.Sprintf("%d peers", p.ActivePeers))
 			bar.Set64(p.Done)
 			select {

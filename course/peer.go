@@ -25,6 +25,7 @@ type Peer struct {
 	observe func(netip.AddrPort, time.Duration) // told each block's time; may be nil
 	early   func(netip.AddrPort, time.Duration) // told a block's time estimated from its first events; may be nil
 	refused func(netip.AddrPort)                // told the port did not accept a connection; may be nil
+	settle  func(context.Context) error         // waits before a dial until a reset reached the server; may be nil
 	name    string                              // file name as requested, session prefix included
 	size    int64
 	timeout time.Duration // per block: connect, header and body
@@ -70,6 +71,11 @@ func (p *Peer) Fetch(ctx context.Context, blocks []int, got func(int, [][]byte) 
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.conn == nil {
+		if p.settle != nil {
+			if err := p.settle(ctx); err != nil {
+				return err
+			}
+		}
 		d := net.Dialer{Timeout: p.timeout}
 		c, err := d.DialContext(ctx, "tcp", p.addr.String())
 		if err != nil {
@@ -183,8 +189,9 @@ type Tracker struct {
 	speed map[netip.AddrPort]time.Duration // recent block time per port; guarded by mu
 	timed map[netip.AddrPort]bool          // ports with a whole block timed; guarded by mu
 
-	streamOn bool // a Stream is open or being opened; guarded by mu
-	streams  int  // Streams handed out; guarded by mu
+	streamOn bool      // a Stream is open or being opened; guarded by mu
+	hold     time.Time // no new connection before this: a reset is on its way to the server; guarded by mu
+	streams  int       // Streams handed out; guarded by mu
 }
 
 // event is the reference server's unit of pacing: it writes a block in
@@ -320,6 +327,40 @@ func (t *Tracker) streamMove(cur netip.AddrPort, pace time.Duration, pos, left i
 		return to, true
 	}
 	return netip.AddrPort{}, false
+}
+
+// holdDials keeps new connections back for d: a connection was reset and
+// the server drops it only at its next write.
+func (t *Tracker) holdDials(d time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.hold = later(t.hold, time.Now().Add(d))
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// waitDials returns once no reset is on its way to the server, or with
+// ctx's error.
+func (t *Tracker) waitDials(ctx context.Context) error {
+	t.mu.Lock()
+	wait := time.Until(t.hold)
+	t.mu.Unlock()
+	if wait <= 0 {
+		return ctx.Err()
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // maxStreams caps the Streams one download opens, so a server that
@@ -534,7 +575,7 @@ func (t *Tracker) Peers(exclude []string, limit int) []*Peer {
 		}
 		p := NewPeer(best, t.Name, t.size, t.Timeout)
 		p.id = fmt.Sprintf("%s#%d", best, used[best])
-		p.observe, p.early, p.refused = t.observe, t.observeEarly, t.refused
+		p.observe, p.early, p.refused, p.settle = t.observe, t.observeEarly, t.refused, t.waitDials
 		used[best]++
 		out = append(out, p)
 	}

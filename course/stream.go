@@ -77,9 +77,10 @@ func (s *Stream) Next() int { return int(s.next.Load()) }
 // Left records how many blocks are not yet written by anyone.
 func (s *Stream) Left(blocks int) { s.left.Store(int64(blocks)) }
 
-// Close resets the connection and waits one pause of its port (at most
-// maxLinger), so that the server, which notices the reset at its next
-// write, has dropped it before another connection opens.
+// Close resets the connection. The server notices a reset at its next
+// write, one pause of the port later, so the tracker holds the next
+// connection of this download back until then (at most maxLinger): a
+// download that is over opens none and does not wait.
 func (s *Stream) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -93,8 +94,8 @@ func (s *Stream) Close() error {
 	return err
 }
 
-// maxLinger bounds the wait after a reset: the reference's longest pause
-// is 199 ms.
+// maxLinger bounds the wait for a reset to reach the server: the
+// reference's longest pause is 199 ms.
 const maxLinger = 300 * time.Millisecond
 
 func (s *Stream) dropLocked() error {
@@ -108,7 +109,7 @@ func (s *Stream) dropLocked() error {
 		tc.SetLinger(0)
 	}
 	err := c.Close()
-	time.Sleep(min(s.pace+50*time.Millisecond, maxLinger))
+	s.t.holdDials(min(s.pace+50*time.Millisecond, maxLinger))
 	return err
 }
 
@@ -158,6 +159,9 @@ func (s *Stream) openLocked(ctx context.Context) error {
 	}
 	shown := s.port.String()
 	s.addr.Store(&shown)
+	if err := s.t.waitDials(ctx); err != nil {
+		return err
+	}
 	d := net.Dialer{Timeout: s.timeout}
 	c, err := d.DialContext(ctx, "tcp", s.port.String())
 	if err != nil {

@@ -141,6 +141,15 @@ func TestStreamReadsForwardAndChecksTheHeader(t *testing.T) {
 	if err := s.Fetch(ctx, []int{2}, func(int, [][]byte) error { return nil }); !errors.Is(err, errBehind) {
 		t.Errorf("a block already passed: %v, want errBehind", err)
 	}
+	// Closing resets the connection and holds the download's next dial
+	// until the server has seen the reset.
+	s.Close()
+	tr.mu.Lock()
+	held := time.Until(tr.hold)
+	tr.mu.Unlock()
+	if held <= 0 || held > maxLinger {
+		t.Errorf("after a reset the next dial is held %v, want up to %v", held, maxLinger)
+	}
 
 	// A reply for other bytes than the whole file is refused.
 	short := serveOnce(t, func(string) []byte {
@@ -191,5 +200,25 @@ func TestStreamAgainstServerPacesAndMeasures(t *testing.T) {
 	tr.mu.Unlock()
 	if pace := paceOf(block); pace < 6*time.Millisecond || pace > 20*time.Millisecond {
 		t.Errorf("measured pace %v, want about 8 ms", pace)
+	}
+}
+
+func TestResetHoldsTheNextDial(t *testing.T) {
+	tr := &Tracker{Name: "f", Timeout: time.Second}
+	tr.init()
+	if err := tr.waitDials(context.Background()); err != nil {
+		t.Fatalf("no reset under way: %v", err)
+	}
+	start := time.Now()
+	tr.holdDials(80 * time.Millisecond)
+	if err := tr.waitDials(context.Background()); err != nil || time.Since(start) < 80*time.Millisecond {
+		t.Fatalf("dial let through after %v (%v), want 80 ms later", time.Since(start), err)
+	}
+	// A download that is over does not wait.
+	tr.holdDials(time.Hour)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := tr.waitDials(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled wait: %v", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -220,5 +221,78 @@ func TestResetHoldsTheNextDial(t *testing.T) {
 	cancel()
 	if err := tr.waitDials(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled wait: %v", err)
+	}
+}
+
+// pacedFile serves whole-file requests for data on a loopback port, 1000
+// bytes per event with pause between events, and counts connections.
+func pacedFile(t *testing.T, data []byte, pause time.Duration) (netip.AddrPort, *atomic.Int32) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lis.Close() })
+	var conns atomic.Int32
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer c.Close()
+				if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+					return
+				}
+				if _, err := c.Write(FormatHeader(Header{Offset: 0, Length: int64(len(data))})); err != nil {
+					return
+				}
+				for off := 0; off < len(data); off += event {
+					if _, err := c.Write(data[off:min(off+event, len(data))]); err != nil {
+						return
+					}
+					time.Sleep(pause) // the server's pacing, not a wait for state
+				}
+			}()
+		}
+	}()
+	return lis.Addr().(*net.TCPAddr).AddrPort(), &conns
+}
+
+func TestStreamMovesMidBlockAndKeepsTheBytesRight(t *testing.T) {
+	data := make([]byte, 5*BlockSize)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	slow, _ := pacedFile(t, data, 100*time.Millisecond)
+	fast, fastConns := pacedFile(t, data, 0)
+	tr := &Tracker{Name: "f", Timeout: 10 * time.Second}
+	tr.init()
+	tr.known, tr.size = []netip.AddrPort{slow, fast}, int64(len(data))
+	tr.observeStream(slow, 100*time.Millisecond) // the stream opens on the measured port
+	s, _ := tr.Stream()
+	defer s.Close()
+	s.Left(100) // much left: a move pays
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out []byte
+	err := s.Fetch(ctx, []int{0, 1, 2, 3, 4}, func(n int, p [][]byte) error {
+		if n == 0 {
+			if a := s.Addr(); a != slow.String() {
+				return fmt.Errorf("block 0 from %s, want the slow port %s", a, slow)
+			}
+			// A block connection has just measured a far faster port.
+			tr.observe(fast, time.Second)
+		}
+		out = append(out, p[0]...)
+		return nil
+	})
+	if err != nil || !bytes.Equal(out, data) {
+		t.Fatalf("fetch across a move: %v, %d bytes, equal %v", err, len(out), bytes.Equal(out, data))
+	}
+	if fastConns.Load() != 1 || s.Addr() != fast.String() {
+		t.Fatalf("stream on %s after the fast port was measured (%d connections to it), want it moved to %s", s.Addr(), fastConns.Load(), fast)
 	}
 }

@@ -138,7 +138,13 @@ func newCourseGetCmd(g *globals) *cobra.Command {
 			if asJSON {
 				return nil
 			}
-			fmt.Fprintf(g.stdout, "%s: %s in %.1fs over %d connections (%d ports tried)\n", out, humanBytes(rep.Size), rep.Seconds, conns, len(rep.Peers))
+			ports := map[string]bool{}
+			for _, p := range rep.Peers {
+				if _, err := netip.ParseAddrPort(p.Addr); err == nil { // a stream that never opened has none
+					ports[p.Addr] = true
+				}
+			}
+			fmt.Fprintf(g.stdout, "%s: %s in %.1fs, %d at a time (%d connections opened to %d ports)\n", out, humanBytes(rep.Size), rep.Seconds, conns, len(rep.Peers), len(ports))
 			return nil
 		},
 	}

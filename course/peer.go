@@ -87,23 +87,8 @@ func (p *Peer) Fetch(ctx context.Context, blocks []int, got func(int, [][]byte) 
 		p.conn, p.r = c, bufio.NewReaderSize(c, 64<<10)
 	}
 	// Cancelling ctx cuts the block under way, but never one of a later
-	// Fetch: the cut is fenced by running.
-	conn := p.conn
-	var fence sync.Mutex
-	running := true
-	stop := context.AfterFunc(ctx, func() {
-		fence.Lock()
-		defer fence.Unlock()
-		if running {
-			conn.SetDeadline(time.Now())
-		}
-	})
-	defer func() {
-		stop()
-		fence.Lock()
-		running = false
-		fence.Unlock()
-	}()
+	// Fetch.
+	defer cutOnCancel(ctx, p.conn).stop()
 	buf := make([]byte, BlockSize)
 	for _, n := range blocks {
 		data, err := p.block(n, buf)

@@ -175,10 +175,8 @@ func (s *Stream) openLocked(ctx context.Context) error {
 	s.conn, s.r, s.pos, s.events, s.first = c, bufio.NewReaderSize(c, 64<<10), 0, 0, time.Time{}
 	s.next.Store(0)
 	c.SetDeadline(time.Now().Add(s.timeout))
-	// A cancel cuts the header read; a cut that comes late only sets a
-	// deadline on a connection whose context is done anyway.
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
-	defer stop()
+	// A cancel cuts the header read.
+	defer cutOnCancel(ctx, c).stop()
 	fail := func(err error) error {
 		s.dropLocked()
 		return fmt.Errorf("stream from %s: %w", s.port, err)
@@ -200,23 +198,9 @@ func (s *Stream) openLocked(ctx context.Context) error {
 // off into buf, one 1000-byte event at a time so it measures the port's
 // pace as it goes.
 func (s *Stream) readLocked(ctx context.Context, off int64, buf []byte) ([]byte, error) {
-	c := s.conn
-	var fence sync.Mutex
-	running := true
-	stop := context.AfterFunc(ctx, func() {
-		fence.Lock()
-		defer fence.Unlock()
-		if running {
-			c.SetDeadline(time.Now())
-		}
-	})
-	defer func() {
-		stop()
-		fence.Lock()
-		running = false
-		fence.Unlock()
-	}()
-	c.SetDeadline(time.Now().Add(s.timeout))
+	cut := cutOnCancel(ctx, s.conn)
+	defer cut.stop()
+	s.conn.SetDeadline(time.Now().Add(s.timeout))
 	want := min(BlockSize, s.size-off)
 	end := off + want
 	for s.pos < end {
@@ -248,9 +232,7 @@ func (s *Stream) readLocked(ctx context.Context, off int64, buf []byte) ([]byte,
 		if err := s.openLocked(ctx); err != nil {
 			return nil, err
 		}
-		fence.Lock()
-		c = s.conn
-		fence.Unlock()
+		cut.set(s.conn)
 	}
 	if ctx.Err() != nil {
 		return nil, ctx.Err()

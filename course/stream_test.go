@@ -249,11 +249,19 @@ func pacedFile(t *testing.T, data []byte, pause time.Duration) (netip.AddrPort, 
 				if _, err := c.Write(FormatHeader(Header{Offset: 0, Length: int64(len(data))})); err != nil {
 					return
 				}
+				var tick <-chan time.Time // the server's pacing: an event per tick
+				if pause > 0 {
+					t := time.NewTicker(pause)
+					defer t.Stop()
+					tick = t.C
+				}
 				for off := 0; off < len(data); off += event {
 					if _, err := c.Write(data[off:min(off+event, len(data))]); err != nil {
 						return
 					}
-					time.Sleep(pause) // the server's pacing, not a wait for state
+					if tick != nil {
+						<-tick
+					}
 				}
 			}()
 		}

@@ -46,22 +46,20 @@ func (c courseDiscoverer) Forecast(exclude []string) (float64, bool) {
 
 func (c courseDiscoverer) Discover(ctx context.Context, exclude []string, limit int) ([]client.Source, error) {
 	var out []client.Source
+	add := func(s client.Source) {
+		if c.wrap != nil {
+			s = c.wrap(s)
+		}
+		out = append(out, s)
+	}
 	if c.stream && limit > 0 {
 		if st, ok := c.t.Stream(); ok {
 			limit--
-			if c.wrap != nil {
-				out = append(out, c.wrap(st))
-			} else {
-				out = append(out, st)
-			}
+			add(st)
 		}
 	}
 	for _, p := range c.t.Peers(exclude, limit) {
-		if c.wrap != nil {
-			out = append(out, c.wrap(p))
-		} else {
-			out = append(out, p)
-		}
+		add(p)
 	}
 	return out, nil
 }

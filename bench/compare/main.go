@@ -119,13 +119,14 @@ type row struct {
 
 func printTable(rows []row) {
 	tw := tabwriter.NewWriter(os.Stdout, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nscenario\ttool\truns\tmedian s\tmedian MB/s\tmedian CPU s\tpeak RSS MiB\tshoal/tool\tnote")
+	fmt.Fprintln(tw, "\nscenario\ttool\truns\tmedian s\tmedian MB/s\tmedian CPU s\tmachine CPU s\tpeak RSS MiB\tshoal/tool\tnote")
 	for _, r := range rows {
 		walls := make([]float64, len(r.runs))
 		cpus := make([]float64, len(r.runs))
+		machine := make([]float64, len(r.runs))
 		var rss int64
 		for i, x := range r.runs {
-			walls[i], cpus[i] = x.wall.Seconds(), x.cpu.Seconds()
+			walls[i], cpus[i], machine[i] = x.wall.Seconds(), x.cpu.Seconds(), x.machine.Seconds()
 			rss = max(rss, x.maxRSS)
 		}
 		w := median(walls)
@@ -137,7 +138,11 @@ func printTable(rows []row) {
 		if median(cpus) > 0 {
 			cpuCol = fmt.Sprintf("%.2f", median(cpus))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.2f\t%.0f\t%s\t%s\t%s\t%s\n", r.scenario, r.tool, len(r.runs), w, float64(r.size)/w/1e6, cpuCol, rssCol, r.ratio, r.note)
+		machineCol := "-"
+		if median(machine) > 0 {
+			machineCol = fmt.Sprintf("%.2f", median(machine))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.2f\t%.0f\t%s\t%s\t%s\t%s\t%s\n", r.scenario, r.tool, len(r.runs), w, float64(r.size)/w/1e6, cpuCol, machineCol, rssCol, r.ratio, r.note)
 	}
 	tw.Flush()
 }

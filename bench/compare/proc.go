@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -107,9 +108,43 @@ func (p *proc) maxRSS() int64 {
 
 // result is one timed run of a command to completion.
 type result struct {
-	wall   time.Duration
-	cpu    time.Duration // user + system
-	maxRSS int64         // bytes
+	wall    time.Duration
+	cpu     time.Duration // user + system
+	machine time.Duration // busy CPU time of the whole machine during the run
+	maxRSS  int64         // bytes
+}
+
+// clockTicks is USER_HZ, the unit of the times in /proc/stat: 100 on every
+// Linux ABI.
+const clockTicks = 100
+
+// machineCPU is the busy time of all CPUs since boot (user, nice, system,
+// irq and softirq in /proc/stat): it counts the sources' work, the
+// downloader's, and the network stack's wherever the kernel ran it.
+func machineCPU() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	return busyTime(string(b))
+}
+
+// busyTime reads the busy time from the text of /proc/stat.
+func busyTime(stat string) (time.Duration, error) {
+	line, _, _ := strings.Cut(stat, "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	var ticks int64
+	for _, k := range []int{1, 2, 3, 6, 7} { // user nice system _ _ irq softirq
+		v, err := strconv.ParseInt(f[k], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/stat: %w", err)
+		}
+		ticks += v
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
 }
 
 // timed runs argv to completion and measures it.
@@ -117,14 +152,22 @@ func timed(ctx context.Context, argv ...string) (result, error) {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
+	busy0, err := machineCPU()
+	if err != nil {
+		return result{}, err
+	}
 	t0 := time.Now()
-	err := cmd.Run()
+	err = cmd.Run()
 	wall := time.Since(t0)
 	if err != nil {
 		return result{}, fmt.Errorf("%s: %w\n%s", strings.Join(argv, " "), err, tail(out.String(), 2000))
 	}
+	busy1, err := machineCPU()
+	if err != nil {
+		return result{}, err
+	}
 	ru, _ := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	r := result{wall: wall, cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}
+	r := result{wall: wall, cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), machine: busy1 - busy0}
 	if ru != nil {
 		r.maxRSS = ru.Maxrss << 10
 	}

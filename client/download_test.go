@@ -286,8 +286,11 @@ func TestFailuresLeaveNoFile(t *testing.T) {
 	short := client.Config{NoPeerTimeout: 300 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
 
 	out := filepath.Join(dir, "a")
-	if _, err := download(t, testCtx(t), f.c.Registry.Addr(), "no-such-file", short, out); !errors.Is(err, client.ErrNotFound) {
+	_, err := download(t, testCtx(t), f.c.Registry.Addr(), "no-such-file", short, out)
+	if !errors.Is(err, client.ErrNotFound) {
 		t.Errorf("unknown file: %v", err)
+	} else if msg := err.Error(); !strings.Contains(msg, `"no-such-file"`) || strings.Count(msg, client.ErrNotFound.Error()) != 1 {
+		t.Errorf("unknown file: %q names the file and says %q once", msg, client.ErrNotFound)
 	}
 	noFile(t, out)
 

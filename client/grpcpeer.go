@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -88,13 +89,26 @@ func fromStatus(what string, err error) error {
 	}
 	switch st.Code() {
 	case codes.NotFound:
-		return fmt.Errorf("%s: %w: %s", what, ErrNotFound, st.Message())
+		msg := st.Message()
+		if !strings.Contains(msg, ErrNotFound.Error()) {
+			msg = ErrNotFound.Error() + ": " + msg
+		}
+		return wrapped{text: what + ": " + msg, err: ErrNotFound}
 	case codes.Unavailable:
 		return fmt.Errorf("%s: unreachable: %s", what, st.Message())
 	default:
 		return fmt.Errorf("%s: %s: %s", what, st.Code(), st.Message())
 	}
 }
+
+// wrapped is an error whose text already says what err says.
+type wrapped struct {
+	text string
+	err  error
+}
+
+func (w wrapped) Error() string { return w.text }
+func (w wrapped) Unwrap() error { return w.err }
 
 // Manifest looks the file up and fetches its manifest from the holders,
 // accepting the first that hashes to the content id. The manifest is

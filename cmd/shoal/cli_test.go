@@ -134,6 +134,13 @@ func TestGetFromClusterAndExitCodes(t *testing.T) {
 	if got, _ := os.ReadFile(out); !bytes.Equal(got, data) {
 		t.Fatal("downloaded file differs")
 	}
+	// -o naming a folder puts the file inside it under its own name.
+	if err := run(ctx, []string{"get", "data.bin", "--registry", reg, "-o", outDir, "--json"}, nil, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(outDir, "data.bin")); !bytes.Equal(got, data) {
+		t.Fatal("-o FOLDER: no identical data.bin inside it")
+	}
 
 	codes := []struct {
 		args []string
@@ -141,6 +148,7 @@ func TestGetFromClusterAndExitCodes(t *testing.T) {
 	}{
 		{[]string{"get", "nope.bin", "--registry", reg, "-o", filepath.Join(outDir, "x")}, exitNotFound},
 		{[]string{"get", "data.bin", "--registry", reg, "-o", filepath.Join(outDir, "missing", "x")}, exitFailure},
+		{[]string{"get", "data.bin", "--registry", reg, "-o", filepath.Join(outDir, "missing") + string(filepath.Separator)}, exitFailure},
 		{[]string{"get", "data.bin"}, exitUsage},
 		{[]string{"get", "data.bin", "--registry", reg, "--peers", "0"}, exitUsage},
 	}
@@ -170,6 +178,30 @@ func TestDemoRuns(t *testing.T) {
 	for _, want := range []string{"slow", "quits mid-way", "byte-identical"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestOutputPath(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "f")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sep := string(filepath.Separator)
+	for _, c := range []struct{ out, name, want string }{
+		{"", "a/b/big.iso", "big.iso"},
+		{"", "..", "ID"},
+		{"", "x/..", "ID"},
+		{"", "/", "ID"},
+		{dir, "big.iso", filepath.Join(dir, "big.iso")},
+		{dir + sep, "sub/big.iso", filepath.Join(dir, "big.iso")},
+		{filepath.Join(dir, "new") + sep, "big.iso", filepath.Join(dir, "new", "big.iso")},
+		{filepath.Join(dir, "new.iso"), "big.iso", filepath.Join(dir, "new.iso")},
+		{file, "big.iso", file},
+	} {
+		if got := outputPath(c.out, c.name, "ID"); got != c.want {
+			t.Errorf("outputPath(%q, %q) = %q, want %q", c.out, c.name, got, c.want)
 		}
 	}
 }

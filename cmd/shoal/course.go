@@ -105,9 +105,7 @@ func newCourseGetCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if out == "" {
-					out = args[0]
-				}
+				out = outputPath(out, args[0], args[0])
 				return courseWhole(ctx, g, addr, args[0], out, timeout)
 			}
 			if tracker == "" {
@@ -120,9 +118,7 @@ func newCourseGetCmd(g *globals) *cobra.Command {
 			if iam != "" {
 				return courseGrade(ctx, g, taddr, grader, iam, swarmOptions{conns: conns, timeout: timeout, noStream: !stream})
 			}
-			if out == "" {
-				out = args[0]
-			}
+			out = outputPath(out, args[0], args[0])
 			show := func(d *client.Download) func() { return showProgress(g, d, asJSON, 0) }
 			rep, err := courseSwarm(ctx, taddr, args[0], out, swarmOptions{conns: conns, timeout: timeout, noStream: !stream, show: show})
 			if asJSON && rep != nil {
@@ -148,7 +144,7 @@ func newCourseGetCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&tracker, "tracker", "", "course tracker, host:port (UDP)")
 	cmd.Flags().StringVar(&srv, "server", "", "client-server mode: fetch the whole file from this peer, host:port")
-	cmd.Flags().StringVarP(&out, "output", "o", "", "where to write the file (default: FILE in the current folder)")
+	cmd.Flags().StringVarP(&out, "output", "o", "", "where to write the file; a folder gets FILE inside it (default: the current folder)")
 	cmd.Flags().IntVar(&conns, "conns", 5, "TCP connections at once, at most 5 (the server evicts a 6th)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "per tracker query and per block")
 	cmd.Flags().BoolVar(&stream, "stream", true, "one connection reads the whole file from its start as one request (the others take blocks from the end); false: block requests only")

@@ -61,7 +61,7 @@ Run the same command again after a crash or Ctrl-C to resume.`,
 		},
 	}
 	cmd.Flags().StringVar(&f.registry, "registry", envOr("SHOAL_REGISTRY", ""), "registry to look the file up in, host:port (default $SHOAL_REGISTRY)")
-	cmd.Flags().StringVarP(&f.out, "output", "o", "", "where to write the file (default: the file's name in the current folder)")
+	cmd.Flags().StringVarP(&f.out, "output", "o", "", "where to write the file; a folder gets the file's name inside it (default: the current folder)")
 	cmd.Flags().IntVar(&f.peers, "peers", 5, "how many peers to download from at once")
 	cmd.Flags().BoolVar(&f.force, "force", false, "replace an existing output file with different contents")
 	cmd.Flags().BoolVar(&f.cache, "page-cache", false, "write through the page cache instead of with O_DIRECT")
@@ -94,13 +94,7 @@ func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
 	if err != nil {
 		return getError(err)
 	}
-	out := f.out
-	if out == "" {
-		out = filepath.Base(filepath.FromSlash(m.Name))
-		if out == "." || out == "/" || out == "" {
-			out = m.ID.String()
-		}
-	}
+	out := outputPath(f.out, m.Name, m.ID.String())
 	cfg := client.Config{Peers: f.peers, Force: f.force, PageCache: f.cache, StallTimeout: f.stall, NoPeerTimeout: f.wait}
 	var rep *client.Report
 	if f.serve {
@@ -231,4 +225,22 @@ func printReport(g *globals, rep *client.Report) error {
 	enc := json.NewEncoder(g.stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(rep)
+}
+
+// outputPath is where a download of the file named name ('/'-separated, as
+// the network names it) is written: at out; inside out under the name's
+// last element when out is a folder or ends in a separator; in the current
+// folder when out is empty. fallback stands in for a name whose last
+// element is no file name.
+func outputPath(out, name, fallback string) string {
+	base := filepath.Base(filepath.FromSlash(name))
+	if base == "." || base == ".." || base == string(filepath.Separator) || base == "" {
+		base = fallback
+	}
+	if out != "" && !os.IsPathSeparator(out[len(out)-1]) {
+		if fi, err := os.Stat(out); err != nil || !fi.IsDir() {
+			return out
+		}
+	}
+	return filepath.Join(out, base)
 }

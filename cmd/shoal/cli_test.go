@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoalnet/shoal/client"
 )
 
 // startCluster runs `shoal cluster` in process and returns the registry
@@ -202,6 +204,30 @@ func TestOutputPath(t *testing.T) {
 	} {
 		if got := outputPath(c.out, c.name, "ID"); got != c.want {
 			t.Errorf("outputPath(%q, %q) = %q, want %q", c.out, c.name, got, c.want)
+		}
+	}
+}
+
+func TestInterruptedSaysWhatIsKept(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "big.iso")
+	rep := &client.Report{Size: 8 << 20, BytesResumed: 1 << 20, BytesFetched: 2 << 20}
+	for _, c := range []struct {
+		part bool
+		rep  *client.Report
+		want string
+	}{
+		{false, rep, "interrupted"},
+		{true, rep, "interrupted: 3.0 MiB of 8.0 MiB verified in " + out + ".part; run the same command to resume"},
+		{true, &client.Report{Size: 8 << 20}, "interrupted: " + out + ".part is kept; run the same command to resume"},
+	} {
+		if c.part {
+			if err := os.WriteFile(out+".part", nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var stderr bytes.Buffer
+		if code := exitCode(interrupted(out, c.rep), &stderr); code != exitCanceled || stderr.String() != "shoal: "+c.want+"\n" {
+			t.Errorf("exit %d, %q; want %d, %q", code, stderr.String(), exitCanceled, "shoal: "+c.want+"\n")
 		}
 	}
 }

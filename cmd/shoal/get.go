@@ -111,6 +111,9 @@ func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
 		}
 	}
 	if err != nil {
+		if ctx.Err() != nil && rep != nil {
+			return interrupted(out, rep)
+		}
 		return getError(err)
 	}
 	if !f.json {
@@ -162,6 +165,21 @@ func serveWhileGetting(ctx context.Context, g *globals, f getFlags, cfg client.C
 }
 
 // getError gives download failures their exit codes.
+// interrupted says what an interrupted download kept and how to go on.
+// Interrupted while the part file of an earlier run was being checked, it
+// counts nothing verified yet, but the file keeps every chunk it had.
+func interrupted(out string, rep *client.Report) error {
+	part := out + ".part"
+	if _, err := os.Stat(part); err != nil {
+		return codedError{exitCanceled, errors.New("interrupted")}
+	}
+	if kept := rep.BytesResumed + rep.BytesFetched; kept > 0 {
+		return codedError{exitCanceled, fmt.Errorf("interrupted: %s of %s verified in %s; run the same command to resume",
+			humanBytes(kept), humanBytes(rep.Size), part)}
+	}
+	return codedError{exitCanceled, fmt.Errorf("interrupted: %s is kept; run the same command to resume", part)}
+}
+
 func getError(err error) error {
 	switch {
 	case errors.Is(err, client.ErrNotFound):

@@ -127,6 +127,9 @@ func newCourseGetCmd(g *globals) *cobra.Command {
 				}
 			}
 			if err != nil {
+				if ctx.Err() != nil && rep != nil {
+					return interrupted(out, rep)
+				}
 				return getError(err)
 			}
 			if asJSON {

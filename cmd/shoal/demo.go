@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -105,9 +106,9 @@ func runDemo(ctx context.Context, g *globals, size, slowRate int64, keep bool) e
 	tw := tabwriter.NewWriter(g.stdout, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "PEER\tROLE\tCHUNKS\tBYTES\tSHARE\tDROPPED\t")
 	for _, p := range rep.Peers {
-		dropped := p.Dropped
-		if len(dropped) > 50 {
-			dropped = dropped[:50] + "..."
+		dropped := strings.TrimPrefix(p.Dropped, p.Addr+": ") // the PEER column says it
+		if len(dropped) > 64 {
+			dropped = dropped[:64] + "..."
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%.1f%%\t%s\t\n", p.Addr, role[p.Addr], p.Chunks, humanBytes(p.Bytes), 100*float64(p.Bytes)/float64(rep.Size), dropped)
 	}

@@ -164,7 +164,6 @@ func serveWhileGetting(ctx context.Context, g *globals, f getFlags, cfg client.C
 	})
 }
 
-// getError gives download failures their exit codes.
 // interrupted says what an interrupted download kept and how to go on.
 // Interrupted while the part file of an earlier run was being checked, it
 // counts nothing verified yet, but the file keeps every chunk it had.
@@ -180,6 +179,7 @@ func interrupted(out string, rep *client.Report) error {
 	return codedError{exitCanceled, fmt.Errorf("interrupted: %s is kept; run the same command to resume", part)}
 }
 
+// getError gives download failures their exit codes.
 func getError(err error) error {
 	switch {
 	case errors.Is(err, client.ErrNotFound):

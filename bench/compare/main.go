@@ -3,7 +3,9 @@
 //
 //  1. one file from 5 local sources, written to disk: `shoal get` from a
 //     5-peer `shoal cluster` against `aria2c -x5 -s5 -k1M` from 5 nginx
-//     mirrors and `curl` from one nginx; iperf3 gives the loopback ceiling;
+//     mirrors and `curl` from one nginx, alone and followed by `openssl
+//     dgst -sha256` (what checking the download costs); iperf3 gives the
+//     loopback ceiling;
 //  2. a file from 5 sources each capped: shoal peers with --rate against
 //     aria2c from 5 HTTP listeners, each with one token bucket for all its
 //     connections (nginx's limit_rate is per request);

@@ -127,10 +127,7 @@ func newCourseGetCmd(g *globals) *cobra.Command {
 				}
 			}
 			if err != nil {
-				if ctx.Err() != nil && rep != nil {
-					return interrupted(out, rep)
-				}
-				return getError(err)
+				return downloadError(ctx, out, rep, err)
 			}
 			if asJSON {
 				return nil

@@ -111,10 +111,7 @@ func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
 		}
 	}
 	if err != nil {
-		if ctx.Err() != nil && rep != nil {
-			return interrupted(out, rep)
-		}
-		return getError(err)
+		return downloadError(ctx, out, rep, err)
 	}
 	if !f.json {
 		if rep.AlreadyDone {
@@ -162,6 +159,15 @@ func serveWhileGetting(ctx context.Context, g *globals, f getFlags, cfg client.C
 			fmt.Fprintf(g.stderr, "%s complete (%s in %.1fs); seeding\n", out, humanBytes(rep.Size), rep.Seconds)
 		},
 	})
+}
+
+// downloadError is what a failed download says: on an interrupt, what it
+// kept; otherwise err, with its exit code.
+func downloadError(ctx context.Context, out string, rep *client.Report, err error) error {
+	if ctx.Err() != nil && rep != nil {
+		return interrupted(out, rep)
+	}
+	return getError(err)
 }
 
 // interrupted says what an interrupted download kept and how to go on.

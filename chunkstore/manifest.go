@@ -34,6 +34,9 @@ var (
 	ErrChanged      = errors.New("file changed on disk since it was hashed")
 	ErrHashMismatch = errors.New("chunk does not match its hash")
 	ErrNotReady     = errors.New("file is still being hashed")
+	// ErrChunkNotHeld: a partial holder has not verified this chunk yet;
+	// unlike ErrNotFound it says nothing of the file's other chunks.
+	ErrChunkNotHeld = errors.New("chunk not held yet")
 )
 
 // Hash is a SHA-256 digest.

@@ -5,13 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 
 	"github.com/shoalnet/shoal/chunkstore"
 	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
@@ -80,35 +77,6 @@ func (r *Registry) lookup(ctx context.Context, exclude []string, limit int) (*sh
 	}
 	return resp, nil
 }
-
-// fromStatus turns a gRPC status into the package's errors where one fits.
-func fromStatus(what string, err error) error {
-	st, ok := status.FromError(err)
-	if !ok {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	switch st.Code() {
-	case codes.NotFound:
-		msg := st.Message()
-		if !strings.Contains(msg, ErrNotFound.Error()) {
-			msg = ErrNotFound.Error() + ": " + msg
-		}
-		return wrapped{text: what + ": " + msg, err: ErrNotFound}
-	case codes.Unavailable:
-		return fmt.Errorf("%s: unreachable: %s", what, st.Message())
-	default:
-		return fmt.Errorf("%s: %s: %s", what, st.Code(), st.Message())
-	}
-}
-
-// wrapped is an error whose text already says what err says.
-type wrapped struct {
-	text string
-	err  error
-}
-
-func (w wrapped) Error() string { return w.text }
-func (w wrapped) Unwrap() error { return w.err }
 
 // Manifest looks the file up and fetches its manifest from the holders,
 // accepting the first that hashes to the content id. The manifest is

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -78,7 +77,7 @@ func TestFloodingPeerIsDropped(t *testing.T) {
 	}
 	checkFile(t, out, f.data)
 	for _, p := range rep.Peers {
-		if p.ID == "flooder" && (p.Chunks != 0 || !(strings.Contains(p.Dropped, client.ErrProtocol.Error()) || strings.Contains(p.Dropped, client.ErrCorrupt.Error()))) {
+		if p.ID == "flooder" && (p.Chunks != 0 || !(p.Dropped == client.DropProtocol || p.Dropped == client.DropCorrupt)) {
 			t.Errorf("flooder not dropped: %+v", p)
 		}
 	}

@@ -194,34 +194,34 @@ func (o *output) writeBatch(bufs [][]byte, off int64) error {
 func (o *output) commit(ctx context.Context) error {
 	if o.cfg.VerifyOutput && len(o.m.Hashes) > 0 {
 		if _, n := verifyChunks(ctx, o.f, o.m, o.cfg.VerifyWorkers); n != o.m.Size {
-			return fmt.Errorf("%w: %s does not match %s after writing", errFatal, o.part, o.m.ID)
+			return fmt.Errorf("%w: %s does not match %s after writing", ErrDisk, o.part, o.m.ID)
 		}
 	}
 	if o.directFile != nil {
 		// Direct writes pad the last chunk to the alignment.
 		if err := o.f.Truncate(o.m.Size); err != nil {
-			return fmt.Errorf("%w: size %s: %w", errFatal, o.part, err)
+			return fmt.Errorf("%w: size %s: %w", ErrDisk, o.part, err)
 		}
 		if err := o.directFile.close(); err != nil {
-			return fmt.Errorf("%w: close %s: %w", errFatal, o.part, err)
+			return fmt.Errorf("%w: close %s: %w", ErrDisk, o.part, err)
 		}
 		o.directFile = nil
 		o.direct.Store(nil)
 	}
 	if err := o.f.Sync(); err != nil {
-		return fmt.Errorf("%w: sync %s: %w", errFatal, o.part, err)
+		return fmt.Errorf("%w: sync %s: %w", ErrDisk, o.part, err)
 	}
 	if !o.cfg.Serve {
 		err := o.f.Close()
 		o.f = nil
 		if err != nil {
-			return fmt.Errorf("%w: close %s: %w", errFatal, o.part, err)
+			return fmt.Errorf("%w: close %s: %w", ErrDisk, o.part, err)
 		}
 	}
 	// A serving download keeps reading through the open file: the rename
 	// does not change what it refers to.
 	if err := os.Rename(o.part, o.path); err != nil {
-		return fmt.Errorf("%w: %w", errFatal, err)
+		return fmt.Errorf("%w: %w", ErrDisk, err)
 	}
 	if d, err := os.Open(filepath.Dir(o.path)); err == nil {
 		d.Sync()

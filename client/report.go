@@ -30,13 +30,18 @@ type PeerReport struct {
 	Addr    string `json:"addr"`
 	Bytes   int64  `json:"bytes"`
 	Chunks  int    `json:"chunks"`
-	Dropped string `json:"dropped,omitempty"` // why the peer was dropped
+	// Dropped says why the peer was dropped; empty if it was not.
+	Dropped DropReason `json:"dropped,omitempty"`
+	// Error is the error that dropped it, for people; tests and scripts
+	// read Dropped.
+	Error string `json:"error,omitempty"`
 }
 
 // Progress is a snapshot of a running download.
 type Progress struct {
 	Size        int64 // file size, bytes
 	Done        int64 // bytes verified and written, resumed ones included
+	Resumed     int64 // bytes found verified in OUT.part at the start
 	Fetched     int64 // bytes fetched in this run
 	ActivePeers int
 	Elapsed     time.Duration

@@ -16,8 +16,9 @@ const (
 	done
 )
 
-// stream is one open request: the chunks it asked for and how to stop it.
-type stream struct {
+// request is one open request to a peer: the chunks it asked for and how
+// to stop it.
+type request struct {
 	worker  int
 	chunks  []int
 	left    int // chunks not yet written by anyone; guarded by sched.mu
@@ -39,7 +40,7 @@ type sched struct {
 	remaining int     // chunks not done
 	avail     []int32 // peers known to hold each chunk, for rarest-first
 	rnd       uint64  // xorshift state for random tie-breaks
-	streams   map[int][]*stream
+	requests  map[int][]*request // open requests per chunk
 	changed   chan struct{} // closed and replaced on every state change
 	finished  chan struct{} // closed when remaining reaches 0
 	keepDups  bool          // never cancel a request whose chunks were written elsewhere
@@ -61,7 +62,7 @@ func newSched(n int, have []bool, tailFirst bool) *sched {
 		rnd:      uint64(time.Now().UnixNano()) | 1,
 		reqs:     make([]uint8, n),
 		owner:    make([]int32, n),
-		streams:  map[int][]*stream{},
+		requests: map[int][]*request{},
 		changed:  make(chan struct{}),
 		finished: make(chan struct{}),
 	}
@@ -91,10 +92,10 @@ func (s *sched) notifyLocked() {
 // take hands worker w up to max pending chunks; with none pending, and if
 // dup (the worker has no other request under way: a second request would
 // share the peer's upload with its first), one endgame duplicate. cancel
-// stops the returned stream's request; accept,
-// if set, says which chunks the worker's peer can serve. It returns the stream to run, or nil and a channel
+// stops the returned request; accept,
+// if set, says which chunks the worker's peer can serve. It returns the request to run, or nil and a channel
 // that is closed when it is worth asking again.
-func (s *sched) take(w, max int, accept func(i int) bool, dup bool, cancel context.CancelCauseFunc) (*stream, <-chan struct{}) {
+func (s *sched) take(w, max int, accept func(i int) bool, dup bool, cancel context.CancelCauseFunc) (*request, <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var got []int
@@ -123,9 +124,9 @@ func (s *sched) take(w, max int, accept func(i int) bool, dup bool, cancel conte
 	if len(got) == 0 {
 		return nil, s.changed
 	}
-	st := &stream{worker: w, chunks: got, left: len(got), cancel: cancel}
+	st := &request{worker: w, chunks: got, left: len(got), cancel: cancel}
 	for _, i := range got {
-		s.streams[i] = append(s.streams[i], st)
+		s.requests[i] = append(s.requests[i], st)
 	}
 	return st, nil
 }
@@ -197,7 +198,7 @@ func (s *sched) takeRarestLocked(w, max int, accept func(int) bool) []int {
 // anyway, and when it is fast it delivers it first. The scan is linear in
 // the chunks after from; sequential sources serve small files (the course
 // protocol's), one chunk per take.
-func (s *sched) takeFrom(w, from int, cancel context.CancelCauseFunc) (*stream, <-chan struct{}) {
+func (s *sched) takeFrom(w, from int, cancel context.CancelCauseFunc) (*request, <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	got := -1
@@ -216,8 +217,8 @@ func (s *sched) takeFrom(w, from int, cancel context.CancelCauseFunc) (*stream, 
 	if got < 0 {
 		return nil, s.changed
 	}
-	st := &stream{worker: w, chunks: []int{got}, left: 1, cancel: cancel}
-	s.streams[got] = append(s.streams[got], st)
+	st := &request{worker: w, chunks: []int{got}, left: 1, cancel: cancel}
+	s.requests[got] = append(s.requests[got], st)
 	return st, nil
 }
 
@@ -260,21 +261,21 @@ func (s *sched) claim(i int) bool {
 	return true
 }
 
-// complete records chunk i as written by stream by and cancels the other
+// complete records chunk i as written by request by and cancels the other
 // requests that no longer need to run.
-func (s *sched) complete(i int, by *stream) {
+func (s *sched) complete(i int, by *request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.state[i] = done
 	s.remaining--
-	for _, st := range s.streams[i] {
+	for _, st := range s.requests[i] {
 		st.left--
 		if st.left == 0 && !st.stopped && st != by && !s.keepDups {
 			st.stopped = true
 			st.cancel(errNotNeeded)
 		}
 	}
-	delete(s.streams, i)
+	delete(s.requests, i)
 	if s.remaining == 0 {
 		close(s.finished)
 	}
@@ -290,16 +291,16 @@ func (s *sched) unclaim(i int) {
 	}
 }
 
-// release ends a stream: chunks it did not deliver lose one requester and,
+// release ends a request: chunks it did not deliver lose one requester and,
 // with none left, go back to the front of the queue.
-func (s *sched) release(st *stream) {
+func (s *sched) release(st *request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, i := range st.chunks {
 		if s.state[i] == done {
 			continue
 		}
-		list := s.streams[i]
+		list := s.requests[i]
 		for k, o := range list {
 			if o == st {
 				list = append(list[:k], list[k+1:]...)
@@ -307,9 +308,9 @@ func (s *sched) release(st *stream) {
 			}
 		}
 		if len(list) == 0 {
-			delete(s.streams, i)
+			delete(s.requests, i)
 		} else {
-			s.streams[i] = list
+			s.requests[i] = list
 		}
 		if s.reqs[i] > 0 {
 			s.reqs[i]--
@@ -320,4 +321,41 @@ func (s *sched) release(st *stream) {
 		}
 	}
 	s.notifyLocked()
+}
+
+// chunks is the number of chunks.
+func (s *sched) chunks() int { return len(s.state) }
+
+// isDone reports whether chunk i is verified and written.
+func (s *sched) isDone(i int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state[i] == done
+}
+
+// doneSet returns which chunks are verified and written, and a channel
+// closed at the next change of state.
+func (s *sched) doneSet() ([]bool, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	have := make([]bool, len(s.state))
+	for i, st := range s.state {
+		have[i] = st == done
+	}
+	return have, s.changed
+}
+
+// addDone marks in have the chunks written since have was taken, returns
+// them, and a channel closed at the next change of state.
+func (s *sched) addDone(have []bool) ([]int, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var added []int
+	for i, st := range s.state {
+		if st == done && !have[i] {
+			have[i] = true
+			added = append(added, i)
+		}
+	}
+	return added, s.changed
 }

@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"errors"
 
 	"github.com/shoalnet/shoal/chunkstore"
 )
@@ -70,20 +69,3 @@ type Forecaster interface {
 	// Discover would return for exclude; ok is false when there is none.
 	Forecast(exclude []string) (bytesPerSec float64, ok bool)
 }
-
-// Errors a download reports. Callers test them with errors.Is.
-var (
-	// ErrNoPeers: no peer could be found or kept working.
-	ErrNoPeers = errors.New("no peers hold the file")
-	// ErrExists: the output file exists with other contents.
-	ErrExists = errors.New("output exists with different contents")
-	// ErrCorrupt: a peer sent bytes that do not match the manifest.
-	ErrCorrupt = errors.New("chunk does not match its hash")
-	// ErrProtocol: a peer broke the protocol (wrong chunk, wrong offset,
-	// too many bytes).
-	ErrProtocol = errors.New("peer broke the protocol")
-	// ErrStalled: a peer sent nothing for the stall timeout.
-	ErrStalled = errors.New("peer stalled")
-	// ErrNotFound: the file is not on the network.
-	ErrNotFound = chunkstore.ErrNotFound
-)

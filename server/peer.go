@@ -16,8 +16,9 @@ type ChunkReader interface {
 	// Manifest is the manifest the chunks match.
 	Manifest() *chunkstore.Manifest
 	// ReadChunk reads chunk i into buf (ChunkSize bytes) and returns the
-	// filled part; it fails with chunkstore.ErrNotFound for a chunk the
-	// peer does not hold.
+	// filled part; it fails with chunkstore.ErrChunkNotHeld for a chunk
+	// a partial holder does not hold yet, and chunkstore.ErrNotFound when
+	// the peer no longer holds the file.
 	ReadChunk(i int, buf []byte) ([]byte, error)
 	// Close releases the file.
 	Close() error
@@ -124,7 +125,7 @@ func (p *PeerService) GetChunks(req *shoalv1.GetChunksRequest, stream grpc.Serve
 		case p.slots <- struct{}{}:
 			defer func() { <-p.slots }()
 		default:
-			return toStatus(fmt.Errorf("%w: %d uploads under way", errTooLarge, cap(p.slots)))
+			return toStatus(fmt.Errorf("%w: %d uploads under way", errBusy, cap(p.slots)))
 		}
 	}
 	id, err := chunkstore.ParseID(req.GetContentId())

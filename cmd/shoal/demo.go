@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -106,10 +105,7 @@ func runDemo(ctx context.Context, g *globals, size, slowRate int64, keep bool) e
 	tw := tabwriter.NewWriter(g.stdout, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "PEER\tROLE\tCHUNKS\tBYTES\tSHARE\tDROPPED\t")
 	for _, p := range rep.Peers {
-		dropped := strings.TrimPrefix(p.Dropped, p.Addr+": ") // the PEER column says it
-		if len(dropped) > 64 {
-			dropped = dropped[:64] + "..."
-		}
+		dropped := string(p.Dropped)
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%.1f%%\t%s\t\n", p.Addr, role[p.Addr], p.Chunks, humanBytes(p.Bytes), 100*float64(p.Bytes)/float64(rep.Size), dropped)
 	}
 	tw.Flush()

@@ -1,0 +1,360 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// errNotNeeded cancels a request whose chunks were all written from
+// another peer; it is not the peer's fault.
+var errNotNeeded = errors.New("chunks already written")
+
+// maxBackoffs is how many back-offs in a row (busy, rehashing) a peer gets
+// before it is dropped: with the default backoffs, about 10 s of waiting.
+const maxBackoffs = 6
+
+// peerState is one peer's worker and its tallies.
+type peerState struct {
+	src     Source
+	id      int
+	bytes   atomic.Int64
+	chunks  atomic.Int64
+	rate    atomic.Int64 // measured bytes per second, 0 until known
+	dropped DropReason   // set once when dropped; guarded by Download.mu
+	dropErr string       // the error that dropped it; guarded by Download.mu
+
+	retire   context.CancelFunc // stops the worker at once, without blaming the peer
+	retiring atomic.Bool        // the worker stops after its requests under way
+
+	hmu      sync.Mutex
+	have     []bool    // chunks a partial peer holds; nil for a complete peer; guarded by hmu
+	lacks    []bool    // chunks the peer said it does not hold; nil until one; guarded by hmu
+	backoffs int       // back-offs in a row; guarded by hmu
+	pause    time.Time // no new request before this; guarded by hmu
+}
+
+// acceptFunc reports which chunks p can serve; nil means every chunk.
+func (p *peerState) acceptFunc() func(int) bool {
+	p.hmu.Lock()
+	defer p.hmu.Unlock()
+	if p.have == nil && p.lacks == nil {
+		return nil
+	}
+	return func(i int) bool {
+		p.hmu.Lock()
+		defer p.hmu.Unlock()
+		return (p.have == nil || p.have[i]) && (p.lacks == nil || !p.lacks[i])
+	}
+}
+
+// markLacking records that p does not hold chunk i of n.
+func (p *peerState) markLacking(i, n int) {
+	p.hmu.Lock()
+	defer p.hmu.Unlock()
+	if p.lacks == nil {
+		p.lacks = make([]bool, n)
+	}
+	p.lacks[i] = true
+}
+
+// backOff pauses p's new requests, twice as long as the last time, within
+// [min, max]; false means p was backed off maxBackoffs times in a row.
+func (p *peerState) backOff(min, max time.Duration) bool {
+	p.hmu.Lock()
+	defer p.hmu.Unlock()
+	p.backoffs++
+	if p.backoffs > maxBackoffs {
+		return false
+	}
+	wait := min << (p.backoffs - 1)
+	if wait > max || wait <= 0 {
+		wait = max
+	}
+	p.pause = time.Now().Add(wait)
+	return true
+}
+
+// delivered ends a run of back-offs.
+func (p *peerState) delivered() {
+	p.hmu.Lock()
+	defer p.hmu.Unlock()
+	p.backoffs = 0
+}
+
+// pausedFor is how long p's next request must wait.
+func (p *peerState) pausedFor() time.Duration {
+	p.hmu.Lock()
+	defer p.hmu.Unlock()
+	return time.Until(p.pause)
+}
+
+// work runs one peer: StreamsPerPeer requests at a time, each taking a
+// batch from the shared queue, until the file is done or the peer fails.
+// What a failed request means for the peer is decide's call.
+func (d *Download) work(ctx context.Context, p *peerState) error {
+	m, s := d.m, d.s
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var (
+		wg      sync.WaitGroup
+		errOnce sync.Once
+		werr    error
+	)
+	// A peer that lies or breaks the protocol loses every request at once.
+	// Any other failure (a refused connect, a reset stream) only stops new
+	// requests: the ones under way may still deliver what the peer read
+	// for them.
+	stopping := make(chan struct{})
+	fail := func(err error) {
+		errOnce.Do(func() {
+			werr = err
+			if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrProtocol) || errors.Is(err, ErrDisk) {
+				cancel(err)
+			}
+			close(stopping)
+		})
+	}
+	n := chunkCount(m)
+	if hs, ok := p.src.(HaveSource); ok && hs.Partial() {
+		stop := d.followHave(ctx, p, hs, n, fail)
+		defer stop()
+	} else {
+		s.addAvail(nil, 1)
+		defer s.addAvail(nil, -1)
+	}
+	slots := make(chan struct{}, d.cfg.StreamsPerPeer)
+	defer wg.Wait()
+	end := func() error {
+		wg.Wait()
+		return werr
+	}
+	for {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return end()
+		case <-stopping:
+			return end()
+		}
+		if p.retiring.Load() {
+			<-slots
+			return end()
+		}
+		if wait := p.pausedFor(); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+			case <-stopping:
+			}
+			t.Stop()
+			if ctx.Err() != nil || isClosed(stopping) {
+				<-slots
+				return end()
+			}
+		}
+		sctx, scancel := context.WithCancelCause(ctx)
+		var req *request
+		for req == nil {
+			var wait <-chan struct{}
+			accept := p.acceptFunc()
+			if accept == nil && d.cfg.RarestFirst {
+				accept = func(int) bool { return true }
+			}
+			if seq, ok := p.src.(SequentialSource); ok {
+				seq.Left(s.left())
+				req, wait = s.takeFrom(p.id, seq.Next(), scancel)
+			} else {
+				req, wait = s.take(p.id, d.batchSize(p), accept, len(slots) == 1, scancel)
+			}
+			if req != nil {
+				break
+			}
+			select {
+			case <-wait:
+				continue
+			case <-s.finished:
+			case <-ctx.Done():
+			case <-stopping:
+			}
+			scancel(nil)
+			<-slots
+			return end()
+		}
+		d.inflight.Add(1)
+		wg.Go(func() {
+			err := d.fetch(sctx, p, req)
+			scancel(nil)
+			d.inflight.Add(-1)
+			// The slot frees before release wakes the scheduler's waiters:
+			// this peer's other request may then take an endgame duplicate.
+			<-slots
+			s.release(req)
+			if err == nil || errors.Is(err, errNotNeeded) || ctx.Err() != nil {
+				return
+			}
+			d.mu.Lock()
+			d.retries++
+			d.mu.Unlock()
+			switch v, _ := decide(err); v {
+			case retryChunk:
+			case backOff:
+				if !p.backOff(d.cfg.MinBackoff, d.cfg.MaxBackoff) {
+					fail(err)
+				}
+			default:
+				fail(err)
+			}
+		})
+	}
+}
+
+// isClosed reports whether c is closed.
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// followHave follows a partial peer's have feed into p.have and the
+// scheduler's availability counts; the returned function stops it.
+func (d *Download) followHave(ctx context.Context, p *peerState, hs HaveSource, n int, fail func(error)) func() {
+	s := d.s
+	p.hmu.Lock()
+	p.have = make([]bool, n)
+	p.hmu.Unlock()
+	hctx, hcancel := context.WithCancel(ctx)
+	var hwg sync.WaitGroup
+	hwg.Go(func() {
+		err := hs.WatchHave(hctx, func(have []bool, added []int) {
+			p.hmu.Lock()
+			if have != nil && len(have) == n {
+				copy(p.have, have)
+			}
+			for _, i := range added {
+				if i >= 0 && i < n {
+					p.have[i] = true
+				}
+			}
+			p.hmu.Unlock()
+			if have != nil {
+				s.addAvail(have, 1)
+			}
+			for _, i := range added {
+				if i >= 0 && i < n {
+					s.addAvailOne(i)
+				}
+			}
+		})
+		if err != nil && hctx.Err() == nil {
+			fail(fmt.Errorf("%s: have feed: %w", p.src.Addr(), err))
+		}
+	})
+	return func() {
+		hcancel()
+		hwg.Wait()
+		p.hmu.Lock()
+		have := slices.Clone(p.have)
+		p.hmu.Unlock()
+		s.addAvail(have, -1)
+	}
+}
+
+// batchSize is how many chunks a request to p should hold: BatchTarget of
+// work at p's measured rate.
+func (d *Download) batchSize(p *peerState) int {
+	rate := p.rate.Load()
+	if rate == 0 {
+		return 2
+	}
+	n := int(rate * int64(d.cfg.BatchTarget) / int64(time.Second) / int64(d.m.ChunkSize))
+	return max(1, min(n, d.cfg.MaxBatch))
+}
+
+// fetch runs one request, verifying and writing each chunk it delivers.
+// A chunk the peer says it does not hold yet is marked so, and the error
+// returned for decide.
+func (d *Download) fetch(ctx context.Context, p *peerState, req *request) error {
+	m, s, o := d.m, d.s, d.o
+	stall := time.AfterFunc(d.cfg.StallTimeout, func() {
+		req.cancel(fmt.Errorf("%w: no chunk for %v", ErrStalled, d.cfg.StallTimeout))
+	})
+	defer stall.Stop()
+	asked := make(map[int]bool, len(req.chunks))
+	for _, i := range req.chunks {
+		asked[i] = true
+	}
+	started := time.Now()
+	var got int64
+	err := p.src.Fetch(ctx, req.chunks, func(i int, pieces [][]byte) error {
+		stall.Reset(d.cfg.StallTimeout)
+		if !asked[i] {
+			return fmt.Errorf("%w: chunk %d was not asked for", ErrProtocol, i)
+		}
+		delete(asked, i)
+		size := 0
+		for _, b := range pieces {
+			size += len(b)
+		}
+		if len(m.Hashes) > 0 {
+			if err := m.VerifyPieces(i, pieces); err != nil {
+				return fmt.Errorf("%w: chunk %d from %s", ErrCorrupt, i, p.src.Addr())
+			}
+		} else if _, n := m.ChunkBounds(i); n != size {
+			return fmt.Errorf("%w: chunk %d is %d bytes, want %d", ErrProtocol, i, size, n)
+		}
+		got += int64(size)
+		if el := time.Since(started); el > 20*time.Millisecond {
+			p.rate.Store(int64(float64(got) / el.Seconds()))
+		}
+		p.delivered()
+		if !s.claim(i) {
+			d.dup.Add(int64(size))
+			return nil
+		}
+		off, _ := m.ChunkBounds(i)
+		if err := o.write(pieces, off); err != nil {
+			s.unclaim(i)
+			return fmt.Errorf("%w: %w", ErrDisk, err)
+		}
+		s.complete(i, req)
+		p.bytes.Add(int64(size))
+		p.chunks.Add(1)
+		d.fetched.Add(int64(size))
+		d.done.Add(int64(size))
+		return nil
+	})
+	if cause := context.Cause(ctx); cause != nil && (errors.Is(cause, errNotNeeded) || errors.Is(cause, ErrStalled)) {
+		if errors.Is(cause, errNotNeeded) {
+			return nil
+		}
+		return fmt.Errorf("%s: %w", p.src.Addr(), cause)
+	}
+	if err != nil {
+		if errors.Is(err, ErrDisk) {
+			return err
+		}
+		if errors.Is(err, ErrChunkNotHeld) {
+			// Not a fault: the peer is never asked for that chunk again.
+			for _, i := range req.chunks {
+				if asked[i] {
+					p.markLacking(i, chunkCount(m))
+					break
+				}
+			}
+		}
+		return fmt.Errorf("%s: %w", p.src.Addr(), err)
+	}
+	if len(asked) > 0 {
+		return fmt.Errorf("%w: %s ended a request %d chunks short", ErrProtocol, p.src.Addr(), len(asked))
+	}
+	return nil
+}

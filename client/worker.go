@@ -141,7 +141,7 @@ func (d *Download) work(ctx context.Context, p *peerState) error {
 		case <-stopping:
 			return end()
 		}
-		if p.retiring.Load() {
+		if p.retiring.Load() || isClosed(stopping) {
 			<-slots
 			return end()
 		}

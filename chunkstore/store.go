@@ -68,7 +68,8 @@ type Store struct {
 	readyOnce sync.Once
 	ready     chan struct{} // closed when the first scan finishes
 
-	hashed atomic.Int64 // files hashed, not taken from the index
+	hashed  atomic.Int64  // files hashed, not taken from the index
+	version atomic.Uint64 // bumped whenever a file becomes servable or stops being
 }
 
 // Open opens the store for cfg.Dir. It reads the index but hashes nothing:
@@ -190,6 +191,7 @@ func (s *Store) Scan(ctx context.Context) error {
 func (s *Store) put(name string, e *entry) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.version.Add(1)
 	if old := s.byName[name]; old != nil {
 		s.dropLocked(name, old)
 	}
@@ -201,6 +203,7 @@ func (s *Store) put(name string, e *entry) {
 
 // dropLocked withdraws e; s.mu must be held.
 func (s *Store) dropLocked(name string, e *entry) {
+	s.version.Add(1)
 	if s.byName[name] == e {
 		delete(s.byName, name)
 	}
@@ -389,11 +392,15 @@ func (s *Store) withdraw(e *entry) {
 }
 
 // Watch rescans the folder every interval, and at once after a file was
-// withdrawn because it changed, until ctx ends. Scan errors are logged.
-func (s *Store) Watch(ctx context.Context, interval time.Duration) {
+// withdrawn because it changed, until ctx ends; after a rescan that added,
+// changed or removed a file it calls changed (if not nil), so that what
+// the folder holds is announced at once. Scan errors are logged. It is the
+// one way shoal follows a folder: serve, cluster and the course server.
+func (s *Store) Watch(ctx context.Context, interval time.Duration, changed func()) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
+		v := s.version.Load()
 		select {
 		case <-ctx.Done():
 			return
@@ -403,5 +410,45 @@ func (s *Store) Watch(ctx context.Context, interval time.Duration) {
 		if err := s.Scan(ctx); err != nil && ctx.Err() == nil {
 			s.cfg.Logger.Warn("rescan failed", "err", err)
 		}
+		if changed != nil && s.version.Load() != v {
+			changed()
+		}
 	}
+}
+
+// OpenFile opens the servable file at name, a '/'-separated path
+// relative to the folder, for reads at any offset. Only what the store
+// serves can be opened: never a dot-file, a symlink, or a path outside
+// the folder.
+func (s *Store) OpenFile(name string) (*Reader, error) {
+	m, err := s.ManifestByName(name)
+	if err != nil {
+		return nil, err
+	}
+	return s.OpenChunks(m.ID)
+}
+
+// ReadAt reads len(p) bytes at off, as ReadChunk does: if the file changed
+// since it was hashed, it is withdrawn and ErrChanged returned.
+func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > r.e.m.Size {
+		return 0, fmt.Errorf("%s: read of %d bytes at %d: %w", r.name, len(p), off, ErrOutOfRange)
+	}
+	n, err := r.f.ReadAt(p, off)
+	if errors.Is(err, io.EOF) && n < len(p) {
+		r.s.withdraw(r.e)
+		return n, fmt.Errorf("%s: %w", r.name, ErrChanged)
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return n, fmt.Errorf("read %s: %w", r.name, err)
+	}
+	fi, err := r.f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("stat %s: %w", r.name, err)
+	}
+	if stampOf(fi) != r.e.stamp {
+		r.s.withdraw(r.e)
+		return 0, fmt.Errorf("%s: %w", r.name, ErrChanged)
+	}
+	return n, nil
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -41,105 +40,6 @@ func TuningOptions() []grpc.DialOption {
 	}
 }
 
-// Registry finds a file through a shoal registry and fetches it from gRPC
-// peers. It satisfies Discoverer.
-type Registry struct {
-	// Target is the file: a content id, or a name the registry knows.
-	Target string
-	// Conn reaches the registry.
-	Conn grpc.ClientConnInterface
-	// DialOptions reach the peers; nil means DialOptions().
-	DialOptions []grpc.DialOption
-
-	mu sync.Mutex
-	m  *chunkstore.Manifest // set by Manifest; guarded by mu
-}
-
-// lookup asks the registry for the file and up to limit peers.
-func (r *Registry) lookup(ctx context.Context, exclude []string, limit int) (*shoalv1.LookupResponse, error) {
-	req := &shoalv1.LookupRequest{Limit: uint32(limit), Exclude: exclude}
-	r.mu.Lock()
-	m := r.m
-	r.mu.Unlock()
-	switch {
-	case m != nil:
-		req.File = &shoalv1.LookupRequest_ContentId{ContentId: m.ID.String()}
-	default:
-		if _, err := chunkstore.ParseID(r.Target); err == nil {
-			req.File = &shoalv1.LookupRequest_ContentId{ContentId: r.Target}
-		} else {
-			req.File = &shoalv1.LookupRequest_Name{Name: r.Target}
-		}
-	}
-	resp, err := shoalv1.NewRegistryServiceClient(r.Conn).Lookup(ctx, req)
-	if err != nil {
-		return nil, fromStatus("registry lookup", err)
-	}
-	return resp, nil
-}
-
-// Manifest looks the file up and fetches its manifest from the holders,
-// accepting the first that hashes to the content id. The manifest is
-// kept: later calls return it without asking again.
-func (r *Registry) Manifest(ctx context.Context) (*chunkstore.Manifest, error) {
-	r.mu.Lock()
-	m := r.m
-	r.mu.Unlock()
-	if m != nil {
-		return m, nil
-	}
-	resp, err := r.lookup(ctx, nil, 8)
-	if err != nil {
-		return nil, err
-	}
-	id, err := chunkstore.ParseID(resp.GetFile().GetContentId())
-	if err != nil {
-		return nil, fmt.Errorf("registry answered a bad content id: %w", err)
-	}
-	var errs []error
-	for _, p := range resp.GetPeers() {
-		m, err := r.fetchManifest(ctx, p.GetAddress(), id)
-		if err == nil {
-			r.mu.Lock()
-			r.m = m
-			r.mu.Unlock()
-			return m, nil
-		}
-		errs = append(errs, err)
-	}
-	if len(errs) == 0 {
-		return nil, fmt.Errorf("%s: %w", id, ErrNoPeers)
-	}
-	return nil, fmt.Errorf("no holder gave a valid manifest for %s: %w", id, errors.Join(errs...))
-}
-
-func (r *Registry) dialOptions() []grpc.DialOption {
-	if r.DialOptions != nil {
-		return r.DialOptions
-	}
-	return DialOptions()
-}
-
-func (r *Registry) fetchManifest(ctx context.Context, addr string, id chunkstore.ID) (*chunkstore.Manifest, error) {
-	cc, err := grpc.NewClient(addr, r.dialOptions()...)
-	if err != nil {
-		return nil, err
-	}
-	defer cc.Close()
-	resp, err := shoalv1.NewPeerServiceClient(cc).GetManifest(ctx, &shoalv1.GetManifestRequest{File: &shoalv1.GetManifestRequest_ContentId{ContentId: id.String()}})
-	if err != nil {
-		return nil, fromStatus("manifest from "+addr, err)
-	}
-	m, err := ManifestFromWire(resp.GetManifest())
-	if err != nil {
-		return nil, fmt.Errorf("manifest from %s: %w", addr, err)
-	}
-	if err := m.Verify(id); err != nil {
-		return nil, fmt.Errorf("manifest from %s: %w", addr, err)
-	}
-	return m, nil
-}
-
 // ManifestFromWire converts a wire manifest; Verify it before use.
 func ManifestFromWire(w *shoalv1.Manifest) (*chunkstore.Manifest, error) {
 	if w.GetChunkSize() == 0 || w.GetChunkSize() > chunkstore.MaxChunkSize || w.GetSize() > 1<<50 {
@@ -153,30 +53,6 @@ func ManifestFromWire(w *shoalv1.Manifest) (*chunkstore.Manifest, error) {
 		copy(m.Hashes[i][:], h)
 	}
 	return m, nil
-}
-
-// Discover returns up to limit holders not in exclude.
-func (r *Registry) Discover(ctx context.Context, exclude []string, limit int) ([]Source, error) {
-	resp, err := r.lookup(ctx, exclude, limit)
-	if err != nil {
-		return nil, err
-	}
-	r.mu.Lock()
-	m := r.m
-	r.mu.Unlock()
-	var out []Source
-	for _, p := range resp.GetPeers() {
-		cc, err := grpc.NewClient(p.GetAddress(), r.dialOptions()...)
-		if err != nil {
-			continue
-		}
-		partial := false
-		for _, f := range p.GetFiles() {
-			partial = partial || f.GetPartial()
-		}
-		out = append(out, &Peer{id: p.GetPeerId(), addr: p.GetAddress(), cc: cc, m: m, partial: partial})
-	}
-	return out, nil
 }
 
 // Peer is a gRPC peer serving one file. It satisfies HaveSource.

@@ -384,11 +384,24 @@ func (l *Leases) List() []ListedFile {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.sweepLocked(now)
+	// Which files each peer holds in part, built once: asking each
+	// holder's file list per file would cost files x holders x list length.
+	partial := map[string]map[chunkstore.ID]bool{}
+	for pid, e := range l.peers {
+		for _, f := range e.Files {
+			if f.Partial {
+				if partial[pid] == nil {
+					partial[pid] = map[chunkstore.ID]bool{}
+				}
+				partial[pid][f.ID] = true
+			}
+		}
+	}
 	out := make([]ListedFile, 0, len(l.files))
 	for id, h := range l.files {
 		lf := ListedFile{FileInfo: h.info}
 		for _, pid := range h.ids {
-			if l.partialLocked(pid, id) {
+			if partial[pid][id] {
 				lf.PartialHolders++
 			} else {
 				lf.Holders++
@@ -406,15 +419,6 @@ func (l *Leases) List() []ListedFile {
 		return slices.Compare(a.ID[:], b.ID[:])
 	})
 	return out
-}
-
-func (l *Leases) partialLocked(pid string, id chunkstore.ID) bool {
-	for _, f := range l.peers[pid].Files {
-		if f.ID == id {
-			return f.Partial
-		}
-	}
-	return false
 }
 
 // Snapshot returns up to max live entries and tombstones, a random sample

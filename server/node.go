@@ -207,7 +207,7 @@ func (n *Node) Run(ctx context.Context) error {
 			<-serveErr
 			return err
 		}
-		wg.Go(func() { n.store.Watch(ctx, n.cfg.RescanInterval) })
+		wg.Go(func() { n.store.Watch(ctx, n.cfg.RescanInterval, n.Reannounce) })
 	}
 	if n.cfg.Files != nil {
 		wg.Go(func() { n.selfAnnounce(ctx) })

@@ -2,7 +2,10 @@ package server
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/shoalnet/shoal/chunkstore"
@@ -83,13 +86,75 @@ func (r *RegistryService) Leave(_ context.Context, req *shoalv1.LeaveRequest) (*
 	return &shoalv1.LeaveResponse{}, nil
 }
 
-// ListFiles lists files with holder counts.
-func (r *RegistryService) ListFiles(context.Context, *shoalv1.ListFilesRequest) (*shoalv1.ListFilesResponse, error) {
+// maxListPage is the most files one ListFiles page holds: 1000 entries of
+// at most about 1.2 KiB each (a 1 KiB name), well under the 4 MiB limit.
+const maxListPage = 1000
+
+// ListFiles lists files with holder counts, one page at a time. The page
+// token is the last file's name and content id, so a listing goes on past
+// files that came or went between pages.
+func (r *RegistryService) ListFiles(_ context.Context, req *shoalv1.ListFilesRequest) (*shoalv1.ListFilesResponse, error) {
+	size := int(req.GetPageSize())
+	if size == 0 || size > maxListPage {
+		size = maxListPage
+	}
+	after, err := parsePageToken(req.GetPageToken())
+	if err != nil {
+		return nil, toStatus(err)
+	}
 	resp := &shoalv1.ListFilesResponse{}
-	for _, f := range r.leases.List() {
+	files := r.leases.List()
+	start, _ := slices.BinarySearchFunc(files, after, func(f ListedFile, a pageKey) int {
+		return a.compareTo(f.Name, f.ID)
+	})
+	if req.GetPageToken() != "" && start < len(files) && files[start].Name == after.name && files[start].ID == after.id {
+		start++
+	}
+	for _, f := range files[start:] {
+		if len(resp.Files) == size {
+			last := resp.Files[len(resp.Files)-1].GetFile()
+			resp.NextPageToken = pageToken(last.GetName(), last.GetContentId())
+			break
+		}
 		resp.Files = append(resp.Files, &shoalv1.ListedFile{File: fileToWire(f.FileInfo), Holders: uint32(f.Holders), PartialHolders: uint32(f.PartialHolders)})
 	}
 	return resp, nil
+}
+
+// pageKey is where a listing page starts: after this name and id.
+type pageKey struct {
+	name string
+	id   chunkstore.ID
+}
+
+// compareTo orders a listed file against the key: negative when the file
+// comes before it.
+func (a pageKey) compareTo(name string, id chunkstore.ID) int {
+	if c := strings.Compare(name, a.name); c != 0 {
+		return c
+	}
+	return slices.Compare(id[:], a.id[:])
+}
+
+// pageToken is the opaque token for the files after name and id.
+func pageToken(name, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(id + "/" + name))
+}
+
+func parsePageToken(tok string) (pageKey, error) {
+	if tok == "" {
+		return pageKey{}, nil
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(tok)
+	idText, name, ok := strings.Cut(string(raw), "/")
+	if err != nil || !ok {
+		return pageKey{}, fmt.Errorf("%w: malformed page token", errInvalid)
+	}
+	id, err := chunkstore.ParseID(idText)
+	if err != nil {
+		return pageKey{}, fmt.Errorf("%w: malformed page token", errInvalid)
+	}
+	return pageKey{name: name, id: id}, nil
 }
 
 // Exchange merges the caller's entries and answers with a sample of ours.

@@ -21,11 +21,18 @@ import (
 // address it prints.
 func startCluster(t *testing.T, dir string, peers string) string {
 	t.Helper()
+	return startClusterWith(t, dir, peers)
+}
+
+// startClusterWith is startCluster with extra flags.
+func startClusterWith(t *testing.T, dir string, peers string, extra ...string) string {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
+	args := append([]string{"cluster", "--peers", peers, "--dir", dir, "--listen", "127.0.0.1:0", "--log-level", "warn"}, extra...)
 	go func() {
-		done <- run(ctx, []string{"cluster", "--peers", peers, "--dir", dir, "--listen", "127.0.0.1:0", "--log-level", "warn"}, nil, pw, io.Discard)
+		done <- run(ctx, args, nil, pw, io.Discard)
 		pw.Close()
 	}()
 	t.Cleanup(func() {

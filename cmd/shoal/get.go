@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/shoalnet/shoal/chunkstore"
 	"github.com/shoalnet/shoal/client"
 	"github.com/shoalnet/shoal/internal/swarm"
 	"github.com/shoalnet/shoal/server"
@@ -89,21 +90,35 @@ func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
 	// Chunks arrive as short-lived 1 MiB buffers; a soft limit makes the
 	// collector reclaim them before the heap balloons to twice its size.
 	debug.SetMemoryLimit(64 << 20)
-	reg := &client.Registry{Target: target, Conn: cc, DialOptions: append(dial, client.TuningOptions()...)}
-	m, err := reg.Manifest(ctx)
-	if err != nil {
-		return getError(err)
-	}
-	out := outputPath(f.out, m.Name, m.ID.String())
-	cfg := client.Config{Peers: f.peers, Force: f.force, PageCache: f.cache, StallTimeout: f.stall, NoPeerTimeout: f.wait}
-	var rep *client.Report
-	if f.serve {
-		rep, err = serveWhileGetting(ctx, g, f, cfg, reg, out)
-	} else {
-		d := client.NewDownload(cfg, reg, out)
-		stop := showProgress(g, d, f.json, m.Size)
-		rep, err = d.Run(ctx)
-		stop()
+	var (
+		m   *chunkstore.Manifest
+		rep *client.Report
+		out string
+	)
+	// A name whose file is edited while it downloads names new contents:
+	// the download starts over on the new id, keeping the chunks of
+	// OUT.part that the new manifest shares with the old.
+	for attempt := 0; ; attempt++ {
+		reg := &client.Registry{Target: target, Conn: cc, DialOptions: append(dial, client.TuningOptions()...)}
+		m, err = reg.Manifest(ctx)
+		if err != nil {
+			return getError(err)
+		}
+		out = outputPath(f.out, m.Name, m.ID.String())
+		cfg := client.Config{Peers: f.peers, Force: f.force, PageCache: f.cache, StallTimeout: f.stall, NoPeerTimeout: f.wait}
+		if f.serve {
+			rep, err = serveWhileGetting(ctx, g, f, cfg, reg, out)
+		} else {
+			d := client.NewDownload(cfg, reg, out)
+			stop := showProgress(g, d, f.json, m.Size)
+			rep, err = d.Run(ctx)
+			stop()
+		}
+		var changed *client.NameChangedError
+		if !errors.As(err, &changed) || attempt == 2 {
+			break
+		}
+		fmt.Fprintf(g.stderr, "%s changed on the network; fetching %s\n", changed.Name, changed.New)
 	}
 	if f.json && rep != nil {
 		if err := printReport(g, rep); err != nil {
@@ -192,6 +207,8 @@ func getError(err error) error {
 		return codedError{exitNotFound, err}
 	case errors.Is(err, client.ErrExists):
 		return codedError{exitExists, err}
+	case errors.Is(err, client.ErrAmbiguous):
+		return usageError{err}
 	}
 	return err
 }

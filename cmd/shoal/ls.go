@@ -1,15 +1,13 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
 
-	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
+	"github.com/shoalnet/shoal/client"
 )
 
 func newLsCmd(g *globals) *cobra.Command {
@@ -31,16 +29,14 @@ func newLsCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer cc.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
-			defer cancel()
-			resp, err := shoalv1.NewRegistryServiceClient(cc).ListFiles(ctx, &shoalv1.ListFilesRequest{}, grpc.WaitForReady(false))
+			files, err := client.ListFiles(cmd.Context(), cc, 10*time.Second)
 			if err != nil {
-				return fmt.Errorf("list files at %s: %w", registry, describe(err))
+				return fmt.Errorf("%s: %w", registry, describe(err))
 			}
 			tw := tabwriter.NewWriter(g.stdout, 2, 8, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tSIZE\tHOLDERS\tPARTIAL\tCONTENT ID")
-			for _, f := range resp.GetFiles() {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", f.GetFile().GetName(), humanBytes(int64(f.GetFile().GetSize())), f.GetHolders(), f.GetPartialHolders(), f.GetFile().GetContentId())
+			for _, f := range files {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", f.Name, humanBytes(f.Size), f.Holders, f.PartialHolders, f.ID)
 			}
 			return tw.Flush()
 		},

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,6 +51,10 @@ type Config struct {
 	RegistryListen string
 	// Lease is the registry's lease; 0 is the default.
 	Lease time.Duration
+	// RescanInterval is how often Dir is rescanned for added, edited and
+	// removed files (a file seen changed while served is rescanned at
+	// once); 0 means 5 s.
+	RescanInterval time.Duration
 	// Logger receives the nodes' logs; nil discards.
 	Logger *slog.Logger
 	// Metrics, if set, counts every node in the process's metrics.
@@ -144,6 +149,20 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		case <-ctx.Done():
 			return fail(ctx.Err())
 		}
+	}
+	if c.Store != nil {
+		every := cfg.RescanInterval
+		if every <= 0 {
+			every = 5 * time.Second
+		}
+		peers := slices.Clone(c.Peers)
+		c.wg.Go(func() {
+			c.Store.Watch(ctx, every, func() {
+				for _, p := range peers {
+					p.Reannounce()
+				}
+			})
+		})
 	}
 	return c, nil
 }

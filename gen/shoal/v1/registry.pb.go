@@ -544,7 +544,13 @@ func (*LeaveResponse) Descriptor() ([]byte, []int) {
 
 // ListFilesRequest asks for the files the network holds.
 type ListFilesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Page_size is the most files to return; 0 means the server's default
+	// (1000), and the server never returns more than its maximum (1000).
+	PageSize uint32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Page_token continues a listing: the next_page_token of the previous
+	// response; empty starts from the first file.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -579,11 +585,28 @@ func (*ListFilesRequest) Descriptor() ([]byte, []int) {
 	return file_shoal_v1_registry_proto_rawDescGZIP(), []int{8}
 }
 
-// ListFilesResponse lists files with their holder counts.
+func (x *ListFilesRequest) GetPageSize() uint32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListFilesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListFilesResponse lists files with their holder counts, one page at a
+// time, so a listing of any length fits the message limit.
 type ListFilesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Files are the files known, sorted by name then content id.
-	Files         []*ListedFile `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`
+	Files []*ListedFile `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`
+	// Next_page_token asks for the files after these; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -623,6 +646,13 @@ func (x *ListFilesResponse) GetFiles() []*ListedFile {
 		return x.Files
 	}
 	return nil
+}
+
+func (x *ListFilesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // ListedFile is one file with its holder count.
@@ -891,10 +921,14 @@ const file_shoal_v1_registry_proto_rawDesc = "" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x16\n" +
 	"\x06secret\x18\x03 \x01(\tR\x06secret\"\x0f\n" +
-	"\rLeaveResponse\"\x12\n" +
-	"\x10ListFilesRequest\"?\n" +
+	"\rLeaveResponse\"N\n" +
+	"\x10ListFilesRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\rR\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"g\n" +
 	"\x11ListFilesResponse\x12*\n" +
-	"\x05files\x18\x01 \x03(\v2\x14.shoal.v1.ListedFileR\x05files\"w\n" +
+	"\x05files\x18\x01 \x03(\v2\x14.shoal.v1.ListedFileR\x05files\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"w\n" +
 	"\n" +
 	"ListedFile\x12&\n" +
 	"\x04file\x18\x01 \x01(\v2\x12.shoal.v1.FileInfoR\x04file\x12\x18\n" +

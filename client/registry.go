@@ -1,0 +1,277 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/shoalnet/shoal/chunkstore"
+	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
+)
+
+// Registry finds a file through a shoal registry and fetches it from gRPC
+// peers. It satisfies Discoverer.
+type Registry struct {
+	// Target is the file: a content id, or a name the registry knows.
+	Target string
+	// Conn reaches the registry.
+	Conn grpc.ClientConnInterface
+	// DialOptions reach the peers; nil means DialOptions().
+	DialOptions []grpc.DialOption
+	// CallTimeout bounds each registry call and each manifest fetch.
+	// Default 10 s.
+	CallTimeout time.Duration
+
+	mu sync.Mutex
+	m  *chunkstore.Manifest // set by Manifest; guarded by mu
+}
+
+// Manifest phase limits: holders asked at once, and holders asked in all
+// before the phase gives up.
+const (
+	manifestHedge = 3
+	manifestTries = 24
+)
+
+func (r *Registry) callTimeout() time.Duration {
+	if r.CallTimeout > 0 {
+		return r.CallTimeout
+	}
+	return 10 * time.Second
+}
+
+// lookup asks the registry for the file named by req's File and up to
+// limit peers.
+func (r *Registry) lookup(ctx context.Context, file string, exclude []string, limit int) (*shoalv1.LookupResponse, error) {
+	req := &shoalv1.LookupRequest{Limit: uint32(limit), Exclude: exclude}
+	if _, err := chunkstore.ParseID(file); err == nil {
+		req.File = &shoalv1.LookupRequest_ContentId{ContentId: file}
+	} else {
+		req.File = &shoalv1.LookupRequest_Name{Name: file}
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.callTimeout())
+	defer cancel()
+	resp, err := shoalv1.NewRegistryServiceClient(r.Conn).Lookup(ctx, req)
+	if err != nil {
+		return nil, fromStatus("registry lookup", err)
+	}
+	return resp, nil
+}
+
+// target is what lookups ask for: the content id once the manifest is
+// known, else Target.
+func (r *Registry) target() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m != nil {
+		return r.m.ID.String()
+	}
+	return r.Target
+}
+
+// Manifest looks the file up and fetches its manifest from its holders,
+// accepting the first that hashes to the content id. It asks
+// manifestHedge holders at once, each within CallTimeout, and draws more
+// from the registry while those fail, so junk or silent holders cost one
+// timeout at most, not one each. The manifest is kept: later calls return
+// it without asking again.
+func (r *Registry) Manifest(ctx context.Context) (*chunkstore.Manifest, error) {
+	r.mu.Lock()
+	m := r.m
+	r.mu.Unlock()
+	if m != nil {
+		return m, nil
+	}
+	resp, err := r.lookup(ctx, r.Target, nil, manifestHedge)
+	if err != nil {
+		return nil, err
+	}
+	id, err := chunkstore.ParseID(resp.GetFile().GetContentId())
+	if err != nil {
+		return nil, fmt.Errorf("registry answered a bad content id: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type answer struct {
+		addr string
+		m    *chunkstore.Manifest
+		err  error
+	}
+	answers := make(chan answer)
+	var (
+		wg      sync.WaitGroup
+		asked   []string
+		pending int
+		errs    []error
+	)
+	defer wg.Wait()
+	defer cancel()
+	ask := func(peers []*shoalv1.PeerInfo) {
+		for _, p := range peers {
+			if len(asked) >= manifestTries {
+				return
+			}
+			asked = append(asked, p.GetPeerId())
+			pending++
+			addr := p.GetAddress()
+			wg.Go(func() {
+				m, err := r.fetchManifest(ctx, addr, id)
+				select {
+				case answers <- answer{addr, m, err}:
+				case <-ctx.Done():
+				}
+			})
+		}
+	}
+	ask(resp.GetPeers())
+	for pending > 0 {
+		var a answer
+		select {
+		case a = <-answers:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		pending--
+		if a.err == nil {
+			r.mu.Lock()
+			r.m = a.m
+			r.mu.Unlock()
+			return a.m, nil
+		}
+		errs = append(errs, a.err)
+		if pending < manifestHedge && len(asked) < manifestTries {
+			if more, err := r.lookup(ctx, id.String(), asked, manifestHedge-pending); err == nil {
+				ask(more.GetPeers())
+			}
+		}
+	}
+	if len(errs) == 0 {
+		return nil, fmt.Errorf("%s: %w", id, ErrNoPeers)
+	}
+	if len(errs) > 3 {
+		errs = append(errs[:3], fmt.Errorf("and %d more", len(errs)-3))
+	}
+	return nil, fmt.Errorf("%w: none of %d holders gave a valid manifest for %s: %w", ErrNoPeers, len(asked), id, errors.Join(errs...))
+}
+
+func (r *Registry) dialOptions() []grpc.DialOption {
+	if r.DialOptions != nil {
+		return r.DialOptions
+	}
+	return DialOptions()
+}
+
+func (r *Registry) fetchManifest(ctx context.Context, addr string, id chunkstore.ID) (*chunkstore.Manifest, error) {
+	cc, err := grpc.NewClient(addr, r.dialOptions()...)
+	if err != nil {
+		return nil, fmt.Errorf("manifest from %s: %w: %w", addr, ErrUnreachable, err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(ctx, r.callTimeout())
+	defer cancel()
+	resp, err := shoalv1.NewPeerServiceClient(cc).GetManifest(ctx, &shoalv1.GetManifestRequest{File: &shoalv1.GetManifestRequest_ContentId{ContentId: id.String()}})
+	if err != nil {
+		return nil, fromStatus("manifest from "+addr, err)
+	}
+	m, err := ManifestFromWire(resp.GetManifest())
+	if err != nil {
+		return nil, fmt.Errorf("manifest from %s: %w: %w", addr, ErrProtocol, err)
+	}
+	if err := m.Verify(id); err != nil {
+		return nil, fmt.Errorf("manifest from %s: %w: %w", addr, ErrProtocol, err)
+	}
+	return m, nil
+}
+
+// Discover returns up to limit holders not in exclude. When the registry
+// no longer knows the content id and Target is a name that now names
+// other contents, it fails with a NameChangedError.
+func (r *Registry) Discover(ctx context.Context, exclude []string, limit int) ([]Source, error) {
+	resp, err := r.lookup(ctx, r.target(), exclude, limit)
+	if errors.Is(err, ErrNotFound) {
+		if changed := r.renamed(ctx); changed != nil {
+			return nil, changed
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	m := r.m
+	r.mu.Unlock()
+	var out []Source
+	for _, p := range resp.GetPeers() {
+		cc, err := grpc.NewClient(p.GetAddress(), r.dialOptions()...)
+		if err != nil {
+			continue
+		}
+		partial := false
+		for _, f := range p.GetFiles() {
+			partial = partial || f.GetPartial()
+		}
+		out = append(out, &Peer{id: p.GetPeerId(), addr: p.GetAddress(), cc: cc, m: m, partial: partial})
+	}
+	return out, nil
+}
+
+// renamed checks whether Target, a name, now names another content id.
+func (r *Registry) renamed(ctx context.Context) error {
+	r.mu.Lock()
+	m := r.m
+	r.mu.Unlock()
+	if m == nil {
+		return nil
+	}
+	if _, err := chunkstore.ParseID(r.Target); err == nil {
+		return nil // asked by id: an id never changes
+	}
+	resp, err := r.lookup(ctx, r.Target, nil, 0)
+	if err != nil {
+		return nil
+	}
+	now, err := chunkstore.ParseID(resp.GetFile().GetContentId())
+	if err != nil || now == m.ID {
+		return nil
+	}
+	return &NameChangedError{Name: r.Target, Old: m.ID, New: now}
+}
+
+// ListedFile is one file the registry knows, with its holder counts.
+type ListedFile struct {
+	Name           string
+	ID             string // content id, text form
+	Size           int64
+	Holders        int // live peers holding all of it
+	PartialHolders int // live peers holding part of it
+}
+
+// ListFiles lists every file a registry knows, following its pages; each
+// page is one call within timeout.
+func ListFiles(ctx context.Context, conn grpc.ClientConnInterface, timeout time.Duration) ([]ListedFile, error) {
+	var (
+		out []ListedFile
+		tok string
+	)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		resp, err := shoalv1.NewRegistryServiceClient(conn).ListFiles(cctx, &shoalv1.ListFilesRequest{PageToken: tok}, grpc.WaitForReady(false))
+		cancel()
+		if err != nil {
+			return nil, fromStatus("list files", err)
+		}
+		for _, f := range resp.GetFiles() {
+			out = append(out, ListedFile{
+				Name: f.GetFile().GetName(), ID: f.GetFile().GetContentId(), Size: int64(f.GetFile().GetSize()),
+				Holders: int(f.GetHolders()), PartialHolders: int(f.GetPartialHolders()),
+			})
+		}
+		tok = resp.GetNextPageToken()
+		if tok == "" || len(resp.GetFiles()) == 0 {
+			return out, nil
+		}
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -164,19 +163,6 @@ func TestCourseGrading(t *testing.T) {
 	if line, err := r.ReadString('\n'); err != nil || !strings.Contains(line, "Failure") {
 		t.Fatalf("wrong checksum: %q, %v", line, err)
 	}
-}
-
-func TestCommonPythonClientAgainstServer(t *testing.T) {
-	s := startCourse(t, course.ServerConfig{Mode: course.Testing, TimeScale: 0.02, GradingPort: -1})
-	out := filepath.Join(t.TempDir(), "py.jpg")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	tr := s.TrackerAddr()
-	cmd := exec.CommandContext(ctx, "/usr/bin/python3", "../../course/testdata/common_client.py", tr.Addr().String(), fmt.Sprint(tr.Port()), "redsox.jpg", out)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("python client: %v\n%s", err, b)
-	}
-	sameAs(t, out, "redsox.jpg")
 }
 
 // connCount counts sources with a connection possibly open: from their

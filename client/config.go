@@ -79,7 +79,7 @@ type Config struct {
 	// page-cache writes either way.
 	PageCache bool
 	// OpenPart opens the partial file; tests inject failures. Default
-	// os.OpenFile(path, O_RDWR|O_CREATE, 0o644).
+	// os.OpenFile(path, O_RDWR|O_CREATE|O_NOFOLLOW, 0o644).
 	OpenPart func(path string) (PartFile, error)
 }
 
@@ -127,7 +127,7 @@ func (c Config) withDefaults() Config {
 		c.WritebackEvery = 64 << 20
 	}
 	if c.OpenPart == nil {
-		c.OpenPart = func(p string) (PartFile, error) { return os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644) }
+		c.OpenPart = func(p string) (PartFile, error) { return os.OpenFile(p, partFlags, 0o644) }
 	}
 	return c
 }

@@ -21,6 +21,7 @@ type output struct {
 	cfg        Config
 	mu         sync.Mutex // guards f against close while serving
 	f          PartFile
+	unlock     func() // releases the lock on the part file; guarded by mu
 	have       []bool                       // chunks already verified in the part file
 	resumed    int64                        // their bytes
 	already    bool                         // OUT already holds exactly this file
@@ -37,6 +38,9 @@ func openOutput(ctx context.Context, path string, m *chunkstore.Manifest, cfg Co
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("output folder %s does not exist", dir)
 	}
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		return nil, fmt.Errorf("%s is a symbolic link: shoal never writes through one; remove it or choose another -o", path)
+	}
 	if fi, err := os.Stat(path); err == nil {
 		if !fi.Mode().IsRegular() {
 			return nil, fmt.Errorf("%s exists and is not a regular file", path)
@@ -49,8 +53,14 @@ func openOutput(ctx context.Context, path string, m *chunkstore.Manifest, cfg Co
 			return nil, fmt.Errorf("%s: %w (use --force to replace it)", path, ErrExists)
 		}
 	}
+	unlock, err := lockPart(o.part)
+	if err != nil {
+		return nil, err
+	}
+	o.unlock = unlock
 	f, err := cfg.OpenPart(o.part)
 	if err != nil {
+		unlock()
 		return nil, fmt.Errorf("open %s: %w", o.part, err)
 	}
 	o.f = f
@@ -59,6 +69,7 @@ func openOutput(ctx context.Context, path string, m *chunkstore.Manifest, cfg Co
 	}
 	if err := f.Truncate(m.Size); err != nil {
 		f.Close()
+		unlock()
 		return nil, fmt.Errorf("size %s: %w", o.part, err)
 	}
 	if !cfg.PageCache {
@@ -242,6 +253,10 @@ func (o *output) close() {
 	if o.f != nil {
 		o.f.Close()
 		o.f = nil
+	}
+	if o.unlock != nil {
+		o.unlock()
+		o.unlock = nil
 	}
 }
 

@@ -2,8 +2,11 @@ package client
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"strings"
 	"sync"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -72,7 +75,7 @@ func openDirect(f PartFile, path string, chunkSize int) *directWriter {
 	if _, ok := f.(*os.File); !ok || chunkSize%directAlign != 0 {
 		return nil
 	}
-	df, err := os.OpenFile(path, os.O_WRONLY|unix.O_DIRECT, 0)
+	df, err := os.OpenFile(path, os.O_WRONLY|unix.O_DIRECT|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return nil
 	}
@@ -109,3 +112,55 @@ func (w *directWriter) write(pieces [][]byte, off int64) (ok bool, err error) {
 }
 
 func (w *directWriter) close() error { return w.f.Close() }
+
+// partFlags open the part file: never through a symbolic link.
+const partFlags = os.O_RDWR | os.O_CREATE | unix.O_NOFOLLOW
+
+// lockPart takes an exclusive lock on the part file at path (creating
+// it), so that one download at a time writes an output. The returned
+// function releases it. A lock held elsewhere is ErrBusyOutput, naming the
+// process that holds it where /proc/locks tells.
+func lockPart(path string) (func(), error) {
+	f, err := os.OpenFile(path, partFlags, 0o644)
+	if err != nil {
+		if errors.Is(err, unix.ELOOP) {
+			return nil, fmt.Errorf("%s is a symbolic link: shoal never writes through one; remove it", path)
+		}
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		holder := lockHolder(f)
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%s: %w%s", path, ErrBusyOutput, holder)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// lockHolder names the process holding a flock on f, as " (pid N)", or ""
+// when /proc/locks does not say.
+func lockHolder(f *os.File) string {
+	fi, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return ""
+	}
+	b, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		return ""
+	}
+	suffix := fmt.Sprintf(":%d", st.Ino)
+	for _, line := range strings.Split(string(b), "\n") {
+		// "1: FLOCK  ADVISORY  WRITE 12345 fd:01:1234567 0 EOF"
+		fields := strings.Fields(line)
+		if len(fields) >= 6 && fields[1] == "FLOCK" && strings.HasSuffix(fields[5], suffix) {
+			return fmt.Sprintf(" (pid %s)", fields[4])
+		}
+	}
+	return ""
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -203,6 +204,19 @@ func fromStatus(what string, err error) error {
 		msg = sentinel.Error() + ": " + msg
 	}
 	return wrapped{text: what + ": " + msg, err: sentinel}
+}
+
+// callError is fromStatus for a call made with a deadline of timeout
+// under ctx: an expired deadline says there was no reply in time, and a
+// server that answers in plain HTTP says it is not a gRPC server.
+func callError(ctx context.Context, what string, err error, timeout time.Duration) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %w: no reply within %v", what, ErrUnreachable, timeout)
+	}
+	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable && strings.Contains(st.Message(), "frame too large") {
+		return fmt.Errorf("%s: %w: not a gRPC server (it answered in plain HTTP/1)", what, ErrUnreachable)
+	}
+	return fromStatus(what, err)
 }
 
 // wrapped is an error whose text already says what err says.

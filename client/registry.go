@@ -57,7 +57,7 @@ func (r *Registry) lookup(ctx context.Context, file string, exclude []string, li
 	defer cancel()
 	resp, err := shoalv1.NewRegistryServiceClient(r.Conn).Lookup(ctx, req)
 	if err != nil {
-		return nil, fromStatus("registry lookup", err)
+		return nil, callError(ctx, "registry lookup", err, r.callTimeout())
 	}
 	return resp, nil
 }
@@ -175,7 +175,7 @@ func (r *Registry) fetchManifest(ctx context.Context, addr string, id chunkstore
 	defer cancel()
 	resp, err := shoalv1.NewPeerServiceClient(cc).GetManifest(ctx, &shoalv1.GetManifestRequest{File: &shoalv1.GetManifestRequest_ContentId{ContentId: id.String()}})
 	if err != nil {
-		return nil, fromStatus("manifest from "+addr, err)
+		return nil, callError(ctx, "manifest from "+addr, err, r.callTimeout())
 	}
 	m, err := ManifestFromWire(resp.GetManifest())
 	if err != nil {
@@ -259,10 +259,12 @@ func ListFiles(ctx context.Context, conn grpc.ClientConnInterface, timeout time.
 	for {
 		cctx, cancel := context.WithTimeout(ctx, timeout)
 		resp, err := shoalv1.NewRegistryServiceClient(conn).ListFiles(cctx, &shoalv1.ListFilesRequest{PageToken: tok}, grpc.WaitForReady(false))
-		cancel()
 		if err != nil {
-			return nil, fromStatus("list files", err)
+			err = callError(cctx, "list files", err, timeout)
+			cancel()
+			return nil, err
 		}
+		cancel()
 		for _, f := range resp.GetFiles() {
 			out = append(out, ListedFile{
 				Name: f.GetFile().GetName(), ID: f.GetFile().GetContentId(), Size: int64(f.GetFile().GetSize()),

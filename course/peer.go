@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/shoalnet/shoal/chunkstore"
@@ -364,11 +365,13 @@ func (t *Tracker) init() {
 
 // Query asks the tracker once: it resends after each receive timeout,
 // keeping Spacing between sends, until an answer or ctx ends. A dropped
-// reply never hangs it.
-func (t *Tracker) Query(ctx context.Context) (TrackerReply, error) {
+// reply never hangs it. It returns when it last sent, so the next query
+// keeps Spacing from that send.
+func (t *Tracker) Query(ctx context.Context) (TrackerReply, time.Time, error) {
+	var sent time.Time
 	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(t.Addr))
 	if err != nil {
-		return TrackerReply{}, err
+		return TrackerReply{}, sent, err
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
@@ -376,33 +379,47 @@ func (t *Tracker) Query(ctx context.Context) (TrackerReply, error) {
 	buf := make([]byte, 4096)
 	req := []byte(Request{Name: t.Name, Kind: KindTorrent}.String() + "\n")
 	for {
-		sent := time.Now()
+		sent = time.Now()
+		conn.SetWriteDeadline(sent.Add(t.Spacing))
 		if _, err := conn.Write(req); err != nil {
-			return TrackerReply{}, err
+			return TrackerReply{}, sent, err
 		}
 		conn.SetReadDeadline(sent.Add(t.Spacing)) // a dropped or rate-limited query: ask again
 		n, err := conn.Read(buf)
 		if err == nil {
-			return ParseTrackerReply(buf[:n])
+			tr, err := ParseTrackerReply(buf[:n])
+			return tr, sent, err
 		}
 		if ctx.Err() != nil {
-			return TrackerReply{}, ctx.Err()
+			return TrackerReply{}, sent, ctx.Err()
 		}
 		var ne net.Error
 		if !errors.As(err, &ne) || !ne.Timeout() {
-			return TrackerReply{}, err
+			return TrackerReply{}, sent, err
 		}
 	}
 }
 
-// Run queries the tracker every Spacing until ctx ends or the tracker
-// says the file does not exist.
+// maxRefusals is how many refused queries in a row make the tracker
+// down: a refusal (ICMP port unreachable) is an answer, not a loss.
+const maxRefusals = 3
+
+// refusedRetry is the wait before asking again after a refusal.
+const refusedRetry = 200 * time.Millisecond
+
+// Run queries the tracker every Spacing, counted from the last send,
+// until ctx ends or the tracker says the file does not exist.
 func (t *Tracker) Run(ctx context.Context) {
 	t.init()
 	first := true
+	refusals := 0
 	for ctx.Err() == nil {
-		start := time.Now()
-		tr, err := t.Query(ctx)
+		tr, sent, err := t.Query(ctx)
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			refusals++
+		} else {
+			refusals = 0
+		}
 		t.mu.Lock()
 		if ctx.Err() == nil {
 			t.err = err
@@ -419,14 +436,21 @@ func (t *Tracker) Run(ctx context.Context) {
 			t.grow = make(chan struct{})
 		}
 		t.mu.Unlock()
-		if first && (err == nil || errors.Is(err, ErrBadFormat) || ctx.Err() != nil) {
+		if first && (err == nil || errors.Is(err, ErrBadFormat) || refusals >= maxRefusals || ctx.Err() != nil) {
 			close(t.ready)
 			first = false
 		}
 		if errors.Is(err, ErrBadFormat) {
 			return
 		}
-		timer := time.NewTimer(time.Until(start.Add(t.Spacing)))
+		if sent.IsZero() {
+			sent = time.Now()
+		}
+		wait := time.Until(sent.Add(t.Spacing))
+		if refusals > 0 {
+			wait = refusedRetry // a refused query never reached the tracker's rate limit
+		}
+		timer := time.NewTimer(wait)
 		select {
 		case <-timer.C:
 		case <-ctx.Done():
@@ -442,6 +466,9 @@ const trackerPatience = 3
 
 // ErrNoAnswer means the tracker never answered.
 var ErrNoAnswer = errors.New("no answer")
+
+// ErrRefused means nothing listens at the tracker's address.
+var ErrRefused = errors.New("refused")
 
 // Manifest waits for the tracker's first answer and describes the file as
 // 10000-byte blocks without hashes: the protocol carries none, so blocks
@@ -462,6 +489,9 @@ func (t *Tracker) Manifest(ctx context.Context) (*chunkstore.Manifest, error) {
 	if t.err != nil {
 		if errors.Is(t.err, ErrBadFormat) {
 			return nil, fmt.Errorf("tracker %s does not know %s: %w", t.Addr, t.Name, chunkstore.ErrNotFound)
+		}
+		if errors.Is(t.err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("%w: tracker %s refused the query (nothing listens on that UDP port)", ErrRefused, t.Addr)
 		}
 		return nil, fmt.Errorf("tracker %s: %s: %w", t.Addr, t.Name, t.err)
 	}

@@ -105,7 +105,7 @@ func Announce(ctx context.Context, cfg AnnouncerConfig) {
 			if cfg.SkipLeave != nil && cfg.SkipLeave() {
 				return
 			}
-			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 			_, _ = rc.Leave(lctx, &shoalv1.LeaveRequest{PeerId: last.ID, Address: last.Addr, Secret: secret})
 			cancel()
 			return

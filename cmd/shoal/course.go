@@ -146,7 +146,7 @@ func newCourseGetCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&srv, "server", "", "client-server mode: fetch the whole file from this peer, host:port")
 	cmd.Flags().StringVarP(&out, "output", "o", "", "where to write the file; a folder gets FILE inside it (default: the current folder)")
 	cmd.Flags().IntVar(&conns, "conns", 5, "TCP connections at once, at most 5 (the server evicts a 6th)")
-	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "per tracker query and per block")
+	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "longest wait for any reply: a tracker query, a block, a pause in --server's stream, the grader")
 	cmd.Flags().BoolVar(&stream, "stream", true, "one connection reads the whole file from its start as one request (the others take blocks from the end); false: block requests only")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON summary on stdout (per connection: bytes, blocks, why it ended)")
 	cmd.Flags().StringVar(&iam, "iam", "", "grading flow: your id (digits)")
@@ -187,7 +187,21 @@ func courseSwarm(ctx context.Context, tracker netip.AddrPort, name, out string, 
 	return d.Run(ctx)
 }
 
-// courseWhole fetches a whole file from one peer: "GET FILE".
+// idleReader reads from r, giving the connection c a new read deadline
+// before each read: a peer may be slow, but not silent for timeout.
+type idleReader struct {
+	c       net.Conn
+	r       io.Reader
+	timeout time.Duration
+}
+
+func (i idleReader) Read(p []byte) (int, error) {
+	i.c.SetReadDeadline(time.Now().Add(i.timeout))
+	return i.r.Read(p)
+}
+
+// courseWhole fetches a whole file from one peer: "GET FILE". The peer
+// may take timeout to start and may pause up to timeout between reads.
 func courseWhole(ctx context.Context, g *globals, addr netip.AddrPort, name, out string, timeout time.Duration) error {
 	d := net.Dialer{Timeout: timeout}
 	c, err := d.DialContext(ctx, "tcp", addr.String())
@@ -197,10 +211,11 @@ func courseWhole(ctx context.Context, g *globals, addr netip.AddrPort, name, out
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
 	defer stop()
+	c.SetDeadline(time.Now().Add(timeout))
 	if _, err := io.WriteString(c, course.Request{Name: name, Kind: course.KindWhole}.String()+"\n"); err != nil {
-		return err
+		return fmt.Errorf("%s: %w", addr, err)
 	}
-	r := bufio.NewReader(c)
+	r := bufio.NewReader(idleReader{c, c, timeout})
 	h, err := course.ReadHeader(r)
 	if err != nil {
 		return fmt.Errorf("%s: %w", addr, err)
@@ -231,52 +246,38 @@ func courseWhole(ctx context.Context, g *globals, addr netip.AddrPort, name, out
 	return nil
 }
 
+// unreadable reports whether the reference grader cannot read a checksum:
+// its request pattern never matches 0x0D (but strips it at the end) or
+// 0x85, and a newline ends the answer early. Such an answer gets no
+// verdict, or a wrong one: the client asks for a new challenge instead.
+func unreadable(sum [4]byte) bool {
+	for _, b := range sum {
+		if b == '\n' || b == '\r' || b == 0x85 {
+			return true
+		}
+	}
+	return false
+}
+
+// graderTries is how many challenges the grading flow asks for before it
+// gives up on checksums the grader cannot read (each try has about a 3%
+// chance of one).
+const graderTries = 5
+
 // courseGrade runs the grading flow: IAM, download the scrambled copy,
-// answer its 4-byte XOR checksum, print the verdict.
+// answer its 4-byte XOR checksum, print the verdict. Every reply of the
+// grader is awaited for at most timeout, and Ctrl-C cuts any wait.
 func courseGrade(ctx context.Context, g *globals, tracker netip.AddrPort, grader, id string, o swarmOptions) error {
 	if grader == "" {
 		return usageError{errors.New("--grader is required with --iam")}
 	}
-	for attempt := 0; attempt < 5; attempt++ {
-		c, err := (&net.Dialer{Timeout: o.timeout}).DialContext(ctx, "tcp", grader)
+	for attempt := 0; attempt < graderTries; attempt++ {
+		verdict, retry, err := gradeOnce(ctx, tracker, grader, id, o)
 		if err != nil {
 			return err
 		}
-		defer c.Close()
-		fmt.Fprintf(c, "IAM %s\n", id)
-		r := bufio.NewReader(c)
-		line, err := r.ReadString('\n')
-		if err != nil {
-			return fmt.Errorf("grader: %w", err)
-		}
-		name, _, ok := strings.Cut(line, " : ")
-		if !ok || !strings.HasPrefix(name, id+"_") {
-			return fmt.Errorf("grader said %q", strings.TrimSpace(line))
-		}
-		dir, err := os.MkdirTemp("", "shoal-grade-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		out := filepath.Join(dir, name)
-		if _, err := courseSwarm(ctx, tracker, name, out, o); err != nil {
-			return err
-		}
-		data, err := os.ReadFile(out)
-		if err != nil {
-			return err
-		}
-		sum := course.Checksum(data)
-		if strings.IndexByte(string(sum[:]), '\n') >= 0 {
-			c.Close()
-			continue // a checksum with a newline cannot be sent: IAM again
-		}
-		if _, err := c.Write(append(sum[:], '\n')); err != nil {
-			return err
-		}
-		verdict, err := r.ReadString('\n')
-		if err != nil {
-			return fmt.Errorf("grader: %w", err)
+		if retry {
+			continue
 		}
 		fmt.Fprint(g.stdout, verdict)
 		if !strings.Contains(verdict, "Success") {
@@ -284,7 +285,70 @@ func courseGrade(ctx context.Context, g *globals, tracker netip.AddrPort, grader
 		}
 		return nil
 	}
-	return errors.New("five checksums in a row held a newline byte")
+	return fmt.Errorf("%d checksums in a row held a byte the grader cannot read (0x0a, 0x0d or 0x85)", graderTries)
+}
+
+// gradeOnce runs one challenge; retry means its checksum cannot be sent.
+func gradeOnce(ctx context.Context, tracker netip.AddrPort, grader, id string, o swarmOptions) (verdict string, retry bool, err error) {
+	c, err := (&net.Dialer{Timeout: o.timeout}).DialContext(ctx, "tcp", grader)
+	if err != nil {
+		return "", false, fmt.Errorf("grader: %w", err)
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
+	c.SetDeadline(time.Now().Add(o.timeout))
+	if _, err := fmt.Fprintf(c, "IAM %s\n", id); err != nil {
+		return "", false, fmt.Errorf("grader: %w", err)
+	}
+	r := bufio.NewReader(c)
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return "", false, graderError(ctx, err, o.timeout)
+	}
+	name, _, ok := strings.Cut(line, " : ")
+	if !ok || !strings.HasPrefix(name, id+"_") {
+		return "", false, fmt.Errorf("grader said %q", strings.TrimSpace(line))
+	}
+	dir, err := os.MkdirTemp("", "shoal-grade-")
+	if err != nil {
+		return "", false, err
+	}
+	defer os.RemoveAll(dir)
+	out := filepath.Join(dir, name)
+	c.SetDeadline(time.Time{}) // the download takes what it takes; it has its own deadlines
+	if _, err := courseSwarm(ctx, tracker, name, out, o); err != nil {
+		return "", false, err
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		return "", false, err
+	}
+	sum := course.Checksum(data)
+	if unreadable(sum) {
+		return "", true, nil
+	}
+	c.SetDeadline(time.Now().Add(o.timeout))
+	if _, err := c.Write(append(sum[:], '\n')); err != nil {
+		return "", false, fmt.Errorf("grader: %w", err)
+	}
+	verdict, err = r.ReadString('\n')
+	if err != nil {
+		return "", false, graderError(ctx, err, o.timeout)
+	}
+	return verdict, false, nil
+}
+
+// graderError says why a grader reply did not come.
+func graderError(ctx context.Context, err error, timeout time.Duration) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("grader: no reply within %v (--timeout)", timeout)
+	}
+	return fmt.Errorf("grader: %w", err)
 }
 
 func newCourseServeCmd(g *globals) *cobra.Command {

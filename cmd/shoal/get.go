@@ -36,6 +36,7 @@ type getFlags struct {
 	listen   string
 	seedFor  time.Duration
 	rate     int64
+	timeout  time.Duration
 }
 
 func newGetCmd(g *globals) *cobra.Command {
@@ -69,6 +70,7 @@ Run the same command again after a crash or Ctrl-C to resume.`,
 	cmd.Flags().BoolVar(&f.json, "json", false, "print a JSON summary on stdout instead of a progress bar")
 	cmd.Flags().DurationVar(&f.stall, "stall-timeout", 20*time.Second, "drop a peer that sends nothing for this long")
 	cmd.Flags().DurationVar(&f.wait, "no-peer-timeout", 15*time.Second, "give up when no peer has worked for this long")
+	cmd.Flags().DurationVar(&f.timeout, "timeout", 10*time.Second, "longest wait for the registry's reply, or a peer's manifest")
 	f.conn.register(cmd, false)
 	cmd.Flags().BoolVar(&f.serve, "serve", false, "serve verified chunks to other peers while downloading, and seed afterwards")
 	cmd.Flags().StringVar(&f.listen, "listen", "127.0.0.1:0", "with --serve: address to serve on (port 0 picks a free one)")
@@ -99,7 +101,7 @@ func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
 	// the download starts over on the new id, keeping the chunks of
 	// OUT.part that the new manifest shares with the old.
 	for attempt := 0; ; attempt++ {
-		reg := &client.Registry{Target: target, Conn: cc, DialOptions: append(dial, client.TuningOptions()...)}
+		reg := &client.Registry{Target: target, Conn: cc, DialOptions: append(dial, client.TuningOptions()...), CallTimeout: f.timeout}
 		m, err = reg.Manifest(ctx)
 		if err != nil {
 			return getError(err)

@@ -14,6 +14,7 @@ func newLsCmd(g *globals) *cobra.Command {
 	var (
 		registry string
 		conn     connFlags
+		timeout  time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:     "ls",
@@ -29,7 +30,7 @@ func newLsCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer cc.Close()
-			files, err := client.ListFiles(cmd.Context(), cc, 10*time.Second)
+			files, err := client.ListFiles(cmd.Context(), cc, timeout)
 			if err != nil {
 				return fmt.Errorf("%s: %w", registry, describe(err))
 			}
@@ -42,6 +43,7 @@ func newLsCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&registry, "registry", envOr("SHOAL_REGISTRY", ""), "registry to ask, host:port (default $SHOAL_REGISTRY)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "longest wait for the registry's reply")
 	conn.register(cmd, false)
 	return cmd
 }

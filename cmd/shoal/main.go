@@ -15,8 +15,13 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	interrupted := ctx.Err() != nil
 	stop()
-	os.Exit(exitCode(err, os.Stderr))
+	code := exitCode(err, os.Stderr)
+	if interrupted {
+		code = exitCanceled // whatever the command made of it, even a server's clean stop
+	}
+	os.Exit(code)
 }
 
 // run executes one shoal command line.

@@ -21,7 +21,7 @@ type output struct {
 	cfg        Config
 	mu         sync.Mutex // guards f against close while serving
 	f          PartFile
-	unlock     func() // releases the lock on the part file; guarded by mu
+	unlock     func()                       // releases the lock on the part file; guarded by mu
 	have       []bool                       // chunks already verified in the part file
 	resumed    int64                        // their bytes
 	already    bool                         // OUT already holds exactly this file

@@ -26,10 +26,10 @@ type Report struct {
 
 // PeerReport is one peer's part in a download.
 type PeerReport struct {
-	ID      string `json:"id"`
-	Addr    string `json:"addr"`
-	Bytes   int64  `json:"bytes"`
-	Chunks  int    `json:"chunks"`
+	ID     string `json:"id"`
+	Addr   string `json:"addr"`
+	Bytes  int64  `json:"bytes"`
+	Chunks int    `json:"chunks"`
 	// Dropped says why the peer was dropped; empty if it was not.
 	Dropped DropReason `json:"dropped,omitempty"`
 	// Error is the error that dropped it, for people; tests and scripts

@@ -37,13 +37,13 @@ type sched struct {
 	qhead     int
 	order     []int // in-flight chunks in dispatch order, for the endgame
 	ohead     int
-	remaining int     // chunks not done
-	avail     []int32 // peers known to hold each chunk, for rarest-first
-	rnd       uint64  // xorshift state for random tie-breaks
+	remaining int                // chunks not done
+	avail     []int32            // peers known to hold each chunk, for rarest-first
+	rnd       uint64             // xorshift state for random tie-breaks
 	requests  map[int][]*request // open requests per chunk
-	changed   chan struct{} // closed and replaced on every state change
-	finished  chan struct{} // closed when remaining reaches 0
-	keepDups  bool          // never cancel a request whose chunks were written elsewhere
+	changed   chan struct{}      // closed and replaced on every state change
+	finished  chan struct{}      // closed when remaining reaches 0
+	keepDups  bool               // never cancel a request whose chunks were written elsewhere
 }
 
 // left is how many chunks are not done.

@@ -27,4 +27,3 @@ func TestCommonPythonClientAgainstServer(t *testing.T) {
 	}
 	sameAs(t, out, "redsox.jpg")
 }
-

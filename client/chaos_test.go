@@ -10,9 +10,10 @@ import (
 	"github.com/shoalnet/shoal/internal/cluster"
 )
 
-// TestChaos downloads 256 MiB from 8 peers of which 2 lie about chunk
-// bytes, 2 stall, and 2 are killed part way: the file still arrives
-// byte-identical from the honest two and whoever else is left.
+// TestChaos downloads 256 MiB from 8 peers at once, of which 2 lie about
+// chunk bytes, 2 stall, and 2 are killed part way: the file still arrives
+// byte-identical from the honest two and whoever else is left, and every
+// fault was met and handled as its kind demands.
 func TestChaos(t *testing.T) {
 	f := newFixture(t, 256<<20)
 	release := make(chan struct{})
@@ -29,10 +30,12 @@ func TestChaos(t *testing.T) {
 			return data
 		}
 	}
+	var kills atomic.Int32
 	for k := 4; k < 6; k++ { // killed once they served 8 chunks
 		var served atomic.Int32
 		hooks[k] = func(_ int, data []byte) []byte {
 			if served.Add(1) == 8 {
+				kills.Add(1)
 				go f.c.Peers[k].Kill()
 			}
 			return data
@@ -47,7 +50,7 @@ func TestChaos(t *testing.T) {
 	f.start(t, specs, hooks)
 	t.Cleanup(func() { close(release) })
 	out := filepath.Join(t.TempDir(), "chaos.bin")
-	rep, err := f.download(t, testCtx(t), client.Config{StallTimeout: time.Second}, out)
+	rep, err := f.download(t, testCtx(t), client.Config{Peers: 8, StallTimeout: time.Second}, out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,10 +59,24 @@ func TestChaos(t *testing.T) {
 	for _, p := range rep.Peers {
 		byAddr[p.Addr] = p
 	}
+	want := []client.DropReason{client.DropCorrupt, client.DropCorrupt, client.DropStalled, client.DropStalled}
 	for k, p := range f.c.Peers[:6] {
 		r, tried := byAddr[p.Addr()]
-		if tried && k < 4 && (r.Dropped == "" || r.Chunks > 0) {
-			t.Errorf("faulty peer %d (%s) kept or credited: %+v", k, p.Addr(), r)
+		switch {
+		case !tried:
+			t.Errorf("faulty peer %d (%s) was never tried: its fault was not met", k, p.Addr())
+		case k < 4 && (r.Dropped != want[k] || r.Chunks > 0):
+			t.Errorf("peer %d: dropped %q with %d chunks credited; want %q and none", k, r.Dropped, r.Chunks, want[k])
+		case k >= 4 && (r.Dropped != client.DropUnreachable || r.Chunks == 0):
+			t.Errorf("killed peer %d: %+v; want chunks before the kill credited, then dropped as unreachable", k, r)
+		}
+	}
+	if kills.Load() != 2 {
+		t.Errorf("%d peers killed, want 2", kills.Load())
+	}
+	for _, p := range f.c.Peers[6:] {
+		if r := byAddr[p.Addr()]; r.Dropped != "" {
+			t.Errorf("honest peer dropped: %+v", r)
 		}
 	}
 	t.Logf("%.1fs, %d peers tried, %d retries", rep.Seconds, len(rep.Peers), rep.Retries)

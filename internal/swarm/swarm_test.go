@@ -27,7 +27,8 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// onceFiles serves each chunk once, then says it does not hold it; after
+// onceFiles serves each chunk once, then says it does not hold it (any
+// more); after
 // every chunk went out once it calls done (the seeder leaves).
 type onceFiles struct {
 	server.StoreFiles
@@ -54,7 +55,7 @@ func (r onceReader) ReadChunk(i int, buf []byte) ([]byte, error) {
 	r.o.mu.Lock()
 	defer r.o.mu.Unlock()
 	if r.o.served[i] {
-		return nil, fmt.Errorf("chunk %d already seeded: %w", i, chunkstore.ErrNotFound)
+		return nil, fmt.Errorf("chunk %d already seeded: %w", i, chunkstore.ErrChunkNotHeld)
 	}
 	b, err := r.ChunkReader.ReadChunk(i, buf)
 	if err == nil {

@@ -49,3 +49,21 @@ func (k *cut) stop() {
 	k.conn = nil
 	k.mu.Unlock()
 }
+
+// SetDeadline sets c's deadline to t, or to now when ctx has ended: set
+// after a cancel's cut (context.AfterFunc or cutOnCancel), a deadline
+// would otherwise undo it and the wait would outlive the cancel.
+func SetDeadline(ctx context.Context, c net.Conn, t time.Time) {
+	c.SetDeadline(t)
+	if ctx.Err() != nil {
+		c.SetDeadline(time.Now())
+	}
+}
+
+// SetReadDeadline is SetDeadline for reads only.
+func SetReadDeadline(ctx context.Context, c net.Conn, t time.Time) {
+	c.SetReadDeadline(t)
+	if ctx.Err() != nil {
+		c.SetDeadline(time.Now())
+	}
+}

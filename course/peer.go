@@ -92,7 +92,7 @@ func (p *Peer) Fetch(ctx context.Context, blocks []int, got func(int, [][]byte) 
 	defer cutOnCancel(ctx, p.conn).stop()
 	buf := make([]byte, BlockSize)
 	for _, n := range blocks {
-		data, err := p.block(n, buf)
+		data, err := p.block(ctx, n, buf)
 		if err == nil && ctx.Err() != nil {
 			err = ctx.Err()
 		}
@@ -109,12 +109,12 @@ func (p *Peer) Fetch(ctx context.Context, blocks []int, got func(int, [][]byte) 
 }
 
 // block asks for block n and reads its reply.
-func (p *Peer) block(n int, buf []byte) ([]byte, error) {
+func (p *Peer) block(ctx context.Context, n int, buf []byte) ([]byte, error) {
 	if n < 0 || n >= NumBlocks(p.size) {
 		return nil, fmt.Errorf("block %d of %d: never asked", n, NumBlocks(p.size))
 	}
 	start := time.Now()
-	p.conn.SetDeadline(start.Add(p.timeout))
+	SetDeadline(ctx, p.conn, start.Add(p.timeout))
 	req := Request{Name: p.name, Kind: KindBlock, Block: n}
 	if _, err := io.WriteString(p.conn, req.String()+"\n"); err != nil {
 		return nil, err
@@ -380,11 +380,11 @@ func (t *Tracker) Query(ctx context.Context) (TrackerReply, time.Time, error) {
 	req := []byte(Request{Name: t.Name, Kind: KindTorrent}.String() + "\n")
 	for {
 		sent = time.Now()
-		conn.SetWriteDeadline(sent.Add(t.Spacing))
+		SetDeadline(ctx, conn, sent.Add(t.Spacing))
 		if _, err := conn.Write(req); err != nil {
 			return TrackerReply{}, sent, err
 		}
-		conn.SetReadDeadline(sent.Add(t.Spacing)) // a dropped or rate-limited query: ask again
+		// A dropped or rate-limited query: ask again once Spacing is over.
 		n, err := conn.Read(buf)
 		if err == nil {
 			tr, err := ParseTrackerReply(buf[:n])

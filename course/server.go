@@ -4,17 +4,17 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/shoalnet/shoal/chunkstore"
 )
 
 // Mode sets the server's pacing, as the reference server's modes do.
@@ -47,7 +47,14 @@ func ParseMode(s string) (Mode, error) {
 // ServerConfig configures a course-compatible server. Zero ports pick free
 // ones (for tests); the reference uses 19876, 18765 and 20001.
 type ServerConfig struct {
-	Dir         string  // files served: any regular file directly in Dir
+	// Dir is the folder served: its top-level files, by chunkstore's rule
+	// (regular files only, never a dot-file, a symlink or a path outside
+	// Dir). Ignored when Store is set.
+	Dir string
+	// Store, if set, is the store to serve from, already scanned and
+	// followed by its owner (shoal serve shares its node's). Without it
+	// the server opens one on Dir, scans it before serving and watches it.
+	Store       *chunkstore.Store
 	ListenIP    string  // default 127.0.0.1
 	TrackerPort int     // UDP
 	FixedPort   int     // the peer port that is always advertised
@@ -67,9 +74,10 @@ type ServerConfig struct {
 
 // Server is a running course-compatible server.
 type Server struct {
-	cfg  ServerConfig
-	root *os.Root
-	ip   netip.Addr
+	cfg     ServerConfig
+	store   *chunkstore.Store
+	ownsStr bool // the store was opened here: scan, watch and close it
+	ip      netip.Addr
 
 	tracker *net.UDPConn
 	grading net.Listener
@@ -124,12 +132,20 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen ip: %w", err)
 	}
-	root, err := os.OpenRoot(cfg.Dir)
-	if err != nil {
-		return nil, err
+	st, owns := cfg.Store, false
+	if st == nil {
+		var err error
+		if st, err = chunkstore.Open(chunkstore.Config{Dir: cfg.Dir, Logger: cfg.Logger}); err != nil {
+			return nil, err
+		}
+		if err := st.Scan(context.Background()); err != nil {
+			st.Close()
+			return nil, err
+		}
+		owns = true
 	}
 	s := &Server{
-		cfg: cfg, root: root, ip: ip,
+		cfg: cfg, store: st, ownsStr: owns, ip: ip,
 		ports: map[uint16]*peerPort{}, conns: map[netip.Addr][]net.Conn{},
 		lastReply: map[netip.Addr]time.Time{}, sessions: map[string]*session{},
 	}
@@ -228,6 +244,9 @@ func (s *Server) Run(ctx context.Context) error {
 		s.wg.Go(func() { s.acceptLoop(p, lis) })
 	}
 	s.wg.Go(s.trackerLoop)
+	if s.ownsStr {
+		s.wg.Go(func() { s.store.Watch(s.ctx, 5*time.Second, nil) })
+	}
 	if s.grading != nil {
 		s.wg.Go(s.gradingLoop)
 	}
@@ -259,27 +278,32 @@ func (s *Server) Close() {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
-	s.root.Close()
+	if s.ownsStr {
+		s.store.Close()
+	}
 }
 
 // fileSize is the size of a served file, or an error for names that are
-// not a regular file directly in the folder.
+// not a file the store serves directly in the folder.
 func (s *Server) fileSize(name string) (int64, error) {
-	fi, err := s.root.Lstat(name)
-	if err != nil || !fi.Mode().IsRegular() || strings.ContainsAny(name, "/\\") {
+	if strings.ContainsAny(name, "/\\") {
 		return 0, fmt.Errorf("%w: no file %q", ErrBadFormat, name)
 	}
-	return fi.Size(), nil
+	m, err := s.store.ManifestByName(name)
+	if err != nil {
+		return 0, fmt.Errorf("%w: no file %q", ErrBadFormat, name)
+	}
+	return m.Size, nil
 }
 
 // readAt reads a served file's bytes, scrambled for a grading session.
 func (s *Server) readAt(r Request, p []byte, off int64) error {
-	f, err := s.root.Open(r.Name)
+	f, err := s.store.OpenFile(r.Name)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if _, err := f.ReadAt(p, off); err != nil && !errors.Is(err, io.EOF) {
+	if _, err := f.ReadAt(p, off); err != nil {
 		return err
 	}
 	if r.Session != "" {

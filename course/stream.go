@@ -174,9 +174,9 @@ func (s *Stream) openLocked(ctx context.Context) error {
 	}
 	s.conn, s.r, s.pos, s.events, s.first = c, bufio.NewReaderSize(c, 64<<10), 0, 0, time.Time{}
 	s.next.Store(0)
-	c.SetDeadline(time.Now().Add(s.timeout))
 	// A cancel cuts the header read.
 	defer cutOnCancel(ctx, c).stop()
+	SetDeadline(ctx, c, time.Now().Add(s.timeout))
 	fail := func(err error) error {
 		s.dropLocked()
 		return fmt.Errorf("stream from %s: %w", s.port, err)
@@ -200,7 +200,7 @@ func (s *Stream) openLocked(ctx context.Context) error {
 func (s *Stream) readLocked(ctx context.Context, off int64, buf []byte) ([]byte, error) {
 	cut := cutOnCancel(ctx, s.conn)
 	defer cut.stop()
-	s.conn.SetDeadline(time.Now().Add(s.timeout))
+	SetDeadline(ctx, s.conn, time.Now().Add(s.timeout))
 	want := min(BlockSize, s.size-off)
 	end := off + want
 	for s.pos < end {

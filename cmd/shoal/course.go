@@ -187,17 +187,18 @@ func courseSwarm(ctx context.Context, tracker netip.AddrPort, name, out string, 
 	return d.Run(ctx)
 }
 
-// idleReader reads from r, giving the connection c a new read deadline
-// before each read: a peer may be slow, but not silent for timeout.
+// idleReader reads from c, giving it a new read deadline before each
+// read: a peer may be slow, but not silent for timeout. A cancel of ctx
+// cuts any read.
 type idleReader struct {
+	ctx     context.Context
 	c       net.Conn
-	r       io.Reader
 	timeout time.Duration
 }
 
 func (i idleReader) Read(p []byte) (int, error) {
-	i.c.SetReadDeadline(time.Now().Add(i.timeout))
-	return i.r.Read(p)
+	course.SetReadDeadline(i.ctx, i.c, time.Now().Add(i.timeout))
+	return i.c.Read(p)
 }
 
 // courseWhole fetches a whole file from one peer: "GET FILE". The peer
@@ -211,11 +212,11 @@ func courseWhole(ctx context.Context, g *globals, addr netip.AddrPort, name, out
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
 	defer stop()
-	c.SetDeadline(time.Now().Add(timeout))
+	course.SetDeadline(ctx, c, time.Now().Add(timeout))
 	if _, err := io.WriteString(c, course.Request{Name: name, Kind: course.KindWhole}.String()+"\n"); err != nil {
 		return fmt.Errorf("%s: %w", addr, err)
 	}
-	r := bufio.NewReader(idleReader{c, c, timeout})
+	r := bufio.NewReader(idleReader{ctx, c, timeout})
 	h, err := course.ReadHeader(r)
 	if err != nil {
 		return fmt.Errorf("%s: %w", addr, err)
@@ -297,7 +298,7 @@ func gradeOnce(ctx context.Context, tracker netip.AddrPort, grader, id string, o
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
 	defer stop()
-	c.SetDeadline(time.Now().Add(o.timeout))
+	course.SetDeadline(ctx, c, time.Now().Add(o.timeout))
 	if _, err := fmt.Fprintf(c, "IAM %s\n", id); err != nil {
 		return "", false, fmt.Errorf("grader: %w", err)
 	}
@@ -316,7 +317,7 @@ func gradeOnce(ctx context.Context, tracker netip.AddrPort, grader, id string, o
 	}
 	defer os.RemoveAll(dir)
 	out := filepath.Join(dir, name)
-	c.SetDeadline(time.Time{}) // the download takes what it takes; it has its own deadlines
+	course.SetDeadline(ctx, c, time.Time{}) // the download takes what it takes; it has its own deadlines
 	if _, err := courseSwarm(ctx, tracker, name, out, o); err != nil {
 		return "", false, err
 	}
@@ -328,7 +329,7 @@ func gradeOnce(ctx context.Context, tracker netip.AddrPort, grader, id string, o
 	if unreadable(sum) {
 		return "", true, nil
 	}
-	c.SetDeadline(time.Now().Add(o.timeout))
+	course.SetDeadline(ctx, c, time.Now().Add(o.timeout))
 	if _, err := c.Write(append(sum[:], '\n')); err != nil {
 		return "", false, fmt.Errorf("grader: %w", err)
 	}

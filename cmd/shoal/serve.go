@@ -110,7 +110,7 @@ func newServeCmd(g *globals) *cobra.Command {
 			if coursePort > 0 {
 				host, _, _ := net.SplitHostPort(node.Addr())
 				cs, err := course.NewServer(course.ServerConfig{
-					Dir: dir, ListenIP: host, TrackerPort: coursePort, Ports: 4, GradingPort: -1, Mode: course.Unlimited, Logger: log,
+					Store: node.Store(), ListenIP: host, TrackerPort: coursePort, Ports: 4, GradingPort: -1, Mode: course.Unlimited, Logger: log,
 				})
 				if err != nil {
 					lis.Close()

@@ -300,7 +300,7 @@ func TestFailuresLeaveNoFile(t *testing.T) {
 	}
 	down := lis.Addr().String()
 	lis.Close()
-	if _, err := download(t, testCtx(t), down, f.name, short, out); err == nil || !strings.Contains(err.Error(), "unreachable") {
+	if _, err := download(t, testCtx(t), down, f.name, short, out); !errors.Is(err, client.ErrUnreachable) {
 		t.Errorf("registry down: %v", err)
 	}
 	noFile(t, out)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -214,22 +215,28 @@ func TestSilentAndHostileEndpoints(t *testing.T) {
 func TestInterruptEndsEveryWait(t *testing.T) {
 	bin := shoalBinary(t)
 	cases := []struct {
-		name string
-		args []string
-		kind string
+		name  string
+		args  []string
+		kind  string // the endpoint ADDR is, or "" for none
+		ready string // without an endpoint: the stdout line that says it serves
 	}{
-		{"get", []string{"get", "f.bin", "--registry", "ADDR", "--timeout", "1m"}, silentTCP},
-		{"ls", []string{"ls", "--registry", "ADDR", "--timeout", "1m"}, silentTCP},
-		{"course get --tracker", []string{"course", "get", "f.bin", "--tracker", "ADDR", "--timeout", "1m"}, silentUDP},
-		{"course get --server", []string{"course", "get", "f.bin", "--server", "ADDR", "--timeout", "1m"}, silentTCP},
-		{"course get --grader", []string{"course", "get", "--iam", "7", "--grader", "ADDR", "--tracker", "127.0.0.1:9", "--timeout", "1m"}, silentTCP},
-		{"serve --registry", []string{"serve", "--dir", ".", "--listen", "127.0.0.1:0", "--registry", "ADDR", "--index", "idx"}, silentTCP},
-		{"registry --join", []string{"registry", "--listen", "127.0.0.1:0", "--join", "ADDR"}, silentTCP},
+		{"get", []string{"get", "f.bin", "--registry", "ADDR", "--timeout", "1m"}, silentTCP, ""},
+		{"ls", []string{"ls", "--registry", "ADDR", "--timeout", "1m"}, silentTCP, ""},
+		{"course get --tracker", []string{"course", "get", "f.bin", "--tracker", "ADDR", "--timeout", "1m"}, silentUDP, ""},
+		{"course get --server", []string{"course", "get", "f.bin", "--server", "ADDR", "--timeout", "1m"}, silentTCP, ""},
+		{"course get --grader", []string{"course", "get", "--iam", "7", "--grader", "ADDR", "--tracker", "127.0.0.1:9", "--timeout", "1m"}, silentTCP, ""},
+		{"serve --registry", []string{"serve", "--dir", ".", "--listen", "127.0.0.1:0", "--registry", "ADDR", "--index", "idx"}, silentTCP, ""},
+		{"registry --join", []string{"registry", "--listen", "127.0.0.1:0", "--join", "ADDR"}, silentTCP, ""},
+		{"cluster", []string{"cluster", "--peers", "2", "--dir", ".", "--listen", "127.0.0.1:0"}, "", "registry "},
+		{"course serve", []string{"course", "serve", "--dir", ".", "--tracker-port", "0", "--fixed-port", "0", "--grading-port", "0"}, "", "tracker udp"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			addr, contacted := contactedEndpoint(t, c.kind)
+			addr, contacted := "", make(<-chan struct{})
+			if c.kind != "" {
+				addr, contacted = contactedEndpoint(t, c.kind)
+			}
 			args := make([]string, len(c.args))
 			for i, a := range c.args {
 				args[i] = strings.ReplaceAll(a, "ADDR", addr)
@@ -240,8 +247,25 @@ func TestInterruptEndsEveryWait(t *testing.T) {
 			cmd.Dir = t.TempDir()
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
+			}
+			serving := make(chan struct{})
+			go func() {
+				lines := bufio.NewScanner(stdout)
+				for lines.Scan() {
+					if c.ready != "" && strings.Contains(lines.Text(), c.ready) {
+						close(serving)
+						c.ready = ""
+					}
+				}
+			}()
+			if c.kind == "" {
+				contacted = serving
 			}
 			// Once it has reached the endpoint, which never answers, it waits
 			// there for the whole minute of its --timeout.
@@ -252,7 +276,7 @@ func TestInterruptEndsEveryWait(t *testing.T) {
 			}
 			sent := time.Now()
 			cmd.Process.Signal(syscall.SIGINT)
-			err := cmd.Wait()
+			err = cmd.Wait()
 			took := time.Since(sent)
 			var ee *exec.ExitError
 			if !errors.As(err, &ee) || ee.ExitCode() != 130 {

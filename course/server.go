@@ -1,11 +1,8 @@
 package course
 
 import (
-	"bufio"
 	"context"
-	"crypto/rand"
 	"fmt"
-	"io"
 	"log/slog"
 	mrand "math/rand/v2"
 	"net"
@@ -69,7 +66,13 @@ type ServerConfig struct {
 	// DropTrackerReplies drops this share (0..1) of tracker replies, as UDP
 	// may; for tests.
 	DropTrackerReplies float64
-	Logger             *slog.Logger
+	// IdleTimeout closes a peer or grading connection that sends no
+	// request line for this long. Default 2 min.
+	IdleTimeout time.Duration
+	// SessionTTL is how long a grading session lasts: its scrambled file
+	// is served and its answer awaited that long. Default 10 min.
+	SessionTTL time.Duration
+	Logger     *slog.Logger
 }
 
 // Server is a running course-compatible server.
@@ -82,16 +85,18 @@ type Server struct {
 	tracker *net.UDPConn
 	grading net.Listener
 
-	mu         sync.Mutex
-	ports      map[uint16]*peerPort      // every listening peer port; guarded by mu
-	advertised []uint16                  // ports in tracker replies; guarded by mu
-	conns      map[netip.Addr][]net.Conn // open peer connections per client IP; guarded by mu
-	maxConns   int                       // most connections one IP held at once; guarded by mu
-	evictions  int                       // guarded by mu
-	lastChurn  time.Time                 // guarded by mu
-	lastReply  map[netip.Addr]time.Time  // tracker rate limit; guarded by mu
-	sessions   map[string]*session       // grading sessions by id; guarded by mu
-	started    bool                      // Run began: new ports are served at once; guarded by mu
+	mu           sync.Mutex
+	ports        map[uint16]*peerPort      // every listening peer port; guarded by mu
+	advertised   []uint16                  // ports in tracker replies; guarded by mu
+	conns        map[netip.Addr][]net.Conn // open peer connections per client IP; guarded by mu
+	maxConns     int                       // most connections one IP held at once; guarded by mu
+	evictions    int                       // guarded by mu
+	lastChurn    time.Time                 // guarded by mu
+	lastReply    map[netip.Addr]time.Time  // tracker rate limit; guarded by mu
+	sessions     map[string]*session       // grading sessions by id, at most maxSessions; guarded by mu
+	sessionOrder []sessionRef              // sessions oldest first, for expiry; guarded by mu
+	lastWarn     time.Time                 // last rate-limited warning; guarded by mu
+	started      bool                      // Run began: new ports are served at once; guarded by mu
 
 	wg     sync.WaitGroup
 	ctx    context.Context
@@ -101,11 +106,6 @@ type Server struct {
 type peerPort struct {
 	lis   net.Listener
 	pause time.Duration // between 1000-byte events
-}
-
-type session struct {
-	key   [16]byte
-	start time.Time
 }
 
 // NewServer opens every listener.
@@ -121,6 +121,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.MaxConnsPerIP <= 0 {
 		cfg.MaxConnsPerIP = 5
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 2 * time.Minute
+	}
+	if cfg.SessionTTL <= 0 {
+		cfg.SessionTTL = 10 * time.Minute
 	}
 	if cfg.GradingFile == "" {
 		cfg.GradingFile = "redsox.jpg"
@@ -307,9 +313,7 @@ func (s *Server) readAt(r Request, p []byte, off int64) error {
 		return err
 	}
 	if r.Session != "" {
-		s.mu.Lock()
-		ses := s.sessions[r.Session]
-		s.mu.Unlock()
+		ses := s.session(r.Session)
 		if ses == nil {
 			return fmt.Errorf("%w: no session %s", ErrBadFormat, r.Session)
 		}
@@ -320,338 +324,24 @@ func (s *Server) readAt(r Request, p []byte, off int64) error {
 	return nil
 }
 
-func (s *Server) trackerLoop() {
-	buf := make([]byte, 2048)
-	for {
-		n, from, err := s.tracker.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			return
-		}
-		ip := from.Addr().Unmap()
-		req, perr := ParseRequest(strings.TrimRight(string(buf[:n]), "\r\n"))
-		var size int64
-		if perr == nil && req.Kind == KindTorrent {
-			size, perr = s.fileSize(req.Name)
-			if perr == nil && req.Session != "" {
-				s.mu.Lock()
-				if s.sessions[req.Session] == nil {
-					perr = ErrBadFormat
-				}
-				s.mu.Unlock()
-			}
-		} else if perr == nil {
-			perr = ErrBadFormat
-		}
-		if perr != nil {
-			s.tracker.WriteToUDPAddrPort([]byte("400 BAD_FORMAT\n"), from)
-			continue
-		}
-		now := time.Now()
-		s.mu.Lock()
-		last, seen := s.lastReply[ip]
-		limited := seen && now.Sub(last) <= s.scaled(2000*time.Millisecond)
-		var peers []netip.AddrPort
-		if !limited {
-			for _, k := range mrand.Perm(len(s.advertised))[:min(2, len(s.advertised))] {
-				peers = append(peers, netip.AddrPortFrom(s.ip, s.advertised[k]))
-			}
-			s.lastReply[ip] = now
-			if len(s.lastReply) > 10_000 {
-				clear(s.lastReply)
-			}
-		}
-		s.mu.Unlock()
-		if limited || mrand.Float64() < s.cfg.DropTrackerReplies {
-			continue // silently, as the reference does (and as UDP may)
-		}
-		reply := TrackerReply{NumBlocks: NumBlocks(size), Size: size, Peers: peers}
-		s.tracker.WriteToUDPAddrPort(reply.Format(), from)
-	}
-}
-
-func (s *Server) acceptLoop(port uint16, lis net.Listener) {
-	for {
-		c, err := lis.Accept()
-		if err != nil {
-			return
-		}
-		s.admit(c)
-		s.maybeChurn(port)
-		s.mu.Lock()
-		pause := s.ports[port].pause
-		s.mu.Unlock()
-		s.wg.Go(func() { s.serveConn(c, pause) })
-	}
-}
-
-// admit records a connection, evicting a random one of the same IP when
-// the IP is over its limit.
-func (s *Server) admit(c net.Conn) {
-	ip := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cs := s.conns[ip]
-	if len(cs) >= s.cfg.MaxConnsPerIP {
-		k := mrand.IntN(len(cs))
-		cs[k].Close()
-		cs = append(cs[:k], cs[k+1:]...)
-		s.evictions++
-	}
-	s.conns[ip] = append(cs, c)
-	s.maxConns = max(s.maxConns, len(s.conns[ip]))
-}
-
-func (s *Server) forget(c net.Conn) {
-	ip := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cs := s.conns[ip]
-	for k, o := range cs {
-		if o == c {
-			s.conns[ip] = append(cs[:k], cs[k+1:]...)
-			break
-		}
-	}
-	if len(s.conns[ip]) == 0 {
-		delete(s.conns, ip)
-	}
-}
-
-// maybeChurn, at most once every 30 s (scaled), opens a new port and
-// withdraws a random advertised one (never the fixed port), which stops
-// accepting 30 to 60 s (scaled) later.
-func (s *Server) maybeChurn(port uint16) {
-	if s.cfg.Mode == Unlimited {
-		return
-	}
-	s.mu.Lock()
-	now := time.Now()
-	if s.lastChurn.IsZero() {
-		s.lastChurn = now
-	}
-	if now.Sub(s.lastChurn) < s.scaled(30*time.Second) || len(s.advertised) < 3 {
-		s.mu.Unlock()
-		return
-	}
-	s.lastChurn = now
-	k := 1 + mrand.IntN(len(s.advertised)-1)
-	gone := s.advertised[k]
-	s.advertised = append(s.advertised[:k], s.advertised[k+1:]...)
-	lis := s.ports[gone].lis
-	s.mu.Unlock()
-	if _, err := s.openPort(0, false); err != nil {
-		s.cfg.Logger.Warn("churn: open port", "err", err)
-	}
-	delay := s.scaled(30*time.Second + time.Duration(mrand.IntN(30_000))*time.Millisecond)
-	s.wg.Go(func() {
-		t := time.NewTimer(delay)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-s.ctx.Done():
-		}
-		lis.Close()
-	})
-}
-
-// serveConn answers requests on one peer connection until the client
-// closes it, sends a bad request, or the server stops.
-func (s *Server) serveConn(c net.Conn, pause time.Duration) {
-	defer c.Close()
-	defer s.forget(c) // before the close, so a client that saw it is not over its limit
-	stop := context.AfterFunc(s.ctx, func() { c.Close() })
-	defer stop()
-	r := bufio.NewReader(c)
-	for {
-		line, err := readLine(r)
-		if err != nil {
-			return // EOF, or a line over 1024 bytes: close
-		}
-		if strings.TrimSpace(line) == "" {
-			continue
-		}
-		req, err := ParseRequest(line)
-		var size int64
-		if err == nil && req.Kind == KindTorrent {
-			err = ErrBadFormat
-		}
-		if err == nil {
-			size, err = s.fileSize(req.Name)
-		}
-		if err == nil && req.Session != "" {
-			s.mu.Lock()
-			if s.sessions[req.Session] == nil {
-				err = ErrBadFormat
-			}
-			s.mu.Unlock()
-		}
-		if err != nil {
-			fmt.Fprintf(c, "400 BAD_FORMAT: <%s>\n", strings.TrimSpace(line))
-			return
-		}
-		if s.cfg.Mode != Unlimited && !s.sleep(s.scaled(time.Second)) {
-			return
-		}
-		var h Header
-		switch req.Kind {
-		case KindWhole:
-			h = Header{Offset: 0, Length: size}
-		case KindAny, KindBlock:
-			n := req.Block
-			if req.Kind == KindAny {
-				n = mrand.IntN(max(1, NumBlocks(size)))
-			}
-			if n >= NumBlocks(size) {
-				s.sleep(s.scaled(time.Second))
-				return // out of range: nothing, then close
-			}
-			off := int64(n) * BlockSize
-			h = Header{Offset: off, Length: min(BlockSize, size-off)}
-		}
-		if err := s.send(c, req, h, pause); err != nil {
-			return
-		}
-	}
-}
-
-// send writes a header (split at a random point, as the reference does)
-// and, unless only the header was asked, the body paced in 1000-byte
-// events.
-func (s *Server) send(c net.Conn, req Request, h Header, pause time.Duration) error {
-	hdr := FormatHeader(h)
-	cut := 1 + mrand.IntN(len(hdr)-1)
-	if _, err := c.Write(hdr[:cut]); err != nil {
-		return err
-	}
-	rest := hdr[cut:]
-	if req.HeaderOnly {
-		_, err := c.Write(rest)
-		return err
-	}
-	const event = 1000
-	buf := make([]byte, min(h.Length, 64<<10))
-	for off := int64(0); off < h.Length; {
-		n := min(int64(len(buf)), h.Length-off)
-		if err := s.readAt(req, buf[:n], h.Offset+off); err != nil {
-			return err
-		}
-		for k := int64(0); k < n; {
-			step := n - k
-			if pause > 0 || s.cfg.Mode != Unlimited {
-				step = min(step, event)
-			}
-			out := buf[k : k+step]
-			if rest != nil {
-				out = append(append([]byte(nil), rest...), out...)
-				rest = nil
-			}
-			if _, err := c.Write(out); err != nil {
-				return err
-			}
-			k += step
-			if pause > 0 && off+k < h.Length && !s.sleep(pause) {
-				return context.Canceled
-			}
-		}
-		off += n
-	}
-	if rest != nil {
-		_, err := c.Write(rest)
-		return err
-	}
-	return nil
-}
-
-// sleep waits d or until the server stops; false means stopped.
-func (s *Server) sleep(d time.Duration) bool {
-	if d <= 0 {
-		return s.ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-s.ctx.Done():
-		return false
-	}
-}
-
-func (s *Server) gradingLoop() {
-	for {
-		c, err := s.grading.Accept()
-		if err != nil {
-			return
-		}
-		s.wg.Go(func() { s.grade(c) })
-	}
-}
-
-// grade runs the IAM challenge on one connection.
-func (s *Server) grade(c net.Conn) {
-	defer c.Close()
-	stop := context.AfterFunc(s.ctx, func() { c.Close() })
-	defer stop()
-	r := bufio.NewReader(c)
-	var id string
-	for {
-		line, err := readLine(r)
-		if err != nil {
-			return
-		}
-		verb, arg, _ := strings.Cut(strings.TrimSpace(line), " ")
-		if strings.EqualFold(verb, "IAM") && isDigits(arg) && len(arg) <= 18 {
-			id = arg
-			break
-		}
-		fmt.Fprintf(c, "400 BAD_FORMAT: <%s>\n", strings.TrimSpace(line))
-		return
-	}
-	if _, err := s.fileSize(s.cfg.GradingFile); err != nil {
-		fmt.Fprintf(c, "%s : no challenge file on this server\n", id)
-		return
-	}
-	ses := &session{start: time.Now()}
-	rand.Read(ses.key[:])
-	s.mu.Lock()
-	s.sessions[id] = ses
-	s.mu.Unlock()
-	fmt.Fprintf(c, "%s_%s : What is the 4-byte XOR checksum, i.e., the sequential XOR of all 4-byte words, of the file with this name? Your testing time starts NOW!\n", id, s.cfg.GradingFile)
-	answer := make([]byte, 5)
-	if _, err := io.ReadFull(r, answer); err != nil || answer[4] != '\n' {
-		return
-	}
-	want, err := s.checksum(Request{Session: id, Name: s.cfg.GradingFile})
+// validate parses one request line and checks it against what is served:
+// torrent requests on the tracker, block and whole-file requests on peer
+// ports; the file must be one the store serves and a session prefix one
+// the grader opened. It returns the request and the file's size.
+func (s *Server) validate(line string, tracker bool) (Request, int64, error) {
+	req, err := ParseRequest(line)
 	if err != nil {
-		return
+		return req, 0, err
 	}
-	secs := time.Since(ses.start).Seconds()
-	if [4]byte(answer[:4]) == want {
-		fmt.Fprintf(c, "%s : Success! You have answered the challenge correctly in  %.3f seconds.\n", id, secs)
-	} else {
-		fmt.Fprintf(c, "%s : Failure! The checksum %x is wrong.\n", id, answer[:4])
+	if (req.Kind == KindTorrent) != tracker {
+		return req, 0, fmt.Errorf("%w: %s request on the wrong port", ErrBadFormat, line)
 	}
-}
-
-// checksum is the 4-byte XOR of a served file.
-func (s *Server) checksum(r Request) ([4]byte, error) {
-	size, err := s.fileSize(r.Name)
+	size, err := s.fileSize(req.Name)
 	if err != nil {
-		return [4]byte{}, err
+		return req, 0, err
 	}
-	buf := make([]byte, size)
-	if err := s.readAt(r, buf, 0); err != nil {
-		return [4]byte{}, err
+	if req.Session != "" && s.session(req.Session) == nil {
+		return req, 0, fmt.Errorf("%w: no session %s", ErrBadFormat, req.Session)
 	}
-	return Checksum(buf), nil
-}
-
-// Checksum is the sequential XOR of a file's 4-byte words: byte j is the
-// XOR of every byte at an offset ≡ j (mod 4), trailing bytes included.
-func Checksum(data []byte) [4]byte {
-	var c [4]byte
-	for i, b := range data {
-		c[i%4] ^= b
-	}
-	return c
+	return req, size, nil
 }

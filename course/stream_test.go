@@ -15,10 +15,9 @@ import (
 )
 
 func TestStreamMovesOnlyWhenItPays(t *testing.T) {
-	tr := &Tracker{Name: "f", Timeout: 10 * time.Second}
-	tr.init()
 	slow, fast, dead := netip.MustParseAddrPort("127.0.0.1:1001"), netip.MustParseAddrPort("127.0.0.1:1002"), netip.MustParseAddrPort("127.0.0.1:1003")
-	tr.known = []netip.AddrPort{slow, fast, dead}
+	tr := &Tracker{Name: "f", Timeout: 10 * time.Second}
+	tr.learn(TrackerReply{Peers: []netip.AddrPort{slow, fast, dead}})
 	tr.observeStream(slow, 150*time.Millisecond)
 	tr.observe(fast, 1100*time.Millisecond) // a pause of 10 ms
 	tr.refused(dead)
@@ -59,7 +58,7 @@ func TestStreamHandedOutOneAtATime(t *testing.T) {
 	if _, ok := tr.Stream(); ok {
 		t.Fatal("a stream before the tracker answered")
 	}
-	tr.known, tr.size = []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1")}, 5
+	tr.learn(TrackerReply{Size: 5, Peers: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1")}})
 	var handed []*Stream
 	for range maxStreams + 1 {
 		s, ok := tr.Stream()
@@ -110,7 +109,7 @@ func TestStreamReadsForwardAndChecksTheHeader(t *testing.T) {
 	})
 	tr := &Tracker{Name: "f", Timeout: 5 * time.Second}
 	tr.init()
-	tr.known, tr.size = []netip.AddrPort{good}, int64(len(data))
+	tr.learn(TrackerReply{Size: int64(len(data)), Peers: []netip.AddrPort{good}})
 	s, _ := tr.Stream()
 	defer s.Close()
 	var got []int
@@ -158,7 +157,7 @@ func TestStreamReadsForwardAndChecksTheHeader(t *testing.T) {
 	})
 	tr2 := &Tracker{Name: "f", Timeout: 5 * time.Second}
 	tr2.init()
-	tr2.known, tr2.size = []netip.AddrPort{short}, int64(len(data))
+	tr2.learn(TrackerReply{Size: int64(len(data)), Peers: []netip.AddrPort{short}})
 	s2, _ := tr2.Stream()
 	defer s2.Close()
 	if err := s2.Fetch(ctx, []int{0}, func(int, [][]byte) error { return nil }); !errors.Is(err, ErrSyntax) {
@@ -182,25 +181,31 @@ func TestStreamAgainstServerPacesAndMeasures(t *testing.T) {
 	}
 	tr := &Tracker{Name: "test.jpg", Timeout: 5 * time.Second}
 	tr.init()
-	tr.known, tr.size = []netip.AddrPort{srv.FixedAddr()}, int64(len(want))
+	tr.learn(TrackerReply{Size: int64(len(want)), Peers: []netip.AddrPort{srv.FixedAddr()}})
 	s, _ := tr.Stream()
 	defer s.Close()
 	var out []byte
 	blocks := []int{0, 1, 2, 3, 4, 5}
+	start := time.Now()
 	err = s.Fetch(ctx, blocks, func(n int, p [][]byte) error {
 		out = append(out, p[0]...)
 		return nil
 	})
+	took := time.Since(start)
 	if err != nil || !bytes.Equal(out, want) {
 		t.Fatalf("stream of test.jpg: %v, %d bytes, equal %v", err, len(out), bytes.Equal(out, want))
 	}
 	// The fixed port pauses 160 ms (8 ms scaled) between events: the
-	// stream measured about that and told the tracker.
+	// stream measured that and told the tracker. A timer never fires
+	// early, so the pace is at least about 8 ms; on a loaded machine it
+	// may be far longer, but never longer than the whole stream took per
+	// event.
 	tr.mu.Lock()
-	block := tr.speed[srv.FixedAddr()]
+	block, _ := tr.ports.speedOf(srv.FixedAddr())
 	tr.mu.Unlock()
-	if pace := paceOf(block); pace < 6*time.Millisecond || pace > 20*time.Millisecond {
-		t.Errorf("measured pace %v, want about 8 ms", pace)
+	most := took / time.Duration((len(want)+event-1)/event)
+	if pace := paceOf(block); pace < 6*time.Millisecond || pace > most {
+		t.Errorf("measured pace %v, want between 6 ms and %v (the stream's time per event)", pace, most)
 	}
 }
 
@@ -278,7 +283,7 @@ func TestStreamMovesMidBlockAndKeepsTheBytesRight(t *testing.T) {
 	fast, fastConns := pacedFile(t, data, 0)
 	tr := &Tracker{Name: "f", Timeout: 10 * time.Second}
 	tr.init()
-	tr.known, tr.size = []netip.AddrPort{slow, fast}, int64(len(data))
+	tr.learn(TrackerReply{Size: int64(len(data)), Peers: []netip.AddrPort{slow, fast}})
 	tr.observeStream(slow, 100*time.Millisecond) // the stream opens on the measured port
 	s, _ := tr.Stream()
 	defer s.Close()

@@ -10,11 +10,16 @@ import (
 	"time"
 )
 
-func TestPeersGoToTheFastestPort(t *testing.T) {
+// trackerOf is a Tracker that has heard of ps, in that order.
+func trackerOf(ps ...netip.AddrPort) *Tracker {
 	tr := &Tracker{Name: "f", Timeout: time.Second}
-	tr.init()
+	tr.learn(TrackerReply{Peers: ps})
+	return tr
+}
+
+func TestPeersGoToTheFastestPort(t *testing.T) {
 	slow, fast, fresh := netip.MustParseAddrPort("127.0.0.1:1001"), netip.MustParseAddrPort("127.0.0.1:1002"), netip.MustParseAddrPort("127.0.0.1:1003")
-	tr.known = []netip.AddrPort{slow, fast}
+	tr := trackerOf(slow, fast)
 	tr.observe(slow, 2800*time.Millisecond)
 	tr.observe(fast, 1100*time.Millisecond)
 	got := tr.Peers(nil, 3)
@@ -27,7 +32,8 @@ func TestPeersGoToTheFastestPort(t *testing.T) {
 		t.Fatalf("ids %v", ids)
 	}
 	// An untried port is preferred to a measured slow one ...
-	tr.known = []netip.AddrPort{slow, fresh}
+	tr = trackerOf(slow, fresh)
+	tr.observe(slow, 2800*time.Millisecond)
 	if p := tr.Peers(nil, 1); len(p) != 1 || p[0].addr != fresh {
 		t.Fatalf("want the untried port, got %v", p)
 	}
@@ -40,17 +46,15 @@ func TestPeersGoToTheFastestPort(t *testing.T) {
 	for k := range maxPerPort {
 		used = append(used, fresh.String()+"#"+string(rune('0'+k%10)))
 	}
-	tr.known = []netip.AddrPort{fresh}
+	tr = trackerOf(fresh)
 	if p := tr.Peers(used, 1); len(p) != 0 {
 		t.Fatalf("a port with %d connections tried got another", maxPerPort)
 	}
 }
 
 func TestFirstConnectionsSpreadOverUntriedPorts(t *testing.T) {
-	tr := &Tracker{Name: "f", Timeout: time.Second}
-	tr.init()
 	a, b := netip.MustParseAddrPort("127.0.0.1:1001"), netip.MustParseAddrPort("127.0.0.1:1002")
-	tr.known = []netip.AddrPort{a, b}
+	tr := trackerOf(a, b)
 	per := map[netip.AddrPort]int{}
 	for _, p := range tr.Peers(nil, 5) {
 		per[p.addr]++
@@ -61,33 +65,32 @@ func TestFirstConnectionsSpreadOverUntriedPorts(t *testing.T) {
 }
 
 func TestEarlyEstimateGivesWayToATimedBlock(t *testing.T) {
-	tr := &Tracker{Name: "f", Timeout: time.Second}
-	tr.init()
+	m := newPorts()
 	a := netip.MustParseAddrPort("127.0.0.1:1001")
-	tr.observeEarly(a, 1200*time.Millisecond)
-	if tr.speed[a] != 1200*time.Millisecond {
-		t.Fatalf("early estimate not kept: %v", tr.speed[a])
+	m.add(a)
+	speed := func() time.Duration { d, _ := m.speedOf(a); return d }
+	m.observeEarly(a, 1200*time.Millisecond)
+	if speed() != 1200*time.Millisecond {
+		t.Fatalf("early estimate not kept: %v", speed())
 	}
-	tr.observe(a, 2000*time.Millisecond)
-	if tr.speed[a] != 2000*time.Millisecond {
-		t.Fatalf("first timed block %v, want it to replace the estimate", tr.speed[a])
+	m.observe(a, 2000*time.Millisecond)
+	if speed() != 2000*time.Millisecond {
+		t.Fatalf("first timed block %v, want it to replace the estimate", speed())
 	}
-	tr.observeEarly(a, 1000*time.Millisecond)
-	tr.observe(a, 1000*time.Millisecond)
-	if tr.speed[a] != 1500*time.Millisecond {
-		t.Fatalf("speed %v, want the average of timed blocks only", tr.speed[a])
+	m.observeEarly(a, 1000*time.Millisecond)
+	m.observe(a, 1000*time.Millisecond)
+	if speed() != 1500*time.Millisecond {
+		t.Fatalf("speed %v, want the average of timed blocks only", speed())
 	}
 }
 
 func TestProbesAFewUntriedPortsAtATime(t *testing.T) {
-	tr := &Tracker{Name: "f", Timeout: time.Second}
-	tr.init()
 	known := netip.MustParseAddrPort("127.0.0.1:1001")
 	var fresh []netip.AddrPort
 	for k := range maxProbes + 1 {
 		fresh = append(fresh, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(1002+k)))
 	}
-	tr.known = append([]netip.AddrPort{known}, fresh...)
+	tr := trackerOf(append([]netip.AddrPort{known}, fresh...)...)
 	tr.observe(known, 1400*time.Millisecond)
 	// The best port known is slow: the next connections probe new ones,
 	// and the client is told to expect the floor from them.
@@ -114,7 +117,7 @@ func TestProbesAFewUntriedPortsAtATime(t *testing.T) {
 	}
 	// Once a port near the floor is known, no more probing.
 	tr.observe(fresh[1], 1050*time.Millisecond)
-	tr.known = append(tr.known, netip.MustParseAddrPort("127.0.0.1:1100"))
+	tr.learn(TrackerReply{Peers: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1100")}})
 	p = tr.Peers(used, 1)
 	if len(p) != 1 || p[0].addr != fresh[1] {
 		t.Fatalf("want the fast port %s, got %v", fresh[1], p)

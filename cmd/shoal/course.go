@@ -29,6 +29,16 @@ func newCourseCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+// The course package satisfies the client's interfaces by method set; a
+// drifted method must fail the build, not quietly schedule a whole-file
+// stream as a plain source.
+var (
+	_ client.Source           = (*course.Peer)(nil)
+	_ client.SequentialSource = (*course.Stream)(nil)
+	_ client.Discoverer       = courseDiscoverer{}
+	_ client.Forecaster       = courseDiscoverer{}
+)
+
 // courseDiscoverer adapts a course tracker to the client's Discoverer.
 type courseDiscoverer struct {
 	t      *course.Tracker

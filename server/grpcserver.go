@@ -76,9 +76,7 @@ func New(cfg Config, peer shoalv1.PeerServiceServer, registry shoalv1.RegistrySe
 	if cfg.KeepaliveTime <= 0 {
 		cfg.KeepaliveTime = DefaultConfig().KeepaliveTime
 	}
-	if cfg.Limits == (Limits{}) {
-		cfg.Limits = DefaultLimits() // negative values turn a limit off
-	}
+	cfg.Limits = cfg.Limits.withDefaults()
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		cfg.Logger.Log(ctx, slog.Level(lvl), msg, fields...)
 	})

@@ -40,15 +40,17 @@ type LeasedPeer struct {
 // LeaseConfig holds the lease table's limits.
 type LeaseConfig struct {
 	// Lease is how long a registration lives without a re-announce.
+	// Default 30 s.
 	Lease time.Duration
 	// MaxPeers caps registrations (live and tombstones); more is
-	// ResourceExhausted. It bounds the table's memory.
+	// ResourceExhausted. It bounds the table's memory. Default 100,000.
 	MaxPeers int
-	// MaxFilesPerPeer caps one announce's file list.
+	// MaxFilesPerPeer caps one announce's file list. Default 10,000.
 	MaxFilesPerPeer int
 	// MaxLookup caps the peers one Lookup returns; also its default.
+	// Default 50.
 	MaxLookup int
-	// Now is the clock; tests inject a fake one.
+	// Now is the clock; tests inject a fake one. Default time.Now.
 	Now func() time.Time
 	// OnAnnounce, if set, is called after each accepted announce, without
 	// the table's lock held.
@@ -442,8 +444,10 @@ func (l *Leases) Snapshot(max int) []LeasedPeer {
 }
 
 // Merge takes entries learned from another registry. An entry replaces
-// ours only if its lease ends later: the newest announce or leave wins.
-// Invalid entries are skipped; the count merged is returned.
+// ours only if its lease ends later (the newest announce or leave wins),
+// and never one announced here: only its owner, with its secret, may
+// refresh, re-point or remove that. Invalid entries are skipped; the count
+// merged is returned.
 func (l *Leases) Merge(in []LeasedPeer) int {
 	now := l.cfg.Now()
 	l.mu.Lock()
@@ -457,7 +461,7 @@ func (l *Leases) Merge(in []LeasedPeer) int {
 		if err := l.ValidatePeer(e.Peer); err != nil {
 			continue
 		}
-		if cur, ok := l.peers[e.ID]; ok && !newer(e, cur.LeasedPeer) {
+		if cur, ok := l.peers[e.ID]; ok && (cur.secret != "" || !newer(e, cur.LeasedPeer)) {
 			continue
 		}
 		if l.putLocked(e) == nil {

@@ -20,21 +20,37 @@ import (
 // Limits bound what one client can make a server do. Going over any of them
 // is RESOURCE_EXHAUSTED at once: nothing waits in an unbounded queue.
 type Limits struct {
-	// RequestsPerSecond is the rate of calls one client IP may start, with
-	// a burst of the same size; health checks and reflection are exempt.
-	// 0 disables the limit.
+	// RequestsPerSecond is the rate of calls one client IP may start, in
+	// calls per second, with a burst of the same size; health checks and
+	// reflection are exempt. Default 1000; negative: no limit.
 	RequestsPerSecond float64
 	// StreamsPerConn is how many calls one connection may have open at
-	// once. 0 disables the limit.
+	// once. Default 64; negative: no limit.
 	StreamsPerConn int
 	// MaxClients caps the client IPs tracked by the request rate limit;
-	// the least recently seen are forgotten first.
+	// the least recently seen are forgotten first. Default 10,000.
 	MaxClients int
 }
 
 // DefaultLimits returns the limits of `shoal serve` and `shoal registry`.
 func DefaultLimits() Limits {
 	return Limits{RequestsPerSecond: 1000, StreamsPerConn: 64, MaxClients: 10_000}
+}
+
+// withDefaults fills each zero field from DefaultLimits; negative fields
+// stay, and turn their limit off.
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
+	if l.RequestsPerSecond == 0 {
+		l.RequestsPerSecond = d.RequestsPerSecond
+	}
+	if l.StreamsPerConn == 0 {
+		l.StreamsPerConn = d.StreamsPerConn
+	}
+	if l.MaxClients <= 0 {
+		l.MaxClients = d.MaxClients
+	}
+	return l
 }
 
 // exempt reports whether a method is outside the limits: health checks and

@@ -239,7 +239,7 @@ func (n *Node) Run(ctx context.Context) error {
 			once.Do(pending.Done)
 		})
 	}
-	go func() { pending.Wait(); close(n.announced) }()
+	wg.Go(func() { pending.Wait(); close(n.announced) })
 	return <-serveErr
 }
 

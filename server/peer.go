@@ -41,15 +41,17 @@ type Files interface {
 type PeerConfig struct {
 	// MaxChunksPerRequest caps the chunks one GetChunks may ask for; more
 	// is ResourceExhausted. It bounds a stream's work, not its speed.
+	// Default 4096.
 	MaxChunksPerRequest int
-	// PieceSize is the most chunk bytes per GetChunksResponse. Chunks are
-	// at most 1 MiB, so the default sends one message per chunk.
+	// PieceSize is the most chunk bytes per GetChunksResponse, in bytes.
+	// Default 1 MiB: chunks are at most that, so one message per chunk.
 	PieceSize int
 	// Throttle limits the peer's uploads, all streams together; nil is
 	// unlimited.
 	Throttle *Throttle
 	// MaxUploads caps GetChunks calls served at once by this peer, over all
-	// clients; more is RESOURCE_EXHAUSTED. 0 is unlimited.
+	// clients; more is ResourceExhausted (reason BUSY: clients back off).
+	// Default 256; negative: no limit.
 	MaxUploads int
 	// SuperSeed reveals chunks to each client through WatchHave a few at
 	// a time, each to one client, until all went out once (see superSeed).
@@ -88,6 +90,9 @@ func NewPeerService(files Files, cfg PeerConfig, stats *Stats) *PeerService {
 	p := &PeerService{files: files, cfg: cfg, stats: stats}
 	if cfg.SuperSeed {
 		p.seed = newSuperSeed(2)
+	}
+	if cfg.MaxUploads == 0 {
+		cfg.MaxUploads = DefaultPeerConfig().MaxUploads
 	}
 	if cfg.MaxUploads > 0 {
 		p.slots = make(chan struct{}, cfg.MaxUploads)

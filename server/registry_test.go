@@ -265,8 +265,17 @@ func TestNoOneLeavesOrRefreshesForAnother(t *testing.T) {
 	if _, err := rc.Announce(ctx, &shoalv1.AnnounceRequest{Peer: hijack, Secret: "guess"}); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("refresh with a wrong secret: %v, want PermissionDenied", err)
 	}
-	if _, err := lookupName(ctx, rc, "v"); err != nil {
-		t.Fatalf("victim's registration was harmed: %v", err)
+	// Nor through an exchange, as if from another registry: neither a
+	// tombstone nor a new address replaces a registration owned here.
+	for _, left := range []bool{true, false} {
+		fake := &shoalv1.LeasedPeer{Peer: &shoalv1.PeerInfo{PeerId: "victim", Address: "127.0.0.1:1", Files: victim.GetFiles()}, RemainingMs: 30_000, Left: left} // a full lease, later than the victim's
+		if _, err := rc.Exchange(ctx, &shoalv1.ExchangeRequest{Peers: []*shoalv1.LeasedPeer{fake}}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := rc.Lookup(ctx, &shoalv1.LookupRequest{File: &shoalv1.LookupRequest_Name{Name: "v"}})
+		if err != nil || len(got.GetPeers()) != 1 || got.GetPeers()[0].GetAddress() != victim.GetAddress() {
+			t.Fatalf("exchange with left=%v evicted or re-pointed the victim: %v %v", left, got.GetPeers(), err)
+		}
 	}
 	if _, err := rc.Leave(ctx, &shoalv1.LeaveRequest{PeerId: "victim", Secret: resp.GetSecret()}); err != nil {
 		t.Fatalf("the owner's leave: %v", err)

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
 	"github.com/shoalnet/shoal/internal/certs"
@@ -51,7 +53,11 @@ Ctrl-C stops everything; each peer leaves the registry on the way out.`,
 				specs[i].Rate = rate
 			}
 			nf := nodeFlags{metrics: metrics}
-			m, err := nf.startMetrics(cmd.Context(), g)
+			stop, cancel := context.WithCancel(cmd.Context())
+			jobs, ctx := errgroup.WithContext(stop)
+			defer jobs.Wait()
+			defer cancel() // first: a failed start ends the jobs begun
+			m, err := nf.startMetrics(ctx, jobs, g)
 			if err != nil {
 				return err
 			}
@@ -81,7 +87,7 @@ Ctrl-C stops everything; each peer leaves the registry on the way out.`,
 				fmt.Fprintf(g.stdout, "mutual TLS on; client certificate in %s (removed on exit)\n", tlsDir)
 			}
 			ccfg.Metrics, ccfg.Dir, ccfg.IndexPath, ccfg.Peers, ccfg.RegistryListen, ccfg.Logger = m, dir, defaultIndexPath(dir), specs, listen, log
-			c, err := cluster.Start(cmd.Context(), ccfg)
+			c, err := cluster.Start(ctx, ccfg)
 			if err != nil {
 				return err
 			}
@@ -98,8 +104,11 @@ Ctrl-C stops everything; each peer leaves the registry on the way out.`,
 				fmt.Fprintf(g.stdout, "  shoal get %s --registry %s -o %s%s\n", files[0].ID, reg, shellQuote(baseName(files[0].Name)), clientFlags)
 			}
 			fmt.Fprintln(g.stdout, "Ctrl-C stops the cluster.")
-			<-cmd.Context().Done()
-			return c.Close()
+			<-ctx.Done()
+			if err := c.Close(); err != nil {
+				return err
+			}
+			return jobs.Wait()
 		},
 	}
 	cmd.Flags().IntVar(&peers, "peers", 5, "number of peers, each on its own loopback port")

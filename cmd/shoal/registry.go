@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/shoalnet/shoal/server"
 )
@@ -31,7 +33,11 @@ func newRegistryCmd(g *globals) *cobra.Command {
 				return fmt.Errorf("listen: %w", err)
 			}
 			lc := nf.leaseConfig()
-			metrics, err := nf.startMetrics(cmd.Context(), g)
+			stop, cancel := context.WithCancel(cmd.Context())
+			jobs, ctx := errgroup.WithContext(stop)
+			defer jobs.Wait()
+			defer cancel() // first: a failed start ends the jobs begun
+			metrics, err := nf.startMetrics(ctx, jobs, g)
 			if err != nil {
 				lis.Close()
 				return err
@@ -45,7 +51,8 @@ func newRegistryCmd(g *globals) *cobra.Command {
 				return err
 			}
 			log.Info("registry serving", "addr", node.Addr(), "join", nf.join)
-			return node.Run(cmd.Context())
+			jobs.Go(func() error { return node.Run(ctx) })
+			return jobs.Wait()
 		},
 	}
 	nf.register(cmd, "127.0.0.1:7000")

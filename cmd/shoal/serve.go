@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
 	"github.com/shoalnet/shoal/course"
@@ -91,8 +92,17 @@ func newServeCmd(g *globals) *cobra.Command {
 			pc.Throttle = server.NewThrottle(rate)
 			pc.SuperSeed = superSeed
 			pc.MaxUploads, pc.MaxChunksPerRequest = maxUploads, maxChunks
+			if maxUploads <= 0 {
+				pc.MaxUploads = -1 // the flag's 0 is the config's "no limit"
+			}
 			lc := nf.leaseConfig()
-			metrics, err := nf.startMetrics(cmd.Context(), g)
+			// Every goroutine of the command is one of jobs: the node, the
+			// metrics and course servers; each error ends them all.
+			stop, cancel := context.WithCancel(cmd.Context())
+			jobs, ctx := errgroup.WithContext(stop)
+			defer jobs.Wait()
+			defer cancel() // first: a failed start ends the jobs begun
+			metrics, err := nf.startMetrics(ctx, jobs, g)
 			if err != nil {
 				lis.Close()
 				return err
@@ -117,17 +127,19 @@ func newServeCmd(g *globals) *cobra.Command {
 					return fmt.Errorf("--course-tracker-port: %w", err)
 				}
 				log.Info("course protocol", "tracker", cs.TrackerAddr(), "fixed_port", cs.FixedAddr())
-				go cs.Run(cmd.Context())
+				jobs.Go(func() error { return cs.Run(ctx) })
 			}
-			go func() {
+			jobs.Go(func() error {
 				select {
 				case <-node.Ready():
 					files := node.Store().List()
 					log.Info("folder hashed; ready", "files", len(files))
-				case <-cmd.Context().Done():
+				case <-ctx.Done():
 				}
-			}()
-			return node.Run(cmd.Context())
+				return nil
+			})
+			jobs.Go(func() error { return node.Run(ctx) })
+			return jobs.Wait()
 		},
 	}
 	nf.register(cmd, "127.0.0.1:7070")
@@ -165,8 +177,9 @@ func envList(name string) []string {
 	return strings.Split(v, ",")
 }
 
-// startMetrics serves /metrics when --metrics is set; nil otherwise.
-func (f *nodeFlags) startMetrics(ctx context.Context, g *globals) (*server.Metrics, error) {
+// startMetrics listens for /metrics when --metrics is set, and adds its
+// server to jobs; nil metrics otherwise.
+func (f *nodeFlags) startMetrics(ctx context.Context, jobs *errgroup.Group, g *globals) (*server.Metrics, error) {
 	if f.metrics == "" {
 		return nil, nil
 	}
@@ -175,11 +188,12 @@ func (f *nodeFlags) startMetrics(ctx context.Context, g *globals) (*server.Metri
 		return nil, fmt.Errorf("--metrics: %w", err)
 	}
 	m := server.NewMetrics()
-	go func() {
+	jobs.Go(func() error {
 		if err := server.ServeMetrics(ctx, lis, m); err != nil {
-			fmt.Fprintln(g.stderr, "shoal:", err)
+			return fmt.Errorf("metrics: %w", err)
 		}
-	}()
+		return nil
+	})
 	fmt.Fprintf(g.stderr, "metrics at http://%s/metrics\n", lis.Addr())
 	return m, nil
 }
@@ -209,6 +223,5 @@ func (f *nodeFlags) serverConfig(log *slog.Logger) (server.Config, []grpc.DialOp
 	if l.StreamsPerConn <= 0 {
 		l.StreamsPerConn = -1
 	}
-	l.MaxClients = server.DefaultLimits().MaxClients
 	return server.Config{Logger: log, Limits: l, Token: f.conn.token, Options: opts}, dial, nil
 }

@@ -185,3 +185,48 @@ func MerkleRoot(leaves []Hash) Hash {
 	}
 	return level[0]
 }
+
+// maxManifestSize bounds the file size a manifest may describe, in bytes:
+// 1 PiB, far past any disk, so that sizes never overflow.
+const maxManifestSize = 1 << 50
+
+// NewManifest builds a manifest from its parts as a peer sent them,
+// checking the sizes and the length of every hash. It does not set ID:
+// Verify the manifest against the content id asked for before use.
+func NewManifest(name string, size uint64, chunkSize uint32, hashes [][]byte) (*Manifest, error) {
+	if chunkSize == 0 || chunkSize > MaxChunkSize || size > maxManifestSize {
+		return nil, fmt.Errorf("%w: size %d, chunk size %d", ErrBadManifest, size, chunkSize)
+	}
+	if want := (size + uint64(chunkSize) - 1) / uint64(chunkSize); uint64(len(hashes)) != want {
+		return nil, fmt.Errorf("%w: %d chunk hashes for %d chunks", ErrBadManifest, len(hashes), want)
+	}
+	m := &Manifest{Name: name, Size: int64(size), ChunkSize: int(chunkSize), Hashes: make([]Hash, len(hashes))}
+	for i, h := range hashes {
+		if len(h) != HashSize {
+			return nil, fmt.Errorf("%w: chunk hash %d is %d bytes", ErrBadManifest, i, len(h))
+		}
+		copy(m.Hashes[i][:], h)
+	}
+	return m, nil
+}
+
+// HashBytes returns the chunk hashes as byte slices sharing m's memory:
+// the wire form of the hash list.
+func (m *Manifest) HashBytes() [][]byte {
+	out := make([][]byte, len(m.Hashes))
+	for i := range m.Hashes {
+		out[i] = m.Hashes[i][:]
+	}
+	return out
+}
+
+// WireBytes bounds the encoded size of the manifest of a file of size
+// bytes, with a name of at most 4 KiB: 34 bytes per chunk hash at the
+// chunk size the store picks, plus the envelope.
+func WireBytes(size int64) int {
+	if size < 0 {
+		size = 0
+	}
+	chunks := (size + int64(ChunkSizeFor(size)) - 1) / int64(ChunkSizeFor(size))
+	return int(chunks)*(HashSize+2) + 8<<10
+}

@@ -42,17 +42,7 @@ func TuningOptions() []grpc.DialOption {
 
 // ManifestFromWire converts a wire manifest; Verify it before use.
 func ManifestFromWire(w *shoalv1.Manifest) (*chunkstore.Manifest, error) {
-	if w.GetChunkSize() == 0 || w.GetChunkSize() > chunkstore.MaxChunkSize || w.GetSize() > 1<<50 {
-		return nil, fmt.Errorf("%w: size %d, chunk size %d", chunkstore.ErrBadManifest, w.GetSize(), w.GetChunkSize())
-	}
-	m := &chunkstore.Manifest{Name: w.GetName(), Size: int64(w.GetSize()), ChunkSize: int(w.GetChunkSize()), Hashes: make([]chunkstore.Hash, len(w.GetChunkHashes()))}
-	for i, h := range w.GetChunkHashes() {
-		if len(h) != chunkstore.HashSize {
-			return nil, fmt.Errorf("%w: chunk hash %d is %d bytes", chunkstore.ErrBadManifest, i, len(h))
-		}
-		copy(m.Hashes[i][:], h)
-	}
-	return m, nil
+	return chunkstore.NewManifest(w.GetName(), w.GetSize(), w.GetChunkSize(), w.GetChunkHashes())
 }
 
 // Peer is a gRPC peer serving one file. It satisfies HaveSource.
@@ -83,12 +73,8 @@ func (p *Peer) WatchHave(ctx context.Context, fn func(have []bool, added []int))
 		}
 		var have []bool
 		if bm := msg.GetBitmap(); len(bm) > 0 {
-			if len(bm) != (n+7)/8 {
-				return fmt.Errorf("%w: have bitmap of %d bytes for %d chunks", ErrProtocol, len(bm), n)
-			}
-			have = make([]bool, n)
-			for i := range have {
-				have[i] = bm[i/8]&(1<<(i%8)) != 0
+			if have, err = chunkstore.UnpackHave(bm, n); err != nil {
+				return fmt.Errorf("%w: %w", ErrProtocol, err)
 			}
 		}
 		added := make([]int, 0, len(msg.GetAdded()))

@@ -94,6 +94,9 @@ func (r *Registry) Manifest(ctx context.Context) (*chunkstore.Manifest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registry answered a bad content id: %w", err)
 	}
+	// A manifest message may be as large as the file's size implies, not
+	// only one chunk: 3.5 MB for 100 GiB.
+	limit := max(maxMessageBytes, chunkstore.WireBytes(int64(resp.GetFile().GetSize())))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type answer struct {
@@ -119,7 +122,7 @@ func (r *Registry) Manifest(ctx context.Context) (*chunkstore.Manifest, error) {
 			pending++
 			addr := p.GetAddress()
 			wg.Go(func() {
-				m, err := r.fetchManifest(ctx, addr, id)
+				m, err := r.fetchManifest(ctx, addr, id, limit)
 				select {
 				case answers <- answer{addr, m, err}:
 				case <-ctx.Done():
@@ -165,7 +168,7 @@ func (r *Registry) dialOptions() []grpc.DialOption {
 	return DialOptions()
 }
 
-func (r *Registry) fetchManifest(ctx context.Context, addr string, id chunkstore.ID) (*chunkstore.Manifest, error) {
+func (r *Registry) fetchManifest(ctx context.Context, addr string, id chunkstore.ID, limit int) (*chunkstore.Manifest, error) {
 	cc, err := grpc.NewClient(addr, r.dialOptions()...)
 	if err != nil {
 		return nil, fmt.Errorf("manifest from %s: %w: %w", addr, ErrUnreachable, err)
@@ -173,7 +176,8 @@ func (r *Registry) fetchManifest(ctx context.Context, addr string, id chunkstore
 	defer cc.Close()
 	ctx, cancel := context.WithTimeout(ctx, r.callTimeout())
 	defer cancel()
-	resp, err := shoalv1.NewPeerServiceClient(cc).GetManifest(ctx, &shoalv1.GetManifestRequest{File: &shoalv1.GetManifestRequest_ContentId{ContentId: id.String()}})
+	resp, err := shoalv1.NewPeerServiceClient(cc).GetManifest(ctx, &shoalv1.GetManifestRequest{File: &shoalv1.GetManifestRequest_ContentId{ContentId: id.String()}},
+		grpc.MaxCallRecvMsgSize(limit))
 	if err != nil {
 		return nil, callError(ctx, "manifest from "+addr, err, r.callTimeout())
 	}

@@ -23,9 +23,14 @@ import (
 )
 
 const (
-	// MaxMessageBytes is the largest gRPC message a shoal server sends or a
-	// client accepts: one full chunk plus room for the envelope.
+	// MaxMessageBytes is the largest chunk message a shoal server sends
+	// or a client accepts: one full chunk plus room for the envelope.
 	MaxMessageBytes = chunkstore.MaxChunkSize + 64<<10
+	// maxSendBytes is the largest message a server sends at all: the
+	// manifest of a file of 1.9 TiB (1 MiB chunks, 34 bytes per hash).
+	// Clients accept a manifest only as large as the size the registry
+	// gave them implies (chunkstore.WireBytes).
+	maxSendBytes = 64 << 20
 	// maxRequestBytes is the largest request a server accepts. Requests
 	// are small: an announce of many files is the biggest.
 	maxRequestBytes = 4 << 20
@@ -101,7 +106,7 @@ func New(cfg Config, peer shoalv1.PeerServiceServer, registry shoalv1.RegistrySe
 		grpc.ChainUnaryInterceptor(logging.UnaryServerInterceptor(logger, logOpts...), recovery.UnaryServerInterceptor(recoveryOpts...)),
 		grpc.ChainStreamInterceptor(logging.StreamServerInterceptor(logger, logOpts...), recovery.StreamServerInterceptor(recoveryOpts...)),
 		grpc.MaxRecvMsgSize(maxRequestBytes),
-		grpc.MaxSendMsgSize(MaxMessageBytes),
+		grpc.MaxSendMsgSize(maxSendBytes),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.KeepaliveTime, Timeout: cfg.KeepaliveTime}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.InitialWindowSize(windowBytes),

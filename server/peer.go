@@ -251,7 +251,7 @@ func (p *PeerService) WatchHave(req *shoalv1.WatchHaveRequest, stream grpc.Serve
 	err = p.files.WatchHave(stream.Context(), id, func(have []bool, added []int, complete bool) error {
 		resp := &shoalv1.WatchHaveResponse{ChunkCount: uint32(len(have)), Complete: complete}
 		if first {
-			resp.Bitmap = packBitmap(have)
+			resp.Bitmap = chunkstore.PackHave(have)
 			first = false
 		}
 		for _, i := range added {
@@ -276,7 +276,7 @@ func (p *PeerService) superSeedHave(id chunkstore.ID, stream grpc.ServerStreamin
 	addr := clientAddr(ctx)
 	have, c := p.seed.subscribe(id, m.NumChunks(), addr)
 	defer p.seed.unsubscribe(id, addr, c)
-	if err := stream.Send(&shoalv1.WatchHaveResponse{ChunkCount: uint32(len(have)), Bitmap: packBitmap(have)}); err != nil {
+	if err := stream.Send(&shoalv1.WatchHaveResponse{ChunkCount: uint32(len(have)), Bitmap: chunkstore.PackHave(have)}); err != nil {
 		return err
 	}
 	for {
@@ -295,27 +295,14 @@ func (p *PeerService) superSeedHave(id chunkstore.ID, stream grpc.ServerStreamin
 	}
 }
 
-func packBitmap(have []bool) []byte {
-	b := make([]byte, (len(have)+7)/8)
-	for i, h := range have {
-		if h {
-			b[i/8] |= 1 << (i % 8)
-		}
-	}
-	return b
-}
-
-// ManifestToWire converts a manifest to its wire form.
+// ManifestToWire converts a manifest to its wire form; the client's
+// ManifestFromWire is its inverse.
 func ManifestToWire(m *chunkstore.Manifest) *shoalv1.Manifest {
-	w := &shoalv1.Manifest{
+	return &shoalv1.Manifest{
 		Name:        m.Name,
 		Size:        uint64(m.Size),
 		ChunkSize:   uint32(m.ChunkSize),
 		ContentId:   m.ID.String(),
-		ChunkHashes: make([][]byte, len(m.Hashes)),
+		ChunkHashes: m.HashBytes(),
 	}
-	for i := range m.Hashes {
-		w.ChunkHashes[i] = m.Hashes[i][:]
-	}
-	return w
 }

@@ -34,13 +34,30 @@
 // cancelled and its peer dropped. The timeout must exceed one chunk's time
 // at the slowest rate a peer may legitimately have.
 //
-// Replacement. A peer that fails, disconnects, stalls or sends a chunk that
-// does not match its hash is dropped for the rest of the download; its
+// Failures. Every error a peer or registry reports, over gRPC or the
+// course protocol, wraps one sentinel of failure.go (servers send an
+// ErrorInfo reason where one status code has several meanings), and one
+// table, decide, says what follows: a chunk the peer does not hold yet
+// goes back to the queue and the peer is never asked for it again; a busy
+// or rehashing peer is backed off, from MinBackoff doubling to MaxBackoff,
+// and dropped as busy after six back-offs in a row; a peer that sends
+// corrupt bytes, breaks the protocol, stalls, cannot be reached or no
+// longer holds the file is dropped; a cancel, a disk error or a name that
+// now names other contents ends the download. A drop's reason is a
+// DropReason value in the report.
+//
+// Replacement. A dropped peer is not asked again in this download; its
 // in-flight chunks go back to the front of the queue. The pool then asks
 // the discoverer for more peers, excluding every peer it has tried, with
-// exponential backoff, and keeps up to Config.Peers working. When no peer
-// is working and none is found for Config.NoPeerTimeout, the download fails
-// and OUT.part stays for a resume.
+// exponential backoff, and keeps up to Config.Peers working. When no
+// request has been under way for Config.NoPeerTimeout (no peer found, or
+// the peers connected hold no chunk still needed), the download fails and
+// OUT.part stays for a resume.
+//
+// One download per output. OUT.part is locked (flock) while a download
+// runs: a second download of the same output fails at once with
+// ErrBusyOutput, naming the process that holds it. Neither OUT nor OUT.part
+// is ever opened through a symbolic link.
 //
 // Resume. OUT.part is the journal: on start every chunk already in it is
 // hashed, and chunks that match the manifest are not fetched again. This

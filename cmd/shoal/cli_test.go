@@ -70,17 +70,19 @@ func TestClusterThenLs(t *testing.T) {
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := run(ctx, []string{"ls", "--registry", reg}, nil, &out, io.Discard); err != nil {
+	if err := run(ctx, []string{"ls", "--registry", reg, "--json"}, nil, &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	rows := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(rows) != 3 {
-		t.Fatalf("ls printed:\n%s", out.String())
+	var files []listedFile
+	if err := json.Unmarshal(out.Bytes(), &files); err != nil {
+		t.Fatalf("ls --json printed %q: %v", out.String(), err)
 	}
-	for _, row := range rows[1:] {
-		f := strings.Fields(row)
-		if len(f) < 5 || f[3] != "5" {
-			t.Errorf("want 5 holders: %q", row)
+	if len(files) != 2 || files[0].Name != "one.bin" || files[1].Name != "two.bin" {
+		t.Fatalf("ls listed %+v", files)
+	}
+	for _, f := range files {
+		if f.Holders != 5 || f.PartialHolders != 0 || f.Size != 100_000 {
+			t.Errorf("want 5 full holders of 100000 bytes: %+v", f)
 		}
 	}
 }

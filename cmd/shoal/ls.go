@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -15,6 +16,7 @@ func newLsCmd(g *globals) *cobra.Command {
 		registry string
 		conn     connFlags
 		timeout  time.Duration
+		asJSON   bool
 	)
 	cmd := &cobra.Command{
 		Use:     "ls",
@@ -34,6 +36,11 @@ func newLsCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("%s: %w", registry, describe(err))
 			}
+			if asJSON {
+				enc := json.NewEncoder(g.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(listing(files))
+			}
 			tw := tabwriter.NewWriter(g.stdout, 2, 8, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tSIZE\tHOLDERS\tPARTIAL\tCONTENT ID")
 			for _, f := range files {
@@ -44,6 +51,25 @@ func newLsCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&registry, "registry", envOr("SHOAL_REGISTRY", ""), "registry to ask, host:port (default $SHOAL_REGISTRY)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "longest wait for the registry's reply")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the files as a JSON array (name, content_id, size, holders, partial_holders)")
 	conn.register(cmd, false)
 	return cmd
+}
+
+// listedFile is one file of `ls --json`.
+type listedFile struct {
+	Name           string `json:"name"`
+	ContentID      string `json:"content_id"`
+	Size           int64  `json:"size"`
+	Holders        int    `json:"holders"`
+	PartialHolders int    `json:"partial_holders"`
+}
+
+// listing is what `ls --json` prints: an array, empty rather than null.
+func listing(files []client.ListedFile) []listedFile {
+	out := make([]listedFile, 0, len(files))
+	for _, f := range files {
+		out = append(out, listedFile{Name: f.Name, ContentID: f.ID, Size: f.Size, Holders: f.Holders, PartialHolders: f.PartialHolders})
+	}
+	return out
 }

@@ -55,11 +55,11 @@ func ParseID(s string) (ID, error) {
 	var id ID
 	rest, ok := strings.CutPrefix(strings.ToLower(strings.TrimSpace(s)), idPrefix)
 	if !ok || idEncoding.DecodedLen(len(rest)) != HashSize {
-		return id, fmt.Errorf("%w: %q", ErrBadID, s)
+		return id, fmt.Errorf("%w: %s", ErrBadID, Clip(s))
 	}
 	b, err := idEncoding.DecodeString(rest)
 	if err != nil || len(b) != HashSize {
-		return id, fmt.Errorf("%w: %q", ErrBadID, s)
+		return id, fmt.Errorf("%w: %s", ErrBadID, Clip(s))
 	}
 	copy(id[:], b)
 	return id, nil
@@ -229,4 +229,16 @@ func WireBytes(size int64) int {
 	}
 	chunks := (size + int64(ChunkSizeFor(size)) - 1) / int64(ChunkSizeFor(size))
 	return int(chunks)*(HashSize+2) + 8<<10
+}
+
+// clipLen is how much of a name or id from the network an error quotes.
+const clipLen = 64
+
+// Clip quotes s for an error or a log line, cut to its first 64 bytes
+// with its length said: a peer's 1 MB name never becomes a 1 MB message.
+func Clip(s string) string {
+	if len(s) <= clipLen {
+		return fmt.Sprintf("%q", s)
+	}
+	return fmt.Sprintf("%q... (%d bytes)", s[:clipLen], len(s))
 }

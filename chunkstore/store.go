@@ -291,13 +291,13 @@ func (s *Store) Manifest(id ID) (*Manifest, error) {
 // path relative to the folder. Names that leave the folder are not found.
 func (s *Store) ManifestByName(name string) (*Manifest, error) {
 	if !fs.ValidPath(name) {
-		return nil, fmt.Errorf("%q: %w", name, ErrNotFound)
+		return nil, fmt.Errorf("%s: %w", Clip(name), ErrNotFound)
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	e, ok := s.byName[name]
 	if !ok {
-		return nil, fmt.Errorf("%q: %w", name, ErrNotFound)
+		return nil, fmt.Errorf("%s: %w", Clip(name), ErrNotFound)
 	}
 	return e.m, nil
 }

@@ -1,9 +1,17 @@
 package server
 
 import (
+	"context"
+	"sync"
+
+	protov2 "google.golang.org/protobuf/proto"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
@@ -31,9 +39,12 @@ var (
 // codec is the proto codec, except that a *chunkPiece is encoded as a
 // GetChunksResponse without copying its data. Every other message, and
 // every message received, goes to grpc's proto codec.
-type codec struct{ proto encoding.CodecV2 }
+type codec struct {
+	proto encoding.CodecV2
+	bad   *malformed // requests that failed to decode, for the interceptors
+}
 
-func newCodec() codec { return codec{proto: encoding.GetCodecV2(proto.Name)} }
+func newCodec(bad *malformed) codec { return codec{proto: encoding.GetCodecV2(proto.Name), bad: bad} }
 
 func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	p, ok := v.(*chunkPiece)
@@ -58,7 +69,60 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	return mem.BufferSlice{mem.SliceBuffer(hdr), p.data}, nil
 }
 
-func (c codec) Unmarshal(data mem.BufferSlice, v any) error { return c.proto.Unmarshal(data, v) }
+// Unmarshal decodes a request. A malformed one is not an error here:
+// grpc-go would answer it INTERNAL; it is reset, recorded, and answered
+// INVALID_ARGUMENT by the malformed interceptors.
+func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
+	err := c.proto.Unmarshal(data, v)
+	if err == nil {
+		return nil
+	}
+	m, ok := v.(protov2.Message)
+	if !ok || c.bad == nil {
+		return err
+	}
+	protov2.Reset(m)
+	c.bad.m.Store(v, err)
+	return nil
+}
+
+// malformed holds the requests the codec could not decode until the
+// interceptors, which run right after decoding, answer them.
+type malformed struct{ m sync.Map }
+
+func (b *malformed) take(v any) error {
+	if err, ok := b.m.LoadAndDelete(v); ok {
+		return status.Errorf(codes.InvalidArgument, "malformed request: %v", err)
+	}
+	return nil
+}
+
+// unary answers a malformed unary request. grpc-go decodes it before any
+// interceptor runs, so this one (second in the chain, after logging,
+// which always goes on) always meets it.
+func (b *malformed) unary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if err := b.take(req); err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
+}
+
+// stream answers a malformed message of a stream when it is received.
+func (b *malformed) stream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	return handler(srv, checkedStream{ss, b})
+}
+
+type checkedStream struct {
+	grpc.ServerStream
+	bad *malformed
+}
+
+func (s checkedStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	return s.bad.take(m)
+}
 
 // Name is "proto": on the wire nothing changes.
 func (codec) Name() string { return proto.Name }

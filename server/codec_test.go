@@ -18,7 +18,7 @@ func TestCodecChunkPieceIsAGetChunksResponse(t *testing.T) {
 		data   []byte
 	}{{5, 5 << 20, data}, {0, 0, data[:1]}, {1<<32 - 1, 1 << 40, nil}} {
 		buf := mem.SliceBuffer(bytes.Clone(p.data))
-		wire, err := newCodec().Marshal(&chunkPiece{index: p.index, offset: p.offset, data: buf})
+		wire, err := newCodec(nil).Marshal(&chunkPiece{index: p.index, offset: p.offset, data: buf})
 		if err != nil {
 			t.Fatal(err)
 		}

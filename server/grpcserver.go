@@ -82,8 +82,18 @@ func New(cfg Config, peer shoalv1.PeerServiceServer, registry shoalv1.RegistrySe
 		cfg.KeepaliveTime = DefaultConfig().KeepaliveTime
 	}
 	cfg.Limits = cfg.Limits.withDefaults()
+	rejects := newCallLog()
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
-		cfg.Logger.Log(ctx, slog.Level(lvl), msg, fields...)
+		if lvl >= logging.LevelWarn {
+			ok, suppressed := rejects.allow(clientIP(ctx), time.Now())
+			if !ok {
+				return
+			}
+			if suppressed > 0 {
+				fields = append(fields, "suppressed", suppressed)
+			}
+		}
+		cfg.Logger.Log(ctx, slog.Level(lvl), msg, clipFields(fields)...)
 	})
 	logOpts := []logging.Option{
 		logging.WithLogOnEvents(logging.FinishCall),
@@ -102,9 +112,10 @@ func New(cfg Config, peer shoalv1.PeerServiceServer, registry shoalv1.RegistrySe
 		cfg.Logger.Error("recovered from panic", "panic", p, "stack", string(debug.Stack()))
 		return status.Error(codes.Internal, "internal error")
 	})}
+	bad := &malformed{}
 	opts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(logging.UnaryServerInterceptor(logger, logOpts...), recovery.UnaryServerInterceptor(recoveryOpts...)),
-		grpc.ChainStreamInterceptor(logging.StreamServerInterceptor(logger, logOpts...), recovery.StreamServerInterceptor(recoveryOpts...)),
+		grpc.ChainUnaryInterceptor(logging.UnaryServerInterceptor(logger, logOpts...), bad.unary, recovery.UnaryServerInterceptor(recoveryOpts...)),
+		grpc.ChainStreamInterceptor(logging.StreamServerInterceptor(logger, logOpts...), bad.stream, recovery.StreamServerInterceptor(recoveryOpts...)),
 		grpc.MaxRecvMsgSize(maxRequestBytes),
 		grpc.MaxSendMsgSize(maxSendBytes),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.KeepaliveTime, Timeout: cfg.KeepaliveTime}),
@@ -113,7 +124,7 @@ func New(cfg Config, peer shoalv1.PeerServiceServer, registry shoalv1.RegistrySe
 		grpc.InitialConnWindowSize(connWindowBytes),
 		grpc.WriteBufferSize(256 << 10),
 		grpc.ReadBufferSize(64 << 10),
-		grpc.ForceServerCodecV2(newCodec()),
+		grpc.ForceServerCodecV2(newCodec(bad)),
 	}
 	opts = append(opts, limitOptions(cfg.Limits)...)
 	opts = append(opts, tokenOptions(cfg.Token)...)

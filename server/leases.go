@@ -170,10 +170,10 @@ func (l *Leases) ValidatePeer(p Peer) error {
 func validateAddr(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil || host == "" || len(addr) > 300 {
-		return fmt.Errorf("%w: address %q is not host:port", errInvalid, addr)
+		return fmt.Errorf("%w: address %s is not host:port", errInvalid, chunkstore.Clip(addr))
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("%w: address %q has no valid port", errInvalid, addr)
+		return fmt.Errorf("%w: address %s has no valid port", errInvalid, chunkstore.Clip(addr))
 	}
 	return nil
 }
@@ -288,7 +288,7 @@ func (l *Leases) Leave(id, secret string) error {
 	l.sweepLocked(now)
 	cur, ok := l.peers[id]
 	if !ok || cur.Left {
-		return fmt.Errorf("peer %q: %w", id, chunkstore.ErrNotFound)
+		return fmt.Errorf("peer %s: %w", chunkstore.Clip(id), chunkstore.ErrNotFound)
 	}
 	if cur.secret == "" || cur.secret != secret {
 		return fmt.Errorf("%w: only the holder of %s's registration may remove it", errNotOwner, id)

@@ -27,11 +27,11 @@ func (l *Leases) Lookup(id chunkstore.ID, name string, byName bool, limit int, e
 		ids := l.names[name]
 		switch len(ids) {
 		case 0:
-			return FileInfo{}, nil, 0, fmt.Errorf("no file named %q: %w", name, chunkstore.ErrNotFound)
+			return FileInfo{}, nil, 0, fmt.Errorf("no file named %s: %w", chunkstore.Clip(name), chunkstore.ErrNotFound)
 		case 1:
 			id = ids[0]
 		default:
-			msg := fmt.Sprintf("%q is %d different files; ask by content id:", name, len(ids))
+			msg := fmt.Sprintf("%s is %d different files; ask by content id:", chunkstore.Clip(name), len(ids))
 			for _, id := range ids {
 				msg += fmt.Sprintf(" %s (%d bytes)", id, l.files[id].info.Size)
 			}

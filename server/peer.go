@@ -113,7 +113,11 @@ func (p *PeerService) GetManifest(_ context.Context, req *shoalv1.GetManifestReq
 			m, err = p.files.Manifest(id)
 		}
 	case *shoalv1.GetManifestRequest_Name:
-		m, err = p.files.ManifestByName(f.Name)
+		if f.Name == "" {
+			err = fmt.Errorf("%w: empty name", errInvalid)
+		} else {
+			m, err = p.files.ManifestByName(f.Name)
+		}
 	default:
 		err = fmt.Errorf("%w: name a file by content_id or name", errInvalid)
 	}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 
 	"github.com/shoalnet/shoal/chunkstore"
@@ -158,6 +159,7 @@ func TestBadRequestsGetStatuses(t *testing.T) {
 		code codes.Code
 	}{
 		{"empty", &shoalv1.GetManifestRequest{}, codes.InvalidArgument},
+		{"empty name", &shoalv1.GetManifestRequest{File: &shoalv1.GetManifestRequest_Name{}}, codes.InvalidArgument},
 		{"unknown name", &shoalv1.GetManifestRequest{File: &shoalv1.GetManifestRequest_Name{Name: "nope"}}, codes.NotFound},
 		{"unknown id", &shoalv1.GetManifestRequest{File: &shoalv1.GetManifestRequest_ContentId{ContentId: unknown}}, codes.NotFound},
 		{"bad id", &shoalv1.GetManifestRequest{File: &shoalv1.GetManifestRequest_ContentId{ContentId: "sh1zzz"}}, codes.InvalidArgument},
@@ -192,6 +194,21 @@ func TestBadRequestsGetStatuses(t *testing.T) {
 		if status.Code(err) != c.code || len(got) != 0 {
 			t.Errorf("GetChunks %s: %d chunks, %v; want none and %s", c.name, len(got), err, c.code)
 		}
+	}
+	// Bytes that are no protobuf at all are INVALID_ARGUMENT, not
+	// INTERNAL, for a unary call and a stream alike.
+	garbage := &rawMessage{0xff, 0xff, 0xff, 0xff, 0x0f}
+	if err := cc.Invoke(ctx, shoalv1.PeerService_GetManifest_FullMethodName, garbage, new(rawMessage), grpc.ForceCodecV2(rawCodec{})); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("malformed GetManifest: %v, want InvalidArgument", err)
+	}
+	st, err := cc.NewStream(ctx, &shoalv1.PeerService_ServiceDesc.Streams[0], shoalv1.PeerService_GetChunks_FullMethodName, grpc.ForceCodecV2(rawCodec{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.SendMsg(garbage)
+	st.CloseSend()
+	if err := st.RecvMsg(new(rawMessage)); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("malformed GetChunks: %v, want InvalidArgument", err)
 	}
 	// An oversized request message is refused by the transport limit.
 	_, err = fetch(ctx, pc, &shoalv1.GetChunksRequest{ContentId: id, Indexes: make([]uint32, 5<<20)})
@@ -278,3 +295,18 @@ func TestHealthFollowsReadinessAndShutdown(t *testing.T) {
 	go srv.Stop()
 	want(healthpb.HealthCheckResponse_NOT_SERVING) // shutting down
 }
+
+// rawMessage is bytes sent as they are, whatever they encode.
+type rawMessage []byte
+
+// rawCodec sends and receives rawMessages.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	return mem.BufferSlice{mem.SliceBuffer(*v.(*rawMessage))}, nil
+}
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	*v.(*rawMessage) = data.Materialize()
+	return nil
+}
+func (rawCodec) Name() string { return "proto" }

@@ -52,6 +52,9 @@ func (r *RegistryService) Lookup(_ context.Context, req *shoalv1.LookupRequest) 
 		id, err = chunkstore.ParseID(f.ContentId)
 	case *shoalv1.LookupRequest_Name:
 		name, byName = f.Name, true
+		if name == "" {
+			err = fmt.Errorf("%w: empty name", errInvalid)
+		}
 	default:
 		err = fmt.Errorf("%w: name a file by content_id or name", errInvalid)
 	}

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime/debug"
 	"time"
+	"unicode/utf8"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
@@ -107,6 +109,9 @@ func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
 			return getError(err)
 		}
 		out = outputPath(f.out, m.Name, m.ID.String())
+		if f.out == "" && !safeName(path.Base(m.Name)) && attempt == 0 {
+			fmt.Fprintf(g.stderr, "the network names this file %s; writing it as %s (use -o to choose a name)\n", chunkstore.Clip(m.Name), out)
+		}
 		cfg := client.Config{Peers: f.peers, Force: f.force, PageCache: f.cache, StallTimeout: f.stall, NoPeerTimeout: f.wait}
 		if f.serve {
 			rep, err = serveWhileGetting(ctx, g, f, cfg, reg, out)
@@ -273,11 +278,12 @@ func printReport(g *globals, rep *client.Report) error {
 // outputPath is where a download of the file named name ('/'-separated, as
 // the network names it) is written: at out; inside out under the name's
 // last element when out is a folder or ends in a separator; in the current
-// folder when out is empty. fallback stands in for a name whose last
-// element is no file name.
+// folder when out is empty. fallback stands in for a name a stranger should
+// not choose: no file name at all, a dot-file, a name starting with '-', or
+// one with control characters or a backslash.
 func outputPath(out, name, fallback string) string {
-	base := filepath.Base(filepath.FromSlash(name))
-	if base == "." || base == ".." || base == string(filepath.Separator) || base == "" {
+	base := path.Base(name)
+	if !safeName(base) {
 		base = fallback
 	}
 	if out != "" && !os.IsPathSeparator(out[len(out)-1]) {
@@ -286,4 +292,20 @@ func outputPath(out, name, fallback string) string {
 		}
 	}
 	return filepath.Join(out, base)
+}
+
+// safeName reports whether a peer's file name may be used as it is.
+func safeName(base string) bool {
+	if base == "" || base == "." || base == ".." || base == "/" || len(base) > 255 {
+		return false
+	}
+	if base[0] == '.' || base[0] == '-' {
+		return false
+	}
+	for _, r := range base {
+		if r < 0x20 || r == 0x7f || r == '\\' || r == utf8.RuneError {
+			return false
+		}
+	}
+	return true
 }

@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/mem"
@@ -53,6 +55,24 @@ type PeerConfig struct {
 	// clients; more is ResourceExhausted (reason BUSY: clients back off).
 	// Default 256; negative: no limit.
 	MaxUploads int
+	// MaxUploadsPerClient caps the GetChunks calls served at once to one
+	// client IP, so one client cannot hold every upload. Default 32 (a
+	// download asks 2 at a time per peer); negative: no limit.
+	MaxUploadsPerClient int
+	// MaxUploadsPerConn caps them on one connection. Default 8; negative:
+	// no limit.
+	MaxUploadsPerConn int
+	// MaxWatchers caps the WatchHave streams open at once, over all
+	// clients; each holds a goroutine and a have-set. Default 4096;
+	// negative: no limit.
+	MaxWatchers int
+	// MaxWatchersPerClient caps them per client IP. Default 64 (a
+	// downloader opens one per partial holder it uses); negative: no limit.
+	MaxWatchersPerClient int
+	// SendTimeout ends a GetChunks call whose client takes no message for
+	// this long (it stopped reading), giving its slot to others at once.
+	// Default 20 s, the clients' stall timeout.
+	SendTimeout time.Duration
 	// SuperSeed reveals chunks to each client through WatchHave a few at
 	// a time, each to one client, until all went out once (see superSeed).
 	// For a seeder whose upload is a swarm's bottleneck; it should then
@@ -62,18 +82,23 @@ type PeerConfig struct {
 
 // DefaultPeerConfig returns the limits used by `shoal serve`.
 func DefaultPeerConfig() PeerConfig {
-	return PeerConfig{MaxChunksPerRequest: 4096, PieceSize: chunkstore.MaxChunkSize, MaxUploads: 256}
+	return PeerConfig{
+		MaxChunksPerRequest: 4096, PieceSize: chunkstore.MaxChunkSize,
+		MaxUploads: 256, MaxUploadsPerClient: 32, MaxUploadsPerConn: 8, SendTimeout: 20 * time.Second,
+		MaxWatchers: 4096, MaxWatchersPerClient: 64,
+	}
 }
 
 // PeerService implements shoal.v1.PeerService over a Files source.
 type PeerService struct {
 	shoalv1.UnimplementedPeerServiceServer
-	files Files
-	cfg   PeerConfig
-	bufs  chunkPool
-	stats *Stats
-	seed  *superSeed    // nil unless cfg.SuperSeed
-	slots chan struct{} // one per upload under way; nil when unlimited
+	files    Files
+	cfg      PeerConfig
+	bufs     chunkPool
+	stats    *Stats
+	seed     *superSeed   // nil unless cfg.SuperSeed
+	slots    *uploadSlots // the uploads under way, per client and connection
+	watchers *uploadSlots // the WatchHave streams open, per client
 }
 
 // NewPeerService serves files with the limits in cfg.
@@ -91,12 +116,28 @@ func NewPeerService(files Files, cfg PeerConfig, stats *Stats) *PeerService {
 	if cfg.SuperSeed {
 		p.seed = newSuperSeed(2)
 	}
+	def := DefaultPeerConfig()
 	if cfg.MaxUploads == 0 {
-		cfg.MaxUploads = DefaultPeerConfig().MaxUploads
+		cfg.MaxUploads = def.MaxUploads
 	}
-	if cfg.MaxUploads > 0 {
-		p.slots = make(chan struct{}, cfg.MaxUploads)
+	if cfg.MaxUploadsPerClient == 0 {
+		cfg.MaxUploadsPerClient = def.MaxUploadsPerClient
 	}
+	if cfg.MaxUploadsPerConn == 0 {
+		cfg.MaxUploadsPerConn = def.MaxUploadsPerConn
+	}
+	if cfg.SendTimeout <= 0 {
+		cfg.SendTimeout = def.SendTimeout
+	}
+	if cfg.MaxWatchers == 0 {
+		cfg.MaxWatchers = def.MaxWatchers
+	}
+	if cfg.MaxWatchersPerClient == 0 {
+		cfg.MaxWatchersPerClient = def.MaxWatchersPerClient
+	}
+	p.watchers = newUploadSlots(cfg.MaxWatchers, cfg.MaxWatchersPerClient, -1)
+	p.cfg = cfg
+	p.slots = newUploadSlots(cfg.MaxUploads, cfg.MaxUploadsPerClient, cfg.MaxUploadsPerConn)
 	return p
 }
 
@@ -129,14 +170,13 @@ func (p *PeerService) GetManifest(_ context.Context, req *shoalv1.GetManifestReq
 
 // GetChunks streams the chunks asked for, in order.
 func (p *PeerService) GetChunks(req *shoalv1.GetChunksRequest, stream grpc.ServerStreamingServer[shoalv1.GetChunksResponse]) error {
-	if p.slots != nil {
-		select {
-		case p.slots <- struct{}{}:
-			defer func() { <-p.slots }()
-		default:
-			return toStatus(fmt.Errorf("%w: %d uploads under way", errBusy, cap(p.slots)))
-		}
+	ctx := stream.Context()
+	addr := clientAddr(ctx)
+	release, err := p.slots.acquire(clientIP(ctx), addr)
+	if err != nil {
+		return toStatus(err)
 	}
+	defer release()
 	id, err := chunkstore.ParseID(req.GetContentId())
 	if err != nil {
 		return toStatus(err)
@@ -151,9 +191,10 @@ func (p *PeerService) GetChunks(req *shoalv1.GetChunksRequest, stream grpc.Serve
 	if err != nil {
 		return toStatus(err)
 	}
-	ctx := stream.Context()
-	addr := clientAddr(ctx)
 	pool := &p.bufs
+	// A client that stops reading loses its slot after SendTimeout, and
+	// the call ends once its send returns.
+	send := &guardedStream{ServerStream: stream, timeout: p.cfg.SendTimeout, stalled: release}
 	for _, i := range want {
 		off, n := m.ChunkBounds(i)
 		bp := pool.Get(n)
@@ -162,7 +203,11 @@ func (p *PeerService) GetChunks(req *shoalv1.GetChunksRequest, stream grpc.Serve
 			pool.Put(bp)
 			return toStatus(err)
 		}
-		if err := p.sendChunk(stream, i, off, data, mem.NewBuffer(bp, pool)); err != nil {
+		err = p.sendChunk(send, i, off, data, mem.NewBuffer(bp, pool))
+		if send.stall.Load() {
+			return toStatus(fmt.Errorf("%w: the client read nothing for %v", errBusy, p.cfg.SendTimeout))
+		}
+		if err != nil {
 			return err
 		}
 		p.stats.ChunksServed.Add(1)
@@ -244,6 +289,12 @@ func chunkList(req *shoalv1.GetChunksRequest, n, limit int) ([]int, error) {
 
 // WatchHave streams the peer's chunk set for one file.
 func (p *PeerService) WatchHave(req *shoalv1.WatchHaveRequest, stream grpc.ServerStreamingServer[shoalv1.WatchHaveResponse]) error {
+	ctx := stream.Context()
+	release, err := p.watchers.acquire(clientIP(ctx), clientAddr(ctx))
+	if err != nil {
+		return toStatus(err)
+	}
+	defer release()
 	id, err := chunkstore.ParseID(req.GetContentId())
 	if err != nil {
 		return toStatus(err)
@@ -309,4 +360,23 @@ func ManifestToWire(m *chunkstore.Manifest) *shoalv1.Manifest {
 		ContentId:   m.ID.String(),
 		ChunkHashes: m.HashBytes(),
 	}
+}
+
+// guardedStream calls stalled when one SendMsg waits longer than timeout:
+// the client stopped reading and its flow-control window is full. Waits
+// of the upload throttle are not counted.
+type guardedStream struct {
+	grpc.ServerStream
+	timeout time.Duration
+	stalled func()
+	stall   atomic.Bool // a send outlasted timeout
+}
+
+func (g *guardedStream) SendMsg(m any) error {
+	t := time.AfterFunc(g.timeout, func() {
+		g.stall.Store(true)
+		g.stalled()
+	})
+	defer t.Stop()
+	return g.ServerStream.SendMsg(m)
 }

@@ -47,15 +47,16 @@ func (f *nodeFlags) register(cmd *cobra.Command, defListen string) {
 
 func newServeCmd(g *globals) *cobra.Command {
 	var (
-		nf         nodeFlags
-		dir        string
-		rate       int64
-		registries []string
-		index      string
-		superSeed  bool
-		maxUploads int
-		maxChunks  int
-		coursePort int
+		nf           nodeFlags
+		dir          string
+		rate         int64
+		registries   []string
+		index        string
+		superSeed    bool
+		maxUploads   int
+		maxPerClient int
+		maxChunks    int
+		coursePort   int
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --dir DIR",
@@ -94,6 +95,10 @@ func newServeCmd(g *globals) *cobra.Command {
 			pc.MaxUploads, pc.MaxChunksPerRequest = maxUploads, maxChunks
 			if maxUploads <= 0 {
 				pc.MaxUploads = -1 // the flag's 0 is the config's "no limit"
+			}
+			pc.MaxUploadsPerClient = maxPerClient
+			if maxPerClient <= 0 {
+				pc.MaxUploadsPerClient = -1
 			}
 			lc := nf.leaseConfig()
 			// Every goroutine of the command is one of jobs: the node, the
@@ -147,6 +152,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	cmd.Flags().Int64Var(&rate, "rate", 0, "upload limit in bytes per second for all streams together; 0 means unlimited")
 	cmd.Flags().StringSliceVar(&registries, "registry", envList("SHOAL_REGISTRY"), "registries to announce to, comma-separated host:port list (default $SHOAL_REGISTRY)")
 	cmd.Flags().IntVar(&maxUploads, "max-uploads", server.DefaultPeerConfig().MaxUploads, "chunk streams served at once, over all clients; 0: no limit")
+	cmd.Flags().IntVar(&maxPerClient, "max-uploads-per-client", server.DefaultPeerConfig().MaxUploadsPerClient, "chunk streams served at once to one client IP; 0: no limit")
 	cmd.Flags().IntVar(&maxChunks, "max-chunks-per-request", server.DefaultPeerConfig().MaxChunksPerRequest, "chunks one GetChunks call may ask for")
 	cmd.Flags().BoolVar(&superSeed, "super-seed", false, "reveal each chunk to one downloader at a time until all went out once (for a swarm's first seeder)")
 	cmd.Flags().IntVar(&coursePort, "course-tracker-port", 0, "also serve the folder's top-level files over the course protocol, tracker on this UDP port")

@@ -47,6 +47,10 @@ type LeaseConfig struct {
 	MaxPeers int
 	// MaxFilesPerPeer caps one announce's file list. Default 10,000.
 	MaxFilesPerPeer int
+	// MaxBytes caps the table's memory, in bytes, as estimated from its
+	// entries (names, addresses, per-file overhead); an announce past it
+	// is ResourceExhausted. Default 128 MiB.
+	MaxBytes int
 	// MaxLookup caps the peers one Lookup returns; also its default.
 	// Default 50.
 	MaxLookup int
@@ -59,7 +63,7 @@ type LeaseConfig struct {
 
 // DefaultLeaseConfig returns the limits used by `shoal registry`.
 func DefaultLeaseConfig() LeaseConfig {
-	return LeaseConfig{Lease: 30 * time.Second, MaxPeers: 100_000, MaxFilesPerPeer: 10_000, MaxLookup: 50, Now: time.Now}
+	return LeaseConfig{Lease: 30 * time.Second, MaxPeers: 100_000, MaxFilesPerPeer: 10_000, MaxBytes: 128 << 20, MaxLookup: 50, Now: time.Now}
 }
 
 // holders is the set of peers holding one file, as a slice for random
@@ -94,6 +98,17 @@ type leaseEntry struct {
 	LeasedPeer
 	heapIdx int
 	secret  string // proves ownership; empty for entries learned by exchange
+	bytes   int    // what the entry costs the table, by entryBytes
+}
+
+// entryBytes estimates the memory an entry costs the table, indexes
+// included: its strings, and a fixed overhead per entry and per file.
+func entryBytes(e LeasedPeer) int {
+	n := 256 + len(e.ID) + len(e.Addr)
+	for _, f := range e.Files {
+		n += 160 + 2*len(f.Name) // the entry's copy and the name index's
+	}
+	return n
 }
 
 // Leases is the registry's table of peers and files. It is safe for
@@ -106,6 +121,7 @@ type Leases struct {
 	files    map[chunkstore.ID]*holders // by content id
 	names    map[string][]chunkstore.ID // by file name
 	expiry   expiryHeap                 // every entry, soonest first
+	bytes    int                        // sum of the entries' bytes, at most cfg.MaxBytes
 	rnd      *rand.Rand                 // lookup sampling
 	onExpire func(n int)                // called with mu held, for metrics
 }
@@ -124,6 +140,9 @@ func NewLeases(cfg LeaseConfig) *Leases {
 	}
 	if cfg.MaxLookup <= 0 {
 		cfg.MaxLookup = def.MaxLookup
+	}
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = def.MaxBytes
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -232,12 +251,25 @@ func (l *Leases) putLocked(e LeasedPeer) error {
 	if !ok && len(l.peers) >= l.cfg.MaxPeers {
 		return fmt.Errorf("%w: %d peers registered", errFull, len(l.peers))
 	}
+	size := entryBytes(e)
+	if e.Left {
+		size = entryBytes(LeasedPeer{Peer: Peer{ID: e.ID, Addr: e.Addr}})
+	}
+	old := 0
+	if ok {
+		old = cur.bytes
+	}
+	if l.bytes-old+size > l.cfg.MaxBytes {
+		return fmt.Errorf("%w: the table holds %d MiB, at most %d", errFull, l.bytes>>20, l.cfg.MaxBytes>>20)
+	}
+	l.bytes += size - old
 	if ok {
 		l.unindexLocked(cur)
 		cur.LeasedPeer = e
+		cur.bytes = size
 		heap.Fix(&l.expiry, cur.heapIdx)
 	} else {
-		cur = &leaseEntry{LeasedPeer: e}
+		cur = &leaseEntry{LeasedPeer: e, bytes: size}
 		l.peers[e.ID] = cur
 		heap.Push(&l.expiry, cur)
 	}
@@ -303,6 +335,7 @@ func (l *Leases) sweepLocked(now time.Time) {
 		e := heap.Pop(&l.expiry).(*leaseEntry)
 		l.unindexLocked(e)
 		delete(l.peers, e.ID)
+		l.bytes -= e.bytes
 		if !e.Left {
 			n++
 		}

@@ -272,3 +272,40 @@ func TestMergeKeepsNewestAndTombstones(t *testing.T) {
 		t.Fatal("a learned entry outlived the lease it was granted")
 	}
 }
+
+// The table's memory is bounded in bytes, not only in counts: announces of
+// long names stop at MaxBytes and start again once leases end.
+func TestLeasesBoundedInBytes(t *testing.T) {
+	l, clock := newTestLeases(LeaseConfig{MaxBytes: 1 << 20})
+	name := strings.Repeat("n", 4000)
+	announced := 0
+	var err error
+	for i := range 100 {
+		p := Peer{ID: fmt.Sprintf("p%d", i), Addr: fmt.Sprintf("10.0.0.%d:7000", i+1)}
+		for j := range 20 {
+			p.Files = append(p.Files, FileInfo{ID: chunkstore.ID{byte(i), byte(j)}, Name: name + fmt.Sprint(j), Size: 1})
+		}
+		if _, _, err = l.Announce(p, ""); err != nil {
+			break
+		}
+		announced++
+	}
+	if !errors.Is(err, errFull) || announced == 0 || announced >= 100 {
+		t.Fatalf("%d announces of 80 KB taken, then %v; want a stop near 1 MiB", announced, err)
+	}
+	l.mu.Lock()
+	bytes := l.bytes
+	l.mu.Unlock()
+	if bytes > 1<<20 {
+		t.Fatalf("table holds %d bytes, over its 1 MiB", bytes)
+	}
+	clock.Add(l.Lease() + time.Second)
+	if _, _, err := l.Announce(testPeer(1000, 1), ""); err != nil {
+		t.Fatalf("after the leases ended: %v", err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.bytes != entryBytes(LeasedPeer{Peer: testPeer(1000, 1)}) {
+		t.Errorf("bytes %d after expiry, want only the new entry's", l.bytes)
+	}
+}

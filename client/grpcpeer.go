@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/shoalnet/shoal/chunkstore"
@@ -23,6 +25,10 @@ const maxMessageBytes = chunkstore.MaxChunkSize + 64<<10
 // memory is about peers x 2 windows).
 const windowBytes = 2 << 20
 
+// connectTimeout bounds one attempt to connect to a peer, handshake
+// included.
+const connectTimeout = 5 * time.Second
+
 // DialOptions are the gRPC options shoal clients use by default:
 // plaintext and TuningOptions.
 func DialOptions() []grpc.DialOption {
@@ -37,6 +43,9 @@ func TuningOptions() []grpc.DialOption {
 		grpc.WithInitialConnWindowSize(2 * windowBytes),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes)),
 		grpc.WithReadBufferSize(256 << 10),
+		// A peer whose address accepts nothing, or accepts and never
+		// speaks HTTP/2, fails its connection within 5 s instead of 20.
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: connectTimeout}),
 	}
 }
 

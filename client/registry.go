@@ -31,10 +31,12 @@ type Registry struct {
 }
 
 // Manifest phase limits: holders asked at once, and holders asked in all
-// before the phase gives up.
+// before the phase gives up. A holder that refuses costs a millisecond and
+// a silent one CallTimeout, three at a time, so even a registry full of
+// junk entries costs the phase seconds, not minutes.
 const (
 	manifestHedge = 3
-	manifestTries = 24
+	manifestTries = 256
 )
 
 func (r *Registry) callTimeout() time.Duration {

@@ -12,31 +12,45 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// registryWrites are the calls that change a registry: with a token set,
-// only callers presenting it may make them. Lookups stay open.
+// registryWrites are the calls peers make that change a registry: with a
+// token set, only callers presenting it may make them. Lookups stay open.
 var registryWrites = map[string]bool{
 	"/shoal.v1.RegistryService/Announce": true,
 	"/shoal.v1.RegistryService/Leave":    true,
+}
+
+// federationCalls are the calls only other registries make. They carry
+// other registries' entries, so a peer's token never grants them: with a
+// federation token set they need it, and with only a peer token set they
+// are refused.
+var federationCalls = map[string]bool{
 	"/shoal.v1.RegistryService/Exchange": true,
 }
 
-// tokenOptions require "authorization: Bearer TOKEN" on registry writes.
-func tokenOptions(token string) []grpc.ServerOption {
-	if token == "" {
+// federationHeader carries the federation token.
+const federationHeader = "shoal-federation-token"
+
+// tokenOptions require "authorization: Bearer TOKEN" on registry writes
+// and the federation token on exchanges.
+func tokenOptions(token, federation string) []grpc.ServerOption {
+	if token == "" && federation == "" {
 		return nil
 	}
-	want := []byte("Bearer " + token)
 	check := func(ctx context.Context, method string) error {
-		if !registryWrites[method] {
-			return nil
-		}
 		md, _ := metadata.FromIncomingContext(ctx)
-		for _, v := range md.Get("authorization") {
-			if subtle.ConstantTimeCompare([]byte(strings.TrimSpace(v)), want) == 1 {
+		switch {
+		case registryWrites[method] && token != "":
+			if presents(md.Get("authorization"), "Bearer "+token) {
 				return nil
 			}
+			return status.Error(codes.Unauthenticated, "this registry needs a token to announce (--token or SHOAL_TOKEN)")
+		case federationCalls[method]:
+			if federation != "" && presents(md.Get(federationHeader), federation) {
+				return nil
+			}
+			return status.Error(codes.Unauthenticated, "this registry federates only with registries holding its --federation-token")
 		}
-		return status.Error(codes.Unauthenticated, "this registry needs a token to announce (--token or SHOAL_TOKEN)")
+		return nil
 	}
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
@@ -52,6 +66,31 @@ func tokenOptions(token string) []grpc.ServerOption {
 			return h(srv, ss)
 		}),
 	}
+}
+
+// presents reports whether one of vals is want, in constant time.
+func presents(vals []string, want string) bool {
+	for _, v := range vals {
+		if subtle.ConstantTimeCompare([]byte(strings.TrimSpace(v)), []byte(want)) == 1 {
+			return true
+		}
+	}
+	return false
+}
+
+// federationCreds sends the federation token with every call.
+type federationCreds struct{ token string }
+
+func (f federationCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{federationHeader: f.token}, nil
+}
+
+func (federationCreds) RequireTransportSecurity() bool { return false }
+
+// FederationDialOption sends the federation token on a registry's calls
+// to other registries.
+func FederationDialOption(token string) grpc.DialOption {
+	return grpc.WithPerRPCCredentials(federationCreds{token: token})
 }
 
 // tokenCreds sends the registry token with every call.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -119,9 +120,13 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 	}
 	n.leases = NewLeases(cfg.Lease)
 	if len(cfg.Join) > 0 {
+		dial := cfg.DialOptions
+		if cfg.Server.FederationToken != "" {
+			dial = append(slices.Clone(dial), FederationDialOption(cfg.Server.FederationToken))
+		}
 		n.fed = NewFederation(FederationConfig{
 			Self: cfg.Advertise, Join: cfg.Join, Interval: cfg.ExchangeInterval,
-			DialOptions: cfg.DialOptions, Logger: cfg.Logger,
+			DialOptions: dial, Logger: cfg.Logger,
 		}, n.leases)
 	}
 	reg := NewRegistryService(n.leases, n.fed)

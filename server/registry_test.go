@@ -281,3 +281,35 @@ func TestNoOneLeavesOrRefreshesForAnother(t *testing.T) {
 		t.Fatalf("the owner's leave: %v", err)
 	}
 }
+
+// Registries authenticate each other apart from the peers: a peer's token
+// never grants Exchange, and registries holding the federation token
+// federate.
+func TestFederationNeedsItsOwnToken(t *testing.T) {
+	scfg := server.Config{Token: "peers", FederationToken: "registries"}
+	a, _ := runNode(t, server.NodeConfig{Server: scfg})
+	dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()), server.TokenDialOption("peers")}
+	b, _ := runNode(t, server.NodeConfig{Server: scfg, Join: []string{a.Addr()}, ExchangeInterval: time.Hour, DialOptions: dial})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	cc, err := grpc.NewClient(a.Addr(), dial...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	peerClient := shoalv1.NewRegistryServiceClient(cc)
+	fake := &shoalv1.LeasedPeer{Peer: &shoalv1.PeerInfo{PeerId: "x", Address: "127.0.0.1:1"}, RemainingMs: 1000}
+	if _, err := peerClient.Exchange(ctx, &shoalv1.ExchangeRequest{Peers: []*shoalv1.LeasedPeer{fake}}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("exchange with a peer's token: %v, want Unauthenticated", err)
+	}
+
+	dir := t.TempDir()
+	writeFile(t, dir, "shared.bin", randBytes(10_000))
+	p, _ := runNode(t, server.NodeConfig{Dir: dir, Registries: []string{b.Addr()}, DialOptions: dial})
+	<-p.Announced()
+	b.Federation().Round(ctx)
+	if _, err := lookupName(ctx, registryClient(t, a.Addr()), "shared.bin"); err != nil {
+		t.Fatalf("registries with the federation token did not federate: %v", err)
+	}
+}

@@ -30,12 +30,14 @@ type nodeFlags struct {
 	advertise string
 	join      []string
 	lease     time.Duration
+	fedToken  string
 }
 
 func (f *nodeFlags) register(cmd *cobra.Command, defListen string) {
 	cmd.Flags().StringVar(&f.listen, "listen", defListen, "address to serve gRPC on (host:port; port 0 picks a free one)")
 	cmd.Flags().StringVar(&f.advertise, "advertise", "", "address other peers should use to reach this one (default: the listen address)")
 	cmd.Flags().StringSliceVar(&f.join, "join", nil, "registries to federate with, comma-separated host:port list")
+	cmd.Flags().StringVar(&f.fedToken, "federation-token", envOr("SHOAL_FEDERATION_TOKEN", ""), "token registries exchange entries with, apart from the peers' --token; required to federate registries that use a --token (default $SHOAL_FEDERATION_TOKEN)")
 	f.conn.register(cmd, true)
 	def := server.DefaultLimits()
 	cmd.Flags().Float64Var(&f.limits.RequestsPerSecond, "max-rps", def.RequestsPerSecond, "calls per second one client IP may start (health and reflection exempt); 0 or less: no limit")
@@ -229,5 +231,5 @@ func (f *nodeFlags) serverConfig(log *slog.Logger) (server.Config, []grpc.DialOp
 	if l.StreamsPerConn <= 0 {
 		l.StreamsPerConn = -1
 	}
-	return server.Config{Logger: log, Limits: l, Token: f.conn.token, Options: opts}, dial, nil
+	return server.Config{Logger: log, Limits: l, Token: f.conn.token, FederationToken: f.fedToken, Options: opts}, dial, nil
 }

@@ -1,9 +1,13 @@
 package server
 
 import (
+	"context"
 	"errors"
+	"strings"
 	"testing"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shoalnet/shoal/chunkstore"
@@ -75,6 +79,81 @@ func FuzzAnnounce(f *testing.F) {
 			if _, _, _, err := l.Lookup(f.ID, "", false, 1, nil); err != nil {
 				t.Fatalf("announced file %s not found: %v", f.ID, err)
 			}
+		}
+	})
+}
+
+// FuzzRegistryHandlers feeds every RegistryService handler requests built
+// from fuzz bytes, against a table holding an owned registration: no
+// handler may panic or answer with a code that blames the server, and the
+// owned registration survives whatever is sent.
+func FuzzRegistryHandlers(f *testing.F) {
+	seed := func(which uint8, r proto.Message) {
+		b, _ := proto.Marshal(r)
+		f.Add(which, b)
+	}
+	victimID := chunkstore.ID{7}.String()
+	seed(0, &shoalv1.AnnounceRequest{Peer: &shoalv1.PeerInfo{PeerId: "victim", Address: "127.0.0.1:1", Files: []*shoalv1.FileInfo{{ContentId: victimID, Name: "v"}}}, Secret: "guess"})
+	seed(0, &shoalv1.AnnounceRequest{Peer: &shoalv1.PeerInfo{PeerId: "p", Address: "127.0.0.1:2", Files: []*shoalv1.FileInfo{{ContentId: victimID, Name: strings.Repeat("n", 4000)}}}})
+	seed(1, &shoalv1.LookupRequest{File: &shoalv1.LookupRequest_Name{Name: ""}})
+	seed(1, &shoalv1.LookupRequest{File: &shoalv1.LookupRequest_ContentId{ContentId: strings.Repeat("x", 10_000)}, Limit: 1 << 30})
+	seed(1, &shoalv1.LookupRequest{File: &shoalv1.LookupRequest_Name{Name: "v"}, Exclude: []string{"victim"}})
+	seed(2, &shoalv1.LeaveRequest{PeerId: "victim", Address: "127.0.0.1:9001"})
+	seed(3, &shoalv1.ListFilesRequest{PageToken: "!!", PageSize: 1 << 31})
+	seed(3, &shoalv1.ListFilesRequest{PageToken: pageToken("v", victimID)})
+	seed(4, &shoalv1.ExchangeRequest{Peers: []*shoalv1.LeasedPeer{{Peer: &shoalv1.PeerInfo{PeerId: "victim", Address: "127.0.0.1:1"}, RemainingMs: 30_000, Left: true}}})
+	seed(4, &shoalv1.ExchangeRequest{From: "nothostport", Peers: []*shoalv1.LeasedPeer{{RemainingMs: -5}}})
+	f.Fuzz(func(t *testing.T, which uint8, b []byte) {
+		leases := NewLeases(LeaseConfig{MaxPeers: 16, MaxFilesPerPeer: 8})
+		victim := Peer{ID: "victim", Addr: "127.0.0.1:9001", Files: []FileInfo{{ID: chunkstore.ID{7}, Name: "v", Size: 1}}}
+		if _, _, err := leases.Announce(victim, ""); err != nil {
+			t.Fatal(err)
+		}
+		r := NewRegistryService(leases, nil)
+		ctx := context.Background()
+		var err error
+		switch which % 5 {
+		case 0:
+			var req shoalv1.AnnounceRequest
+			if proto.Unmarshal(b, &req) != nil {
+				return
+			}
+			_, err = r.Announce(ctx, &req)
+		case 1:
+			var req shoalv1.LookupRequest
+			if proto.Unmarshal(b, &req) != nil {
+				return
+			}
+			_, err = r.Lookup(ctx, &req)
+		case 2:
+			var req shoalv1.LeaveRequest
+			if proto.Unmarshal(b, &req) != nil {
+				return
+			}
+			_, err = r.Leave(ctx, &req)
+		case 3:
+			var req shoalv1.ListFilesRequest
+			if proto.Unmarshal(b, &req) != nil {
+				return
+			}
+			_, err = r.ListFiles(ctx, &req)
+		case 4:
+			var req shoalv1.ExchangeRequest
+			if proto.Unmarshal(b, &req) != nil {
+				return
+			}
+			_, err = r.Exchange(ctx, &req)
+		}
+		if c := status.Code(err); c == codes.Internal || c == codes.Unknown {
+			t.Fatalf("handler %d answered %v", which%5, err)
+		}
+		_, peers, _, lerr := leases.Lookup(chunkstore.ID{7}, "", false, 16, nil)
+		found := false
+		for _, p := range peers {
+			found = found || p.ID == "victim" && p.Addr == victim.Addr
+		}
+		if lerr != nil || !found {
+			t.Fatalf("handler %d with %x removed or re-pointed the owned registration: %v %v", which%5, b, peers, lerr)
 		}
 	})
 }

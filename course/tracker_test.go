@@ -144,3 +144,72 @@ func TestSilentTrackerFailsInBoundedTime(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// Queries keep Spacing from the last send, resends included: a query
+// answered after a resend is not followed at once by one the tracker's
+// rate limit would drop.
+func TestTrackerSpacingCountsFromTheLastSend(t *testing.T) {
+	srv, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	const spacing = 100 * time.Millisecond
+	got := make(chan time.Time, 16)
+	go func() {
+		buf := make([]byte, 2048)
+		for n := 0; ; n++ {
+			_, from, err := srv.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			got <- time.Now()
+			if n%3 == 2 { // every third query is answered, the others dropped
+				srv.WriteToUDPAddrPort(TrackerReply{NumBlocks: 1, Size: 10, Peers: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1")}}.Format(), from)
+			}
+		}
+	}()
+	tr := &Tracker{Addr: srv.LocalAddr().(*net.UDPAddr).AddrPort(), Name: "f", Spacing: spacing, Timeout: time.Second}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); tr.Run(ctx) }()
+	var times []time.Time
+	for len(times) < 7 {
+		select {
+		case at := <-got:
+			times = append(times, at)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("only %d queries", len(times))
+		}
+	}
+	cancel()
+	<-done
+	for k := 1; k < len(times); k++ {
+		// A timer never fires early; the margin covers the clocks of two
+		// goroutines.
+		if gap := times[k].Sub(times[k-1]); gap < spacing-5*time.Millisecond {
+			t.Errorf("query %d came %v after the one before; want at least %v", k, gap, spacing)
+		}
+	}
+}
+
+// A refused tracker fails at once, saying so, not after 3 timeouts.
+func TestRefusedTrackerSaysRefused(t *testing.T) {
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := pc.LocalAddr().(*net.UDPAddr).AddrPort()
+	pc.Close()
+	tr := &Tracker{Addr: addr, Name: "f", Spacing: 2100 * time.Millisecond, Timeout: time.Hour}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); tr.Run(ctx) }()
+	_, err = tr.Manifest(ctx)
+	if !errors.Is(err, ErrRefused) {
+		t.Fatalf("Manifest from a refused port: %v, want ErrRefused (within the hour of timeouts it would otherwise wait)", err)
+	}
+	cancel()
+	<-done
+}

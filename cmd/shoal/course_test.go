@@ -212,3 +212,23 @@ func (s *countedSource) Close() error {
 	}
 	return s.Source.Close()
 }
+
+// The grading flow asks a new challenge for every checksum the reference
+// grader cannot read: 0x0a, 0x0d or 0x85 anywhere.
+func TestUnreadableChecksums(t *testing.T) {
+	for _, c := range []struct {
+		sum  [4]byte
+		want bool
+	}{
+		{[4]byte{1, 2, 3, 4}, false},
+		{[4]byte{'\n', 2, 3, 4}, true},
+		{[4]byte{1, '\r', 3, 4}, true},
+		{[4]byte{1, 2, 3, '\r'}, true},
+		{[4]byte{1, 2, 0x85, 4}, true},
+		{[4]byte{0x84, 0x86, 0x0c, 0x0e}, false},
+	} {
+		if got := unreadable(c.sum); got != c.want {
+			t.Errorf("unreadable(%x) = %v, want %v", c.sum, got, c.want)
+		}
+	}
+}

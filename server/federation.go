@@ -28,12 +28,13 @@ type FederationConfig struct {
 	// Join lists registries to exchange with from the start.
 	Join []string
 	// Interval is the time between exchange rounds. Each round calls every
-	// known registry once.
+	// known registry once. Default 2 s.
 	Interval time.Duration
 	// MaxEntries caps entries per exchange message (a random sample when
-	// the table is larger), bounding message size and merge work.
+	// the table is larger), bounding message size and merge work. Default
+	// 2000.
 	MaxEntries int
-	// MaxRegistries caps how many registries are remembered.
+	// MaxRegistries caps how many registries are remembered. Default 64.
 	MaxRegistries int
 	// DialOptions are used to reach other registries.
 	DialOptions []grpc.DialOption

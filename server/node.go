@@ -21,28 +21,34 @@ import (
 // NodeConfig configures a Node: one gRPC listener carrying a PeerService
 // for a folder (if Dir is set) and a RegistryService.
 type NodeConfig struct {
-	// Dir is the shared folder; empty runs a registry alone.
+	// Dir is the shared folder; empty runs a registry alone (or serves
+	// Files).
 	Dir string
-	// IndexPath keeps the folder's hashes across restarts; empty disables.
+	// IndexPath keeps the folder's hashes across restarts; empty: every
+	// start rehashes.
 	IndexPath string
 	// Listener is where the node serves. Required.
 	Listener net.Listener
 	// Advertise is the address announced to registries; empty means the
 	// listener's address.
 	Advertise string
-	// PeerID identifies the node to registries; empty picks a random one.
+	// PeerID identifies the node to registries, 1 to 64 bytes; empty picks
+	// a random one.
 	PeerID string
 	// Registries are remote registries to announce this node's files to.
 	Registries []string
 	// Join lists registries whose entries this node's registry exchanges.
 	Join []string
-	// ExchangeInterval is the time between federation rounds.
+	// ExchangeInterval is the time between federation rounds. Default 2 s.
 	ExchangeInterval time.Duration
-	// RescanInterval is how often the folder is rescanned for changes.
+	// RescanInterval is how often the folder is rescanned for changes (a
+	// file seen changed is rescanned at once). Default 1 min.
 	RescanInterval time.Duration
-	// Lease configures the node's own registry.
+	// Lease configures the node's own registry; zero fields take
+	// DefaultLeaseConfig's.
 	Lease LeaseConfig
-	// Peer configures the PeerService (limits, upload throttle).
+	// Peer configures the PeerService (limits, upload throttle); zero
+	// fields take DefaultPeerConfig's.
 	Peer PeerConfig
 	// Server configures the gRPC server wiring.
 	Server Config
@@ -52,9 +58,9 @@ type NodeConfig struct {
 	// Holdings, if set, lists what the node announces; by default the
 	// Files' own Holdings method, when it has one.
 	Holdings func() []FileInfo
-	// DialOptions reach other registries.
+	// DialOptions reach other registries. Default: plaintext.
 	DialOptions []grpc.DialOption
-	// Logger receives the node's logs.
+	// Logger receives the node's logs. Default: discarded.
 	Logger *slog.Logger
 	// Metrics, if set, counts this node in the process's metrics.
 	Metrics *Metrics

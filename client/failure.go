@@ -199,7 +199,7 @@ func fromStatus(what string, err error) error {
 			}
 		}
 	}
-	msg := st.Message()
+	msg := plainMessage(st.Message())
 	if !strings.Contains(msg, sentinel.Error()) {
 		msg = sentinel.Error() + ": " + msg
 	}
@@ -217,6 +217,20 @@ func callError(ctx context.Context, what string, err error, timeout time.Duratio
 		return fmt.Errorf("%s: %w: not a gRPC server (it answered in plain HTTP/1)", what, ErrUnreachable)
 	}
 	return fromStatus(what, err)
+}
+
+// plainMessage strips grpc-go's transport wrapping from a status message:
+// `connection error: desc = "transport: Error while dialing: dial tcp
+// ADDR: connect: connection refused"` says "dial tcp ADDR: connect:
+// connection refused".
+func plainMessage(msg string) string {
+	if i := strings.Index(msg, `desc = "`); i >= 0 {
+		msg = strings.TrimSuffix(msg[i+len(`desc = "`):], `"`)
+	}
+	msg = strings.TrimPrefix(msg, "transport: ")
+	msg = strings.TrimPrefix(msg, "Error while dialing: ")
+	msg = strings.TrimPrefix(msg, "authentication handshake failed: ")
+	return msg
 }
 
 // wrapped is an error whose text already says what err says.

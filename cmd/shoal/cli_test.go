@@ -160,7 +160,8 @@ func TestGetFromClusterAndExitCodes(t *testing.T) {
 		{[]string{"get", "nope.bin", "--registry", reg, "-o", filepath.Join(outDir, "x")}, exitNotFound},
 		{[]string{"get", "data.bin", "--registry", reg, "-o", filepath.Join(outDir, "missing", "x")}, exitFailure},
 		{[]string{"get", "data.bin", "--registry", reg, "-o", filepath.Join(outDir, "missing") + string(filepath.Separator)}, exitFailure},
-		{[]string{"get", "data.bin"}, exitUsage},
+		{[]string{"get", "data.bin", "--registry", "http://" + reg}, exitUsage},
+		{[]string{"get", "data.bin", "--registry", "127.0.0.1:99999"}, exitUsage},
 		{[]string{"get", "data.bin", "--registry", reg, "--peers", "0"}, exitUsage},
 	}
 	for _, c := range codes {

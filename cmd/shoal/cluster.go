@@ -61,6 +61,7 @@ Ctrl-C stops everything; each peer leaves the registry on the way out.`,
 			if err != nil {
 				return err
 			}
+			token = firstOf(token, os.Getenv("SHOAL_TOKEN"))
 			ccfg := cluster.Config{Token: token, RescanInterval: rescan}
 			var clientFlags string
 			if useTLS {
@@ -116,7 +117,7 @@ Ctrl-C stops everything; each peer leaves the registry on the way out.`,
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:7000", "registry address (port 0 picks a free one)")
 	cmd.Flags().StringVar(&metrics, "metrics", "", "serve Prometheus metrics of all nodes at http://ADDR/metrics; off when empty")
 	cmd.Flags().BoolVar(&useTLS, "tls", false, "mutual TLS between all nodes and clients, with certificates made for this run")
-	cmd.Flags().StringVar(&token, "token", envOr("SHOAL_TOKEN", ""), "token the registry requires to announce (default $SHOAL_TOKEN)")
+	cmd.Flags().StringVar(&token, "token", "", "token the registry requires to announce (default $SHOAL_TOKEN)")
 	cmd.Flags().DurationVar(&rescan, "rescan", 5*time.Second, "how often the folder is rescanned for added, edited and removed files")
 	cmd.Flags().Int64Var(&rate, "rate", 0, "upload limit of each peer in bytes per second; 0 means unlimited")
 	return cmd

@@ -2,12 +2,8 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"path"
 	"strings"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // humanBytes prints a byte count with a binary unit.
@@ -22,25 +18,6 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
-// describe turns a gRPC status into a sentence for a user.
-func describe(err error) error {
-	st, ok := status.FromError(err)
-	if !ok {
-		return err
-	}
-	if st.Code() == codes.Unavailable {
-		return fmt.Errorf("unreachable (%s)", st.Message())
-	}
-	return fmt.Errorf("%s: %s", st.Code(), st.Message())
-}
-
-func envOr(name, def string) string {
-	if v := strings.TrimSpace(os.Getenv(name)); v != "" {
-		return v
-	}
-	return def
 }
 
 func baseName(name string) string { return path.Base(name) }

@@ -55,16 +55,18 @@ Run the same command again after a crash or Ctrl-C to resume.`,
   SHOAL_REGISTRY=127.0.0.1:7000 shoal get big.iso --json`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if f.registry == "" {
-				return usageError{fmt.Errorf("--registry is required (or set SHOAL_REGISTRY)")}
+			reg, err := registryAddr(cmd.Context(), "--registry", firstOf(f.registry, os.Getenv("SHOAL_REGISTRY")))
+			if err != nil {
+				return err
 			}
+			f.registry = reg
 			if f.peers < 1 || f.peers > 64 {
 				return usageError{fmt.Errorf("--peers %d: use 1 to 64", f.peers)}
 			}
 			return runGet(cmd.Context(), g, args[0], f)
 		},
 	}
-	cmd.Flags().StringVar(&f.registry, "registry", envOr("SHOAL_REGISTRY", ""), "registry to look the file up in, host:port (default $SHOAL_REGISTRY)")
+	cmd.Flags().StringVar(&f.registry, "registry", "", "registry to look the file up in, host[:port] (default $SHOAL_REGISTRY, else "+defaultRegistry+")")
 	cmd.Flags().StringVarP(&f.out, "output", "o", "", "where to write the file; a folder gets the file's name inside it (default: the current folder)")
 	cmd.Flags().IntVar(&f.peers, "peers", 5, "how many peers to download from at once")
 	cmd.Flags().BoolVar(&f.force, "force", false, "replace an existing output file with different contents")
@@ -106,7 +108,7 @@ func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
 		reg := &client.Registry{Target: target, Conn: cc, DialOptions: append(dial, client.TuningOptions()...), CallTimeout: f.timeout}
 		m, err = reg.Manifest(ctx)
 		if err != nil {
-			return getError(err)
+			return getError(f.conn.explain(ctx, f.registry, err))
 		}
 		out = outputPath(f.out, m.Name, m.ID.String())
 		if f.out == "" && !safeName(path.Base(m.Name)) && attempt == 0 {

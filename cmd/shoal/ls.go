@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"text/tabwriter"
 	"time"
 
@@ -24,8 +25,9 @@ func newLsCmd(g *globals) *cobra.Command {
 		Example: "  shoal ls --registry 127.0.0.1:7000",
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if registry == "" {
-				return usageError{fmt.Errorf("--registry is required (or set SHOAL_REGISTRY)")}
+			registry, err := registryAddr(cmd.Context(), "--registry", firstOf(registry, os.Getenv("SHOAL_REGISTRY")))
+			if err != nil {
+				return err
 			}
 			cc, err := conn.dial(registry)
 			if err != nil {
@@ -34,7 +36,7 @@ func newLsCmd(g *globals) *cobra.Command {
 			defer cc.Close()
 			files, err := client.ListFiles(cmd.Context(), cc, timeout)
 			if err != nil {
-				return fmt.Errorf("%s: %w", registry, describe(err))
+				return conn.explain(cmd.Context(), registry, err)
 			}
 			if asJSON {
 				enc := json.NewEncoder(g.stdout)
@@ -49,7 +51,7 @@ func newLsCmd(g *globals) *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.Flags().StringVar(&registry, "registry", envOr("SHOAL_REGISTRY", ""), "registry to ask, host:port (default $SHOAL_REGISTRY)")
+	cmd.Flags().StringVar(&registry, "registry", "", "registry to ask, host[:port] (default $SHOAL_REGISTRY, else "+defaultRegistry+")")
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "longest wait for the registry's reply")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the files as a JSON array (name, content_id, size, holders, partial_holders)")
 	conn.register(cmd, false)

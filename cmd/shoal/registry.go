@@ -24,7 +24,7 @@ func newRegistryCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			scfg, dial, err := nf.serverConfig(log)
+			scfg, dial, err := nf.serverConfig(cmd.Context(), log)
 			if err != nil {
 				return err
 			}

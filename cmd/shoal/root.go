@@ -61,6 +61,9 @@ verifies every chunk, and resumes after a crash.`,
 	root.PersistentFlags().MarkHidden("cpuprofile")
 	var stopProf func()
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if _, err := g.logger(); err != nil {
+			return err // a bad --log-level or --log-format, whether the command logs or not
+		}
 		if g.cpuProf == "" {
 			return nil
 		}

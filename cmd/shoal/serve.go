@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -37,7 +39,7 @@ func (f *nodeFlags) register(cmd *cobra.Command, defListen string) {
 	cmd.Flags().StringVar(&f.listen, "listen", defListen, "address to serve gRPC on (host:port; port 0 picks a free one)")
 	cmd.Flags().StringVar(&f.advertise, "advertise", "", "address other peers should use to reach this one (default: the listen address)")
 	cmd.Flags().StringSliceVar(&f.join, "join", nil, "registries to federate with, comma-separated host:port list")
-	cmd.Flags().StringVar(&f.fedToken, "federation-token", envOr("SHOAL_FEDERATION_TOKEN", ""), "token registries exchange entries with, apart from the peers' --token; required to federate registries that use a --token (default $SHOAL_FEDERATION_TOKEN)")
+	cmd.Flags().StringVar(&f.fedToken, "federation-token", "", "token registries exchange entries with, apart from the peers' --token; required to federate registries that use a --token (default $SHOAL_FEDERATION_TOKEN)")
 	f.conn.register(cmd, true)
 	def := server.DefaultLimits()
 	cmd.Flags().Float64Var(&f.limits.RequestsPerSecond, "max-rps", def.RequestsPerSecond, "calls per second one client IP may start (health and reflection exempt); 0 or less: no limit")
@@ -74,8 +76,19 @@ func newServeCmd(g *globals) *cobra.Command {
 			if dir == "" {
 				return usageError{fmt.Errorf("--dir is required")}
 			}
-			if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			if fi, err := os.Stat(dir); err != nil {
+				if errors.Is(err, fs.ErrNotExist) {
+					return usageError{fmt.Errorf("--dir %s: does not exist", dir)}
+				}
+				return usageError{fmt.Errorf("--dir %s: %w", dir, err)}
+			} else if !fi.IsDir() {
 				return usageError{fmt.Errorf("--dir %s: not a folder", dir)}
+			}
+			if len(registries) == 0 {
+				registries = envList("SHOAL_REGISTRY")
+			}
+			if registries, err = registryList(cmd.Context(), "--registry", registries); err != nil {
+				return err
 			}
 			if rate < 0 {
 				return usageError{fmt.Errorf("--rate %d: must be 0 (unlimited) or more", rate)}
@@ -83,7 +96,7 @@ func newServeCmd(g *globals) *cobra.Command {
 			if index == "" {
 				index = defaultIndexPath(dir)
 			}
-			scfg, dial, err := nf.serverConfig(log)
+			scfg, dial, err := nf.serverConfig(cmd.Context(), log)
 			if err != nil {
 				return err
 			}
@@ -152,7 +165,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	nf.register(cmd, "127.0.0.1:7070")
 	cmd.Flags().StringVar(&dir, "dir", "", "folder to share (required); files below it, not symlinks or dot-files, are served")
 	cmd.Flags().Int64Var(&rate, "rate", 0, "upload limit in bytes per second for all streams together; 0 means unlimited")
-	cmd.Flags().StringSliceVar(&registries, "registry", envList("SHOAL_REGISTRY"), "registries to announce to, comma-separated host:port list (default $SHOAL_REGISTRY)")
+	cmd.Flags().StringSliceVar(&registries, "registry", nil, "registries to announce to, comma-separated host[:port] list (default $SHOAL_REGISTRY)")
 	cmd.Flags().IntVar(&maxUploads, "max-uploads", server.DefaultPeerConfig().MaxUploads, "chunk streams served at once, over all clients; 0: no limit")
 	cmd.Flags().IntVar(&maxPerClient, "max-uploads-per-client", server.DefaultPeerConfig().MaxUploadsPerClient, "chunk streams served at once to one client IP; 0: no limit")
 	cmd.Flags().IntVar(&maxChunks, "max-chunks-per-request", server.DefaultPeerConfig().MaxChunksPerRequest, "chunks one GetChunks call may ask for")
@@ -215,7 +228,13 @@ func (f *nodeFlags) leaseConfig() server.LeaseConfig {
 }
 
 // serverConfig is the gRPC server's configuration from the flags.
-func (f *nodeFlags) serverConfig(log *slog.Logger) (server.Config, []grpc.DialOption, error) {
+func (f *nodeFlags) serverConfig(ctx context.Context, log *slog.Logger) (server.Config, []grpc.DialOption, error) {
+	join, err := registryList(ctx, "--join", f.join)
+	if err != nil {
+		return server.Config{}, nil, err
+	}
+	f.join = join
+	f.fedToken = firstOf(f.fedToken, os.Getenv("SHOAL_FEDERATION_TOKEN"))
 	opts, err := f.conn.serverOptions()
 	if err != nil {
 		return server.Config{}, nil, err

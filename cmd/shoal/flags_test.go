@@ -1,0 +1,132 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoalnet/shoal/internal/certs"
+)
+
+func TestRegistryAddr(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		in, want string
+		usage    bool
+	}{
+		{"", defaultRegistry, false},
+		{"127.0.0.1", "127.0.0.1:7000", false},
+		{"127.0.0.1:7200", "127.0.0.1:7200", false},
+		{"::1", "[::1]:7000", false},
+		{"[::1]:7001", "[::1]:7001", false},
+		{"localhost", "localhost:7000", false},
+		{"http://127.0.0.1:7200", "", true},
+		{"127.0.0.1:0", "", true},
+		{"127.0.0.1:http", "", true},
+	} {
+		got, err := registryAddr(ctx, "--registry", c.in)
+		if c.usage {
+			if code := exitCode(err, io.Discard); code != exitUsage {
+				t.Errorf("%q: %v (exit %d), want a usage error", c.in, err, code)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("%q: %q, %v; want %q", c.in, got, err, c.want)
+		}
+	}
+	_, err := registryAddr(ctx, "--registry", "no-such-host.invalid:7000")
+	if err == nil || !strings.Contains(err.Error(), "unknown host no-such-host.invalid") {
+		t.Errorf("unknown host: %v", err)
+	}
+}
+
+// Messages name the cause, and bad flag values are usage errors.
+func TestFlagMistakes(t *testing.T) {
+	missing := t.TempDir() + "/nope"
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"serve", "--dir", missing}, exitUsage, "does not exist"},
+		{[]string{"ls", "--log-level", "verbose"}, exitUsage, "--log-level"},
+		{[]string{"ls", "--log-format", "yaml"}, exitUsage, "--log-format"},
+		{[]string{"ls", "--registry", "http://127.0.0.1:7200"}, exitUsage, "not a URL (try --registry 127.0.0.1:7200)"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var stderr bytes.Buffer
+		err := run(ctx, c.args, nil, io.Discard, &stderr)
+		cancel()
+		if code := exitCode(err, &stderr); code != c.code || !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("%v: exit %d, %q; want %d and %q", c.args, code, stderr.String(), c.code, c.want)
+		}
+	}
+}
+
+// --help never prints a secret from the environment.
+func TestHelpPrintsNoToken(t *testing.T) {
+	t.Setenv("SHOAL_TOKEN", "s3cret-token")
+	t.Setenv("SHOAL_FEDERATION_TOKEN", "s3cret-fed")
+	t.Setenv("SHOAL_REGISTRY", "10.9.8.7:7000")
+	for _, cmd := range []string{"serve", "registry", "get", "ls", "cluster"} {
+		var out bytes.Buffer
+		if err := run(context.Background(), []string{cmd, "--help"}, nil, &out, &out); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(out.String(), "s3cret") {
+			t.Errorf("shoal %s --help prints a token:\n%s", cmd, out.String())
+		}
+		if strings.Count(out.String(), "10.9.8.7") > 0 {
+			t.Errorf("shoal %s --help prints SHOAL_REGISTRY's value as a default", cmd)
+		}
+	}
+}
+
+// A plaintext ls against a TLS registry says TLS is needed, and one with
+// the CA but no client certificate says a certificate is needed.
+func TestTLSMistakesNameTheCause(t *testing.T) {
+	dir := t.TempDir()
+	files, err := certs.Generate(dir, []string{"127.0.0.1"}, []string{"registry"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := files["registry"]
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"registry", "--listen", addr, "--tls-cert", f.Cert, "--tls-key", f.Key, "--tls-ca", f.CA, "--log-level", "error"}, nil, io.Discard, io.Discard)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"ls", "--registry", addr, "--timeout", "3s"}, "requires TLS"},
+		{[]string{"ls", "--registry", addr, "--timeout", "3s", "--tls-ca", f.CA}, "requires a client certificate"},
+	} {
+		var stderr bytes.Buffer
+		var err error
+		eventually(t, 10*time.Second, "the registry answers", func() bool {
+			stderr.Reset()
+			cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer ccancel()
+			err = run(cctx, c.args, nil, io.Discard, &stderr)
+			exitCode(err, &stderr)
+			return !strings.Contains(stderr.String(), "refused")
+		})
+		if err == nil || !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("%v: %q; want %q", c.args, stderr.String(), c.want)
+		}
+	}
+}

@@ -31,6 +31,10 @@ type AnnouncerConfig struct {
 	// Kick, if set, returns a channel closed when the peer's registration
 	// changed and should be announced now rather than at the next refresh.
 	Kick func() <-chan struct{}
+	// Rejected, if set, is called when the registry refuses the peer's
+	// credentials (Unauthenticated: a wrong or missing token), which no
+	// retry can mend; Announce then returns.
+	Rejected func(error)
 	// SkipLeave, if set and true at shutdown, skips the Leave: the peer
 	// vanishes as if killed and its lease runs out on its own.
 	SkipLeave func() bool
@@ -66,6 +70,10 @@ func Announce(ctx context.Context, cfg AnnouncerConfig) {
 			// The registry restarted and someone else took the id, or
 			// it forgot us: start over as a new registration.
 			secret = ""
+		}
+		if status.Code(err) == codes.Unauthenticated && cfg.Rejected != nil {
+			cfg.Rejected(err)
+			return
 		}
 		wait := every
 		switch {

@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/shoalnet/shoal/chunkstore"
 )
@@ -229,7 +230,11 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.fed != nil {
 		wg.Go(func() { n.fed.Run(ctx) })
 	}
-	var pending sync.WaitGroup
+	var (
+		pending    sync.WaitGroup
+		rejectOnce sync.Once
+		rejected   = make(chan error, 1) // the first registry refusing the token
+	)
 	for _, addr := range n.cfg.Registries {
 		cc, err := grpc.NewClient(addr, n.cfg.DialOptions...)
 		if err != nil {
@@ -246,12 +251,24 @@ func (n *Node) Run(ctx context.Context) error {
 				Announced: func() { once.Do(pending.Done) },
 				SkipLeave: n.killed.Load,
 				Kick:      n.kicked,
+				Rejected: func(err error) {
+					rejectOnce.Do(func() {
+						rejected <- fmt.Errorf("registry %s rejected the token (--token or SHOAL_TOKEN): %s", addr, status.Convert(err).Message())
+						cancel()
+					})
+				},
 			})
 			once.Do(pending.Done)
 		})
 	}
 	wg.Go(func() { pending.Wait(); close(n.announced) })
-	return <-serveErr
+	err := <-serveErr
+	select {
+	case r := <-rejected:
+		return r
+	default:
+		return err
+	}
 }
 
 // selfAnnounce keeps the node's own files in its own registry.

@@ -27,12 +27,18 @@ type connFlags struct {
 }
 
 func (f *connFlags) register(cmd *cobra.Command, serves bool) {
-	cmd.Flags().StringVar(&f.tls.Cert, "tls-cert", "", "PEM certificate: serve and dial over TLS (see `shoal certs`)")
-	cmd.Flags().StringVar(&f.tls.Key, "tls-key", "", "PEM private key of --tls-cert")
-	cmd.Flags().StringVar(&f.tls.CA, "tls-ca", "", "PEM CA: trust peers it signed; when serving, require client certificates from it (mutual TLS)")
-	help := "token sent on registry announces (default $SHOAL_TOKEN)"
 	if serves {
-		help = "token this node's registry requires to announce, and sends to other registries (default $SHOAL_TOKEN)"
+		cmd.Flags().StringVar(&f.tls.Cert, "tls-cert", "", "`PEM` certificate to serve and dial over TLS (make one with shoal certs)")
+		cmd.Flags().StringVar(&f.tls.Key, "tls-key", "", "`PEM` private key of --tls-cert")
+		cmd.Flags().StringVar(&f.tls.CA, "tls-ca", "", "`PEM` CA: trust peers it signed, and require client certificates from it (mutual TLS)")
+	} else {
+		cmd.Flags().StringVar(&f.tls.Cert, "tls-cert", "", "`PEM` client certificate, for servers that require one (make one with shoal certs)")
+		cmd.Flags().StringVar(&f.tls.Key, "tls-key", "", "`PEM` private key of --tls-cert")
+		cmd.Flags().StringVar(&f.tls.CA, "tls-ca", "", "`PEM` CA that signed the servers' certificates: dial over TLS")
+	}
+	help := "`TOKEN` sent on registry announces (default $SHOAL_TOKEN)"
+	if serves {
+		help = "`TOKEN` this node's registry requires to announce, and sends to other registries (default $SHOAL_TOKEN)"
 	}
 	cmd.Flags().StringVar(&f.token, "token", "", help)
 }

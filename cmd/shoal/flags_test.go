@@ -130,3 +130,32 @@ func TestTLSMistakesNameTheCause(t *testing.T) {
 		}
 	}
 }
+
+// serve with a token the registry refuses stops at once, saying so.
+func TestServeWithWrongTokenFails(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"registry", "--listen", addr, "--token", "right", "--log-level", "error"}, nil, io.Discard, io.Discard)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	dir := t.TempDir()
+	var err2 error
+	var stderr bytes.Buffer
+	eventually(t, 10*time.Second, "the registry answers", func() bool {
+		stderr.Reset()
+		sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer scancel()
+		err2 = run(sctx, []string{"serve", "--dir", dir, "--listen", "127.0.0.1:0", "--registry", addr, "--token", "wrong", "--index", dir + "/.idx", "--log-level", "error"}, nil, io.Discard, &stderr)
+		return err2 == nil || !strings.Contains(err2.Error(), "refused")
+	})
+	if code := exitCode(err2, io.Discard); code != exitFailure || !strings.Contains(err2.Error(), "rejected the token") {
+		t.Fatalf("serve with a wrong token: exit %d, %v", code, err2)
+	}
+}

@@ -55,6 +55,7 @@ func newLsCmd(g *globals) *cobra.Command {
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "longest wait for the registry's reply")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the files as a JSON array (name, content_id, size, holders, partial_holders)")
 	conn.register(cmd, false)
+	cmd.Flags().MarkHidden("token") // ls announces nothing
 	return cmd
 }
 

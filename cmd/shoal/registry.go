@@ -50,9 +50,11 @@ func newRegistryCmd(g *globals) *cobra.Command {
 				lis.Close()
 				return err
 			}
-			log.Info("registry serving", "addr", node.Addr(), "join", nf.join)
+			log.Info("registry serving", "addr", node.Addr(), "join", nf.join, "tls", nf.conn.tls.Enabled(), "token", nf.conn.token != "", "federation_token", nf.fedToken != "")
 			jobs.Go(func() error { return node.Run(ctx) })
-			return jobs.Wait()
+			err = jobs.Wait()
+			log.Info("stopped", "addr", node.Addr(), "err", err)
+			return err
 		},
 	}
 	nf.register(cmd, "127.0.0.1:7000")

@@ -136,7 +136,7 @@ func newServeCmd(g *globals) *cobra.Command {
 				lis.Close()
 				return err
 			}
-			log.Info("serving", "dir", dir, "addr", node.Addr(), "peer_id", node.ID())
+			log.Info("serving", "dir", dir, "addr", node.Addr(), "peer_id", node.ID(), "tls", nf.conn.tls.Enabled(), "token", nf.conn.token != "", "registries", registries)
 			if coursePort > 0 {
 				host, _, _ := net.SplitHostPort(node.Addr())
 				cs, err := course.NewServer(course.ServerConfig{
@@ -159,7 +159,9 @@ func newServeCmd(g *globals) *cobra.Command {
 				return nil
 			})
 			jobs.Go(func() error { return node.Run(ctx) })
-			return jobs.Wait()
+			err = jobs.Wait()
+			log.Info("stopped", "addr", node.Addr(), "err", err)
+			return err
 		},
 	}
 	nf.register(cmd, "127.0.0.1:7070")

@@ -187,10 +187,30 @@ func TestDemoRuns(t *testing.T) {
 	if err := run(ctx, []string{"demo", "--size", "33554432", "--slow-rate", "4194304"}, nil, &out, io.Discard); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"slow", "quits mid-way", "byte-identical"} {
+	for _, want := range []string{"slow", "quits mid-way", "byte-identical", "MiB/s"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}
+	}
+	for _, line := range strings.Split(out.String(), "\n") {
+		if len(line) > 100 || strings.TrimRight(line, " ") != line {
+			t.Errorf("line over 100 columns or with trailing spaces: %q", line)
+		}
+	}
+}
+
+// The summary line: IEC units, a resume said, one peer said so.
+func TestSummary(t *testing.T) {
+	rep := &client.Report{Size: 512 << 20, BytesResumed: 220 << 20, BytesFetched: 292 << 20, Seconds: 2, Peers: make([]client.PeerReport, 1)}
+	got := summary("OUT", rep, "sh1x")
+	for _, want := range []string{"512.0 MiB", "220.0 MiB resumed from OUT.part, 292.0 MiB fetched", "146.0 MiB/s", "from 1 peer,"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("summary %q lacks %q", got, want)
+		}
+	}
+	empty := summary("OUT", &client.Report{Seconds: 0.01, Peers: []client.PeerReport{}}, "sh1x")
+	if strings.Contains(empty, "0 peers") || strings.Contains(empty, "B/s") {
+		t.Errorf("empty file: %q", empty)
 	}
 }
 

@@ -127,15 +127,18 @@ func newCourseGetCmd(g *globals) *cobra.Command {
 				return courseGrade(ctx, g, taddr, grader, iam, swarmOptions{conns: conns, timeout: timeout, noStream: !stream})
 			}
 			out = outputPath(out, args[0], args[0])
-			show := func(d *client.Download) func() { return showProgress(g, d, asJSON, 0) }
+			show := func(d *client.Download) func(bool) { return showProgress(g, d, asJSON, 0) }
 			rep, err := courseSwarm(ctx, taddr, args[0], out, swarmOptions{conns: conns, timeout: timeout, noStream: !stream, show: show})
-			if asJSON && rep != nil {
-				if err := printReport(g, rep); err != nil {
-					return err
+			if err != nil {
+				err = downloadError(ctx, out, rep, err)
+			}
+			if asJSON {
+				if perr := printReport(g, rep, err); perr != nil {
+					return perr
 				}
 			}
 			if err != nil {
-				return downloadError(ctx, out, rep, err)
+				return err
 			}
 			if asJSON {
 				return nil
@@ -168,7 +171,7 @@ type swarmOptions struct {
 	timeout  time.Duration                     // per tracker query and per block
 	noStream bool                              // block requests only: no whole-file stream
 	wrap     func(client.Source) client.Source // tests observe connections; nil in use
-	show     func(*client.Download) func()     // starts a progress display, returns its stop; may be nil
+	show     func(*client.Download) func(bool) // starts a progress display, returns its stop (told whether complete); may be nil
 }
 
 // courseSwarm downloads name over up to o.conns connections with the
@@ -189,10 +192,13 @@ func courseSwarm(ctx context.Context, tracker netip.AddrPort, name, out string, 
 		TailFirst: !o.noStream,
 	}
 	d := client.NewDownload(cfg, courseDiscoverer{t: t, stream: !o.noStream, wrap: o.wrap}, out)
-	if o.show != nil {
-		defer o.show(d)()
+	if o.show == nil {
+		return d.Run(ctx)
 	}
-	return d.Run(ctx)
+	stopShow := o.show(d)
+	rep, err := d.Run(ctx)
+	stopShow(err == nil)
+	return rep, err
 }
 
 // idleReader reads from c, giving it a new read deadline before each

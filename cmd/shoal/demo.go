@@ -90,7 +90,7 @@ func runDemo(ctx context.Context, g *globals, size, slowRate int64, keep bool) e
 	d := client.NewDownload(client.Config{StallTimeout: 5 * time.Second}, &client.Registry{Target: "demo.bin", Conn: cc}, out)
 	stop := showProgress(g, d, false, size)
 	rep, err := d.Run(ctx)
-	stop()
+	stop(err == nil)
 	if err != nil {
 		return err
 	}
@@ -103,14 +103,19 @@ func runDemo(ctx context.Context, g *globals, size, slowRate int64, keep bool) e
 	}
 
 	tw := tabwriter.NewWriter(g.stdout, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "PEER\tROLE\tCHUNKS\tBYTES\tSHARE\tDROPPED\t")
+	// The last column is not padded: no trailing spaces when piped. Drop
+	// reasons are short values, so rows fit 100 columns.
+	fmt.Fprintln(tw, "PEER\tROLE\tCHUNKS\tBYTES\tSHARE\tDROPPED")
 	for _, p := range rep.Peers {
 		dropped := string(p.Dropped)
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%.1f%%\t%s\t\n", p.Addr, role[p.Addr], p.Chunks, humanBytes(p.Bytes), 100*float64(p.Bytes)/float64(rep.Size), dropped)
+		if dropped == "" {
+			dropped = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%.1f%%\t%s\n", p.Addr, role[p.Addr], p.Chunks, humanBytes(p.Bytes), 100*float64(p.Bytes)/float64(rep.Size), dropped)
 	}
 	tw.Flush()
-	fmt.Fprintf(g.stdout, "\n%s in %.2fs: %.0f MB/s, byte-identical (sha256 %x), content id %s\n",
-		humanBytes(rep.Size), rep.Seconds, rep.MBPerSecond, got[:8], rep.ContentID)
+	fmt.Fprintf(g.stdout, "\n%s in %.2fs: %s, byte-identical (sha256 %x)\ncontent id %s\n",
+		humanBytes(rep.Size), rep.Seconds, humanRate(rep.BytesFetched, rep.Seconds), got[:8], rep.ContentID)
 	return nil
 }
 

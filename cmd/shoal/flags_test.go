@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -157,5 +159,37 @@ func TestServeWithWrongTokenFails(t *testing.T) {
 	})
 	if code := exitCode(err2, io.Discard); code != exitFailure || !strings.Contains(err2.Error(), "rejected the token") {
 		t.Fatalf("serve with a wrong token: exit %d, %v", code, err2)
+	}
+}
+
+// --json says how the download ended, with the error on failure, and an
+// empty peer list is [] not null.
+func TestGetJSONOutcome(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/a.bin", []byte("abc"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reg := startCluster(t, dir, "1")
+	for _, c := range []struct {
+		target, outcome, errWant string
+	}{
+		{"a.bin", "complete", ""},
+		{"nope.bin", "failed", "file not found"},
+	} {
+		var out bytes.Buffer
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		run(ctx, []string{"get", c.target, "--registry", reg, "--json", "-o", t.TempDir() + "/x"}, nil, &out, io.Discard)
+		cancel()
+		var got struct {
+			Outcome string            `json:"outcome"`
+			Error   string            `json:"error"`
+			Peers   []json.RawMessage `json:"peers"`
+		}
+		if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+			t.Fatalf("%s: %q: %v", c.target, out.String(), err)
+		}
+		if got.Outcome != c.outcome || !strings.Contains(got.Error, c.errWant) || got.Peers == nil || strings.Contains(out.String(), `"peers": null`) {
+			t.Errorf("%s: %s", c.target, out.String())
+		}
 	}
 }

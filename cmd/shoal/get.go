@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -108,7 +110,13 @@ func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
 		reg := &client.Registry{Target: target, Conn: cc, DialOptions: append(dial, client.TuningOptions()...), CallTimeout: f.timeout}
 		m, err = reg.Manifest(ctx)
 		if err != nil {
-			return getError(f.conn.explain(ctx, f.registry, err))
+			err = downloadError(ctx, "", nil, f.conn.explain(ctx, f.registry, err))
+			if f.json {
+				if perr := printReport(g, nil, err); perr != nil {
+					return perr
+				}
+			}
+			return err
 		}
 		out = outputPath(f.out, m.Name, m.ID.String())
 		if f.out == "" && !safeName(path.Base(m.Name)) && attempt == 0 {
@@ -121,7 +129,7 @@ func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
 			d := client.NewDownload(cfg, reg, out)
 			stop := showProgress(g, d, f.json, m.Size)
 			rep, err = d.Run(ctx)
-			stop()
+			stop(err == nil)
 		}
 		var changed *client.NameChangedError
 		if !errors.As(err, &changed) || attempt == 2 {
@@ -129,21 +137,19 @@ func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
 		}
 		fmt.Fprintf(g.stderr, "%s changed on the network; fetching %s\n", changed.Name, changed.New)
 	}
-	if f.json && rep != nil {
-		if err := printReport(g, rep); err != nil {
-			return err
+	if err != nil {
+		err = downloadError(ctx, out, rep, err)
+	}
+	if f.json {
+		if perr := printReport(g, rep, err); perr != nil {
+			return perr
 		}
 	}
 	if err != nil {
-		return downloadError(ctx, out, rep, err)
+		return err
 	}
 	if !f.json {
-		if rep.AlreadyDone {
-			fmt.Fprintf(g.stdout, "%s is already complete (%s)\n", out, m.ID)
-		} else {
-			fmt.Fprintf(g.stdout, "%s: %s in %.1fs (%.0f MB/s) from %d peers, verified %s\n",
-				out, humanBytes(rep.Size), rep.Seconds, rep.MBPerSecond, len(rep.Peers), m.ID)
-		}
+		fmt.Fprintln(g.stdout, summary(out, rep, m.ID.String()))
 	}
 	return nil
 }
@@ -223,12 +229,15 @@ func getError(err error) error {
 }
 
 // showProgress draws a progress bar on a terminal's stderr; on a pipe, or
-// with --json, it stays quiet. The returned function stops it. A size of 0
-// means not known yet: the bar takes the download's size once it knows it.
-func showProgress(g *globals, d *client.Download, quiet bool, size int64) func() {
+// with --json, it stays quiet. The returned function stops it: at 100% when
+// the download completed, else where it was. A size of 0 means not known
+// yet: the bar takes the download's size once it knows it. The bar counts
+// only bytes fetched in this run, so its rate and time left are true for a
+// resumed download; its description says what was resumed.
+func showProgress(g *globals, d *client.Download, quiet bool, size int64) func(complete bool) {
 	f, ok := g.stderr.(*os.File)
 	if quiet || !ok || !term.IsTerminal(int(f.Fd())) {
-		return func() {}
+		return func(bool) {}
 	}
 	if size <= 0 {
 		size = -1 // a spinner until the size is known
@@ -236,6 +245,7 @@ func showProgress(g *globals, d *client.Download, quiet bool, size int64) func()
 	bar := progressbar.NewOptions64(size,
 		progressbar.OptionSetWriter(f),
 		progressbar.OptionShowBytes(true),
+		progressbar.OptionUseIECUnits(true),
 		progressbar.OptionSetWidth(30),
 		progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionShowCount(),
@@ -250,11 +260,15 @@ func showProgress(g *globals, d *client.Download, quiet bool, size int64) func()
 		defer t.Stop()
 		for {
 			p := d.Progress()
-			if p.Size > 0 && bar.GetMax64() != p.Size {
-				bar.ChangeMax64(p.Size)
+			if want := p.Size - p.Resumed; p.Size > 0 && bar.GetMax64() != want {
+				bar.ChangeMax64(want)
 			}
-			bar.Describe(fmt.Sprintf("%d peers", p.ActivePeers))
-			bar.Set64(p.Done)
+			desc := plural(p.ActivePeers, "peer")
+			if p.Resumed > 0 {
+				desc += ", " + humanBytes(p.Resumed) + " resumed"
+			}
+			bar.Describe(desc)
+			bar.Set64(p.Fetched)
 			select {
 			case <-done:
 				return
@@ -262,19 +276,80 @@ func showProgress(g *globals, d *client.Download, quiet bool, size int64) func()
 			}
 		}
 	}()
-	return func() {
+	return func(complete bool) {
 		close(done)
 		<-finished
-		bar.Finish()
+		if complete {
+			bar.Finish()
+		} else {
+			bar.Exit()
+		}
 		fmt.Fprintln(f)
 	}
 }
 
-// printReport writes a download's report on stdout as indented JSON.
-func printReport(g *globals, rep *client.Report) error {
+// plural says n things: "1 peer", "2 peers".
+func plural(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
+}
+
+// summary is the line a finished download prints.
+func summary(out string, rep *client.Report, id string) string {
+	if rep.AlreadyDone {
+		return fmt.Sprintf("%s is already complete (%s)", out, id)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %s", out, humanBytes(rep.Size))
+	if rep.BytesResumed > 0 {
+		fmt.Fprintf(&b, " (%s resumed from %s.part, %s fetched)", humanBytes(rep.BytesResumed), out, humanBytes(rep.BytesFetched))
+	}
+	switch n := len(rep.Peers); {
+	case rep.BytesFetched == 0:
+		fmt.Fprintf(&b, " in %.1fs, nothing to fetch", rep.Seconds)
+	default:
+		fmt.Fprintf(&b, " in %.1fs (%s) from %s", rep.Seconds, humanRate(rep.BytesFetched, rep.Seconds), plural(n, "peer"))
+	}
+	fmt.Fprintf(&b, ", verified %s", id)
+	return b.String()
+}
+
+// humanRate is bytes over seconds in IEC units per second.
+func humanRate(bytes int64, seconds float64) string {
+	if seconds <= 0 {
+		return "instant"
+	}
+	return humanBytes(int64(float64(bytes)/seconds)) + "/s"
+}
+
+// jsonReport is what --json prints: the report, how the download ended,
+// and on failure the error, so that scripts need not read stderr.
+type jsonReport struct {
+	*client.Report
+	// Outcome is complete, interrupted or failed.
+	Outcome string `json:"outcome"`
+	// Error is the message a failure printed on stderr.
+	Error string `json:"error,omitempty"`
+}
+
+// printReport writes a download's report on stdout as indented JSON; rep
+// may be nil when the download failed before it began.
+func printReport(g *globals, rep *client.Report, err error) error {
+	if rep == nil {
+		rep = &client.Report{Peers: []client.PeerReport{}}
+	}
+	out := jsonReport{Report: rep, Outcome: "complete"}
+	switch {
+	case errors.Is(err, context.Canceled) || exitCode(err, io.Discard) == exitCanceled:
+		out.Outcome, out.Error = "interrupted", err.Error()
+	case err != nil:
+		out.Outcome, out.Error = "failed", err.Error()
+	}
 	enc := json.NewEncoder(g.stdout)
 	enc.SetIndent("", "  ")
-	return enc.Encode(rep)
+	return enc.Encode(out)
 }
 
 // outputPath is where a download of the file named name ('/'-separated, as

@@ -61,6 +61,10 @@ type Config struct {
 	// Serve keeps the file open after Run so the download can go on
 	// serving its chunks (see ReadChunk); call Close when done.
 	Serve bool
+	// MaxRate caps the download, over all peers, in bytes per second; 0 is
+	// unlimited. Chunks are taken off the connections no faster, so flow
+	// control slows the peers down.
+	MaxRate int64
 	// Force overwrites an existing output with other contents.
 	Force bool
 	// WriteSize is the most bytes one write call stores. Default 32 KiB:

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/shoalnet/shoal/chunkstore"
 )
 
@@ -28,6 +30,8 @@ type Download struct {
 	mu      sync.Mutex
 	peers   []*peerState // every peer tried, in order; guarded by mu
 	retries int          // chunk requests handed back; guarded by mu
+
+	limit *rate.Limiter // MaxRate's bucket; nil when unlimited; set before ready
 
 	ready chan struct{}        // closed once m, s and o are set
 	m     *chunkstore.Manifest // the file; set before ready
@@ -81,6 +85,10 @@ func (d *Download) Run(ctx context.Context) (*Report, error) {
 	d.resumed.Store(o.resumed)
 	rep.BytesResumed = o.resumed
 
+	if d.cfg.MaxRate > 0 {
+		// A burst of one chunk: the limit holds from the first second.
+		d.limit = rate.NewLimiter(rate.Limit(d.cfg.MaxRate), m.ChunkSize)
+	}
 	s := newSched(chunkCount(m), o.have, d.cfg.TailFirst)
 	s.keepDups = d.cfg.FinishDuplicates
 	d.m, d.s, d.o = m, s, o

@@ -226,3 +226,24 @@ func TestDiskErrorEndsTheDownload(t *testing.T) {
 		t.Fatalf("got %v, want ErrDisk", err)
 	}
 }
+
+// MaxRate caps the download over all peers: 512 KiB at 256 KiB/s takes at
+// least about 2 s, whatever the machine does, since a limit (or a loaded
+// machine) only slows a download down.
+func TestMaxRateCapsTheDownload(t *testing.T) {
+	data, m := testFile(512) // 512 KiB in 1 KiB chunks
+	var srcs []client.Source
+	for k := range 3 {
+		srcs = append(srcs, &funcSource{id: fmt.Sprint("p", k), fetch: serve(data, m)})
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	start := time.Now()
+	_, err := client.NewDownload(client.Config{Peers: 3, MaxRate: 256 << 10}, &listDisc{m: m, srcs: srcs}, out).Run(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFile(t, out, data)
+	if took := time.Since(start); took < 1900*time.Millisecond {
+		t.Errorf("512 KiB at 256 KiB/s took %v; want at least 2 s", took)
+	}
+}

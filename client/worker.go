@@ -311,6 +311,14 @@ func (d *Download) fetch(ctx context.Context, p *peerState, req *request) error 
 		} else if _, n := m.ChunkBounds(i); n != size {
 			return fmt.Errorf("%w: chunk %d is %d bytes, want %d", ErrProtocol, i, size, n)
 		}
+		if d.limit != nil {
+			// Our own limit is no stall of the peer's.
+			stall.Stop()
+			if err := d.limit.WaitN(ctx, size); err != nil {
+				return err
+			}
+			stall.Reset(d.cfg.StallTimeout)
+		}
 		got += int64(size)
 		if el := time.Since(started); el > 20*time.Millisecond {
 			p.rate.Store(int64(float64(got) / el.Seconds()))

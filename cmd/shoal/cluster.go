@@ -20,7 +20,7 @@ func newClusterCmd(g *globals) *cobra.Command {
 		dir     string
 		listen  string
 		metrics string
-		rate    int64
+		rate    byteSize
 		rescan  time.Duration
 		useTLS  bool
 		token   string
@@ -50,7 +50,7 @@ Ctrl-C stops everything; each peer leaves the registry on the way out.`,
 			}
 			specs := make([]cluster.PeerSpec, peers)
 			for i := range specs {
-				specs[i].Rate = rate
+				specs[i].Rate = int64(rate)
 			}
 			nf := nodeFlags{metrics: metrics}
 			stop, cancel := context.WithCancel(cmd.Context())
@@ -119,6 +119,6 @@ Ctrl-C stops everything; each peer leaves the registry on the way out.`,
 	cmd.Flags().BoolVar(&useTLS, "tls", false, "mutual TLS between all nodes and clients, with certificates made for this run")
 	cmd.Flags().StringVar(&token, "token", "", "token the registry requires to announce (default $SHOAL_TOKEN)")
 	cmd.Flags().DurationVar(&rescan, "rescan", 5*time.Second, "how often the folder is rescanned for added, edited and removed files")
-	cmd.Flags().Int64Var(&rate, "rate", 0, "upload limit of each peer in bytes per second; 0 means unlimited")
+	cmd.Flags().Var(&rate, "rate", "upload limit of each peer per second, as 10M or 512K; 0 means unlimited")
 	return cmd
 }

@@ -22,8 +22,8 @@ import (
 
 func newDemoCmd(g *globals) *cobra.Command {
 	var (
-		size     int64
-		slowRate int64
+		size     byteSize
+		slowRate byteSize
 		keep     bool
 	)
 	cmd := &cobra.Command{
@@ -33,17 +33,18 @@ func newDemoCmd(g *globals) *cobra.Command {
 peers on loopback (one of them slow, one that quits half way), writes a test
 file, downloads it with the fan-out client, checks it byte for byte, and
 prints what each peer contributed.`,
-		Example: "  shoal demo\n  shoal demo --size 1073741824",
+		Example: "  shoal demo\n  shoal demo --size 1G",
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if size < 1 || size > 64<<30 {
-				return usageError{fmt.Errorf("--size %d: use 1 byte to 64 GiB", size)}
+				return usageError{fmt.Errorf("--size %s: use 1 byte to 64 GiB", humanBytes(int64(size)))}
 			}
-			return runDemo(cmd.Context(), g, size, slowRate, keep)
+			return runDemo(cmd.Context(), g, int64(size), int64(slowRate), keep)
 		},
 	}
-	cmd.Flags().Int64Var(&size, "size", 256<<20, "size of the test file in bytes")
-	cmd.Flags().Int64Var(&slowRate, "slow-rate", 20<<20, "upload limit of the slow peer in bytes per second")
+	size, slowRate = 256<<20, 20<<20
+	cmd.Flags().Var(&size, "size", "size of the test file (256M by default; suffixes K, M, G)")
+	cmd.Flags().Var(&slowRate, "slow-rate", "upload limit of the slow peer, per second (20M by default)")
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the demo's temporary folder")
 	return cmd
 }

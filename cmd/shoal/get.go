@@ -39,7 +39,8 @@ type getFlags struct {
 	serve    bool
 	listen   string
 	seedFor  time.Duration
-	rate     int64
+	rate     byteSize
+	maxRate  byteSize
 	timeout  time.Duration
 }
 
@@ -81,7 +82,8 @@ Run the same command again after a crash or Ctrl-C to resume.`,
 	cmd.Flags().BoolVar(&f.serve, "serve", false, "serve verified chunks to other peers while downloading, and seed afterwards")
 	cmd.Flags().StringVar(&f.listen, "listen", "127.0.0.1:0", "with --serve: address to serve on (port 0 picks a free one)")
 	cmd.Flags().DurationVar(&f.seedFor, "seed-for", 0, "with --serve: keep seeding this long after finishing (0: until Ctrl-C)")
-	cmd.Flags().Int64Var(&f.rate, "rate", 0, "with --serve: upload limit in bytes per second; 0 means unlimited")
+	cmd.Flags().Var(&f.rate, "rate", "with --serve: upload limit per second, as 5M or 512K; 0 means unlimited")
+	cmd.Flags().Var(&f.maxRate, "max-download-rate", "download limit per second over all peers, as 5M or 512K; 0 means unlimited")
 	return cmd
 }
 
@@ -122,7 +124,7 @@ func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
 		if f.out == "" && !safeName(path.Base(m.Name)) && attempt == 0 {
 			fmt.Fprintf(g.stderr, "the network names this file %s; writing it as %s (use -o to choose a name)\n", chunkstore.Clip(m.Name), out)
 		}
-		cfg := client.Config{Peers: f.peers, Force: f.force, PageCache: f.cache, StallTimeout: f.stall, NoPeerTimeout: f.wait}
+		cfg := client.Config{Peers: f.peers, Force: f.force, PageCache: f.cache, StallTimeout: f.stall, NoPeerTimeout: f.wait, MaxRate: int64(f.maxRate)}
 		if f.serve {
 			rep, err = serveWhileGetting(ctx, g, f, cfg, reg, out)
 		} else {
@@ -183,7 +185,7 @@ func serveWhileGetting(ctx context.Context, g *globals, f getFlags, cfg client.C
 	return swarm.Get(ctx, swarm.Config{
 		ServerOptions: srvOpts, DialOptions: dial,
 		Download: cfg, Discoverer: reg, Out: out, Listener: lis, Registry: f.registry,
-		Rate: f.rate, SeedFor: seedFor, Logger: log,
+		Rate: int64(f.rate), SeedFor: seedFor, Logger: log,
 		Node: func(n *server.Node) { fmt.Fprintf(g.stderr, "serving verified chunks on %s\n", n.Addr()) },
 		Completed: func(rep *client.Report) {
 			fmt.Fprintf(g.stderr, "%s complete (%s in %.1fs); seeding\n", out, humanBytes(rep.Size), rep.Seconds)

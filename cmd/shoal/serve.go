@@ -53,7 +53,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	var (
 		nf           nodeFlags
 		dir          string
-		rate         int64
+		rate         byteSize
 		registries   []string
 		index        string
 		superSeed    bool
@@ -66,7 +66,7 @@ func newServeCmd(g *globals) *cobra.Command {
 		Use:   "serve --dir DIR",
 		Short: "Serve a folder to other peers (PeerService and RegistryService)",
 		Example: `  shoal serve --dir ./shared --listen 127.0.0.1:7070
-  shoal serve --dir ./shared --registry 127.0.0.1:7000 --rate 10485760`,
+  shoal serve --dir ./shared --registry 127.0.0.1:7000 --rate 10M`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.logger()
@@ -105,7 +105,7 @@ func newServeCmd(g *globals) *cobra.Command {
 				return fmt.Errorf("listen: %w", err)
 			}
 			pc := server.DefaultPeerConfig()
-			pc.Throttle = server.NewThrottle(rate)
+			pc.Throttle = server.NewThrottle(int64(rate))
 			pc.SuperSeed = superSeed
 			pc.MaxUploads, pc.MaxChunksPerRequest = maxUploads, maxChunks
 			if maxUploads <= 0 {
@@ -166,7 +166,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	}
 	nf.register(cmd, "127.0.0.1:7070")
 	cmd.Flags().StringVar(&dir, "dir", "", "folder to share (required); files below it, not symlinks or dot-files, are served")
-	cmd.Flags().Int64Var(&rate, "rate", 0, "upload limit in bytes per second for all streams together; 0 means unlimited")
+	cmd.Flags().Var(&rate, "rate", "upload limit per second for all streams together, as 10M or 512K; 0 means unlimited")
 	cmd.Flags().StringSliceVar(&registries, "registry", nil, "registries to announce to, comma-separated host[:port] list (default $SHOAL_REGISTRY)")
 	cmd.Flags().IntVar(&maxUploads, "max-uploads", server.DefaultPeerConfig().MaxUploads, "chunk streams served at once, over all clients; 0: no limit")
 	cmd.Flags().IntVar(&maxPerClient, "max-uploads-per-client", server.DefaultPeerConfig().MaxUploadsPerClient, "chunk streams served at once to one client IP; 0: no limit")

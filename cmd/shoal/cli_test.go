@@ -159,7 +159,7 @@ func TestGetFromClusterAndExitCodes(t *testing.T) {
 	}{
 		{[]string{"get", "nope.bin", "--registry", reg, "-o", filepath.Join(outDir, "x")}, exitNotFound},
 		{[]string{"get", "data.bin", "--registry", reg, "-o", filepath.Join(outDir, "missing", "x")}, exitFailure},
-		{[]string{"get", "data.bin", "--registry", reg, "-o", filepath.Join(outDir, "missing") + string(filepath.Separator)}, exitFailure},
+		{[]string{"get", "data.bin", "--registry", reg, "-o", filepath.Join(outDir, "missing") + string(filepath.Separator)}, exitOK}, // created
 		{[]string{"get", "data.bin", "--registry", "http://" + reg}, exitUsage},
 		{[]string{"get", "data.bin", "--registry", "127.0.0.1:99999"}, exitUsage},
 		{[]string{"get", "data.bin", "--registry", reg, "--peers", "0"}, exitUsage},

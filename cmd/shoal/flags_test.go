@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"io"
 	"net"
@@ -191,5 +192,35 @@ func TestGetJSONOutcome(t *testing.T) {
 		if got.Outcome != c.outcome || !strings.Contains(got.Error, c.errWant) || got.Peers == nil || strings.Contains(out.String(), `"peers": null`) {
 			t.Errorf("%s: %s", c.target, out.String())
 		}
+	}
+}
+
+// -o - writes the verified file to stdout; -o /dev/stdout does the same;
+// -o newdir/ creates the folder.
+func TestGetToStdoutAndNewFolder(t *testing.T) {
+	dir := t.TempDir()
+	data := make([]byte, 3<<20+77)
+	rand.Read(data)
+	if err := os.WriteFile(dir+"/s.bin", data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reg := startCluster(t, dir, "3")
+	for _, o := range []string{"-", "/dev/stdout"} {
+		var out bytes.Buffer
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := run(ctx, []string{"get", "s.bin", "--registry", reg, "-o", o}, nil, &out, io.Discard)
+		cancel()
+		if err != nil || !bytes.Equal(out.Bytes(), data) {
+			t.Errorf("-o %s: %v, %d bytes, equal %v", o, err, out.Len(), bytes.Equal(out.Bytes(), data))
+		}
+	}
+	newDir := t.TempDir() + "/new/deeper/"
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := run(ctx, []string{"get", "s.bin", "--registry", reg, "-o", newDir}, nil, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(newDir + "s.bin"); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("-o newdir/: %v", err)
 	}
 }

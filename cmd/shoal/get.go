@@ -70,7 +70,7 @@ Run the same command again after a crash or Ctrl-C to resume.`,
 		},
 	}
 	cmd.Flags().StringVar(&f.registry, "registry", "", "registry to look the file up in, host[:port] (default $SHOAL_REGISTRY, else "+defaultRegistry+")")
-	cmd.Flags().StringVarP(&f.out, "output", "o", "", "where to write the file; a folder gets the file's name inside it (default: the current folder)")
+	cmd.Flags().StringVarP(&f.out, "output", "o", "", "where to write the file; a folder gets the file's name inside it, and a path ending in / is created as a folder; - (or /dev/stdout) writes the file to stdout, each chunk once it is verified, in order (default: the current folder)")
 	cmd.Flags().IntVar(&f.peers, "peers", 5, "how many peers to download from at once")
 	cmd.Flags().BoolVar(&f.force, "force", false, "replace an existing output file with different contents")
 	cmd.Flags().BoolVar(&f.cache, "page-cache", false, "write through the page cache instead of with O_DIRECT")
@@ -88,6 +88,17 @@ Run the same command again after a crash or Ctrl-C to resume.`,
 }
 
 func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
+	if f.out == "-" || f.out == "/dev/stdout" {
+		if f.serve || f.json {
+			return usageError{errors.New("-o - writes the file to stdout: not with --serve or --json")}
+		}
+		return getToStdout(ctx, g, target, f)
+	}
+	if f.out != "" && os.IsPathSeparator(f.out[len(f.out)-1]) {
+		if err := os.MkdirAll(f.out, 0o755); err != nil {
+			return fmt.Errorf("-o %s: %w", f.out, err)
+		}
+	}
 	cc, err := f.conn.dial(f.registry)
 	if err != nil {
 		return err

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/shoalnet/shoal/client"
+)
+
+// getToStdout downloads target into a temporary file and writes each chunk
+// to stdout once it is verified, in file order: nothing unverified ever
+// reaches stdout. On failure stdout holds a verified prefix and the
+// command exits non-zero.
+func getToStdout(ctx context.Context, g *globals, target string, f getFlags) error {
+	cc, err := f.conn.dial(f.registry)
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	dial, err := f.conn.dialOptions()
+	if err != nil {
+		return err
+	}
+	reg := &client.Registry{Target: target, Conn: cc, DialOptions: append(dial, client.TuningOptions()...), CallTimeout: f.timeout}
+	m, err := reg.Manifest(ctx)
+	if err != nil {
+		return getError(f.conn.explain(ctx, f.registry, err))
+	}
+	tmp, err := os.MkdirTemp("", "shoal-stdout-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	cfg := client.Config{
+		Peers: f.peers, PageCache: f.cache, StallTimeout: f.stall, NoPeerTimeout: f.wait, MaxRate: int64(f.maxRate),
+		Serve: true, // the part file stays open for the reads below
+	}
+	d := client.NewDownload(cfg, reg, filepath.Join(tmp, "file"))
+	defer d.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// The feed below ends when the download does, whatever its outcome.
+	wctx, wcancel := context.WithCancel(ctx)
+	runErr := make(chan error, 1)
+	go func() {
+		_, err := d.Run(ctx)
+		runErr <- err
+		wcancel()
+	}()
+	select {
+	case <-d.Ready():
+	case err := <-runErr:
+		if err == nil { // an empty file, or already complete: nothing to stream
+			return nil
+		}
+		return getError(err)
+	}
+	next, n := 0, m.NumChunks()
+	buf := make([]byte, m.ChunkSize)
+	flush := func(have func(int) bool) error {
+		for next < n && have(next) {
+			b, err := d.ReadChunk(next, buf)
+			if err != nil {
+				return err
+			}
+			if _, err := g.stdout.Write(b); err != nil {
+				return fmt.Errorf("stdout: %w", err)
+			}
+			next++
+		}
+		return nil
+	}
+	werr := d.WatchHave(wctx, func(have []bool, _ []int, _ bool) error {
+		return flush(func(i int) bool { return have[i] })
+	})
+	if werr != nil {
+		cancel()
+		<-runErr
+		return werr
+	}
+	if err := <-runErr; err != nil {
+		return downloadError(ctx, "", nil, err)
+	}
+	return flush(func(int) bool { return true }) // complete: the rest, in order
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -222,5 +223,40 @@ func TestGetToStdoutAndNewFolder(t *testing.T) {
 	}
 	if got, err := os.ReadFile(newDir + "s.bin"); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("-o newdir/: %v", err)
+	}
+}
+
+// verify: a matching file exits 0 with no network; a file with one chunk
+// changed exits 1 naming that chunk.
+func TestVerify(t *testing.T) {
+	dir := t.TempDir()
+	data := make([]byte, 3<<20)
+	rand.Read(data)
+	if err := os.WriteFile(dir+"/v.bin", data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"hash", dir + "/v.bin"}, nil, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	id := strings.Fields(out.String())[0]
+	reg := startCluster(t, dir, "1")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	local := t.TempDir() + "/v.bin"
+	bad := append([]byte(nil), data...)
+	bad[1<<20+5] ^= 1 // one byte: one chunk, whatever the chunk size
+	if err := os.WriteFile(local, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(ctx, []string{"verify", local, id, "--registry", "127.0.0.1:1"}, nil, io.Discard, io.Discard); err != nil {
+		t.Fatalf("matching file: %v", err)
+	}
+	if err := os.WriteFile(local, bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := run(ctx, []string{"verify", local, id, "--registry", reg}, nil, io.Discard, io.Discard)
+	if code := exitCode(err, io.Discard); code != 1 || !strings.Contains(fmt.Sprint(err), "1 chunk of") {
+		t.Fatalf("one byte changed: exit %d, %v", code, err)
 	}
 }

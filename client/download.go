@@ -76,6 +76,10 @@ func (d *Download) Run(ctx context.Context) (*Report, error) {
 	if o.already {
 		rep.AlreadyDone = true
 		d.done.Store(m.Size)
+		if d.cfg.Serve { // seed it: every chunk held, the file open for reads
+			d.m, d.s, d.o = m, newSched(chunkCount(m), o.have, false), o
+			close(d.ready)
+		}
 		return d.finish(rep), nil
 	}
 	if !d.cfg.Serve {

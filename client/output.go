@@ -47,6 +47,19 @@ func openOutput(ctx context.Context, path string, m *chunkstore.Manifest, cfg Co
 		}
 		if len(m.Hashes) > 0 && fi.Size() == m.Size && sameContents(ctx, path, m, cfg.VerifyWorkers) {
 			o.already = true
+			if cfg.Serve {
+				// Seed the finished file as it is: read-only, never renamed.
+				f, err := os.OpenFile(path, os.O_RDONLY|partFlags&^(os.O_RDWR|os.O_CREATE), 0)
+				if err != nil {
+					return nil, fmt.Errorf("open %s: %w", path, err)
+				}
+				o.f = f
+				o.have = make([]bool, m.NumChunks())
+				for i := range o.have {
+					o.have[i] = true
+				}
+				o.resumed = m.Size
+			}
 			return o, nil
 		}
 		if !cfg.Force {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 
 	"github.com/shoalnet/shoal/chunkstore"
@@ -47,4 +48,29 @@ func (s StoreFiles) Holdings() []FileInfo {
 type Stats struct {
 	BytesServed  atomic.Int64 // chunk bytes sent
 	ChunksServed atomic.Int64 // whole chunks sent
+
+	mu    sync.Mutex
+	peers map[string]bool // client IPs served a chunk, at most maxStatsPeers; guarded by mu
+}
+
+// maxStatsPeers bounds the client IPs Stats remembers.
+const maxStatsPeers = 100_000
+
+// served records that ip was sent a chunk.
+func (s *Stats) served(ip string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.peers == nil {
+		s.peers = map[string]bool{}
+	}
+	if len(s.peers) < maxStatsPeers {
+		s.peers[ip] = true
+	}
+}
+
+// PeersServed is how many client IPs were sent at least one chunk.
+func (s *Stats) PeersServed() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.peers)
 }

@@ -211,6 +211,7 @@ func (p *PeerService) GetChunks(req *shoalv1.GetChunksRequest, stream grpc.Serve
 			return err
 		}
 		p.stats.ChunksServed.Add(1)
+		p.stats.served(clientIP(ctx))
 		if p.seed != nil {
 			p.seed.sent(id, addr, i)
 		}

@@ -260,3 +260,23 @@ func TestVerify(t *testing.T) {
 		t.Fatalf("one byte changed: exit %d, %v", code, err)
 	}
 }
+
+// With --serve and --seed-for, the summary comes when the download ends,
+// and the seeding is reported with what it uploaded.
+func TestServeSummaryThenSeeding(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/w.bin", make([]byte, 100_000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reg := startCluster(t, dir, "1")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	out := t.TempDir() + "/w.bin"
+	if err := run(ctx, []string{"get", "w.bin", "--registry", reg, "-o", out, "--serve", "--seed-for", "100ms"}, nil, &stdout, &stderr); err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	if strings.Count(stdout.String(), "verified sh1") != 1 || !strings.Contains(stderr.String(), "seeding for 100ms") || !strings.Contains(stderr.String(), "seeded: 0 B uploaded to 0 peers") {
+		t.Errorf("stdout %q, stderr %q", stdout.String(), stderr.String())
+	}
+}

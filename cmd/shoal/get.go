@@ -161,7 +161,7 @@ func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
 	if err != nil {
 		return err
 	}
-	if !f.json {
+	if !f.json && !f.serve { // a serving download said it when it completed
 		fmt.Fprintln(g.stdout, summary(out, rep, m.ID.String()))
 	}
 	return nil
@@ -193,15 +193,61 @@ func serveWhileGetting(ctx context.Context, g *globals, f getFlags, cfg client.C
 	if err != nil {
 		return nil, err
 	}
+	var node *server.Node
+	seeding := make(chan struct{})
+	stopStatus := make(chan struct{})
+	statusDone := make(chan struct{})
+	go func() {
+		defer close(statusDone)
+		seedStatus(g, &node, seeding, stopStatus, time.Minute)
+	}()
+	defer func() { close(stopStatus); <-statusDone }()
 	return swarm.Get(ctx, swarm.Config{
 		ServerOptions: srvOpts, DialOptions: dial,
 		Download: cfg, Discoverer: reg, Out: out, Listener: lis, Registry: f.registry,
 		Rate: int64(f.rate), SeedFor: seedFor, Logger: log,
-		Node: func(n *server.Node) { fmt.Fprintf(g.stderr, "serving verified chunks on %s\n", n.Addr()) },
+		Node: func(n *server.Node) {
+			node = n
+			fmt.Fprintf(g.stderr, "serving verified chunks on %s\n", n.Addr())
+		},
 		Completed: func(rep *client.Report) {
-			fmt.Fprintf(g.stderr, "%s complete (%s in %.1fs); seeding\n", out, humanBytes(rep.Size), rep.Seconds)
+			// The download's summary now, not when seeding ends.
+			if !f.json {
+				fmt.Fprintln(g.stdout, summary(out, rep, rep.ContentID))
+			}
+			how := "until Ctrl-C"
+			if seedFor > 0 {
+				how = "for " + seedFor.String()
+			}
+			fmt.Fprintf(g.stderr, "seeding %s\n", how)
+			close(seeding)
 		},
 	})
+}
+
+// seedStatus says, once seeding began, every interval and at the end, what
+// the node uploaded and to how many peers.
+func seedStatus(g *globals, node **server.Node, seeding, stop <-chan struct{}, interval time.Duration) {
+	select {
+	case <-seeding:
+	case <-stop:
+		return
+	}
+	say := func(what string) {
+		st := (*node).Stats()
+		fmt.Fprintf(g.stderr, "%s: %s uploaded to %s\n", what, humanBytes(st.BytesServed.Load()), plural(st.PeersServed(), "peer"))
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			say("seeding")
+		case <-stop:
+			say("seeded")
+			return
+		}
+	}
 }
 
 // downloadError is what a failed download says: on an interrupt, what it

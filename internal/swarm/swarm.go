@@ -124,12 +124,20 @@ func Get(ctx context.Context, cfg Config) (*client.Report, error) {
 		rep, err := d.Run(ctx)
 		runc <- result{rep, err}
 	}()
-	var res result
+	var (
+		res  result
+		done bool // res holds Run's result
+	)
 	select {
 	case <-d.Ready():
 	case res = <-runc:
-		cfg.Listener.Close()
-		return res.rep, res.err // failed early, or the file was already complete
+		done = true
+		select {
+		case <-d.Ready(): // already complete: seed it
+		default:
+			cfg.Listener.Close()
+			return res.rep, res.err // failed before it could serve
+		}
 	}
 	files := Files{d}
 	pc := server.DefaultPeerConfig()
@@ -156,7 +164,9 @@ func Get(ctx context.Context, cfg Config) (*client.Report, error) {
 	if cfg.Node != nil {
 		cfg.Node(node)
 	}
-	res = <-runc
+	if !done {
+		res = <-runc
+	}
 	if res.err != nil {
 		return res.rep, res.err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -286,5 +287,67 @@ func TestSuperSeederSendsAboutOnce(t *testing.T) {
 	sent := c.Peers[0].Stats().BytesServed.Load()
 	if sent > int64(len(data))*3/2 {
 		t.Errorf("seeder sent %.2f times the file", float64(sent)/float64(len(data)))
+	}
+}
+
+// get --serve of a file already complete at its output seeds it: once the
+// first seeder is gone, another download is served from it alone.
+func TestCompleteFileIsSeeded(t *testing.T) {
+	dir := t.TempDir()
+	data := make([]byte, 2<<20)
+	rand.Read(data)
+	if err := os.WriteFile(filepath.Join(dir, "c.bin"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := cluster.Start(context.Background(), cluster.Config{Dir: dir, Peers: []cluster.PeerSpec{{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cc, err := grpc.NewClient(c.Registry.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out := filepath.Join(t.TempDir(), "c.bin")
+	if _, err := client.NewDownload(client.Config{}, &client.Registry{Target: "c.bin", Conn: cc}, out).Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seedCtx, stopSeeding := context.WithCancel(ctx)
+	serving := make(chan struct{})
+	seeded := make(chan error, 1)
+	go func() {
+		rep, err := swarm.Get(seedCtx, swarm.Config{
+			Discoverer: &client.Registry{Target: "c.bin", Conn: cc}, Out: out, Listener: lis, Registry: c.Registry.Addr(),
+			PeerID: "reseeder", Node: func(n *server.Node) { <-n.Announced(); close(serving) },
+		})
+		if err == nil && !rep.AlreadyDone {
+			err = errors.New("the complete file was fetched again")
+		}
+		seeded <- err
+	}()
+	select {
+	case <-serving:
+	case err := <-seeded:
+		t.Fatalf("get --serve of a complete file returned instead of seeding: %v", err)
+	}
+	c.Stop(c.Peers[0]) // the reseeder is now the only holder
+	again := filepath.Join(t.TempDir(), "again.bin")
+	rep, err := client.NewDownload(client.Config{}, &client.Registry{Target: "c.bin", Conn: cc}, again).Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(again); !bytes.Equal(got, data) || len(rep.Peers) != 1 || rep.Peers[0].ID != "reseeder" {
+		t.Fatalf("not served by the reseeder: %+v", rep.Peers)
+	}
+	stopSeeding()
+	if err := <-seeded; err != nil {
+		t.Fatal(err)
 	}
 }

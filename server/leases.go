@@ -20,7 +20,10 @@ type FileInfo struct {
 	ID      chunkstore.ID
 	Name    string
 	Size    int64
-	Partial bool // the holder has only some chunks
+	Partial bool // the holder has only some chunks, or hides some (HidesChunks)
+	// HidesChunks marks a full holder that reveals chunks a few at a time
+	// (super-seeding): Partial for clients, a full holder in counts.
+	HidesChunks bool
 }
 
 // Peer is one peer's registration.

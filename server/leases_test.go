@@ -309,3 +309,19 @@ func TestLeasesBoundedInBytes(t *testing.T) {
 		t.Errorf("bytes %d after expiry, want only the new entry's", l.bytes)
 	}
 }
+
+// A super-seeder announces its files as partial (clients follow its
+// WatchHave) but holds all of them: it counts as a full holder.
+func TestSuperSeederCountsAsFullHolder(t *testing.T) {
+	l, _ := newTestLeases(LeaseConfig{})
+	seeder := testPeer(1, 5)
+	seeder.Files[0].Partial, seeder.Files[0].HidesChunks = true, true
+	downloader := testPeer(2, 5)
+	downloader.Files[0].Partial = true
+	mustAnnounce(t, l, seeder)
+	mustAnnounce(t, l, downloader)
+	files := l.List()
+	if len(files) != 1 || files[0].Holders != 1 || files[0].PartialHolders != 1 {
+		t.Fatalf("listed %+v; want 1 full holder (the super-seeder) and 1 partial", files)
+	}
+}

@@ -66,7 +66,7 @@ func (l *Leases) Lookup(id chunkstore.ID, name string, byName bool, limit int, e
 		}
 	}
 	info := h.info
-	info.Partial = false
+	info.Partial, info.HidesChunks = false, false
 	return info, out, n, nil
 }
 
@@ -88,7 +88,7 @@ func (l *Leases) List() []ListedFile {
 	partial := map[string]map[chunkstore.ID]bool{}
 	for pid, e := range l.peers {
 		for _, f := range e.Files {
-			if f.Partial {
+			if f.Partial && !f.HidesChunks {
 				if partial[pid] == nil {
 					partial[pid] = map[chunkstore.ID]bool{}
 				}

@@ -191,7 +191,7 @@ func (n *Node) holdings() []FileInfo {
 		// A super-seeder shows each client only some chunks at a time:
 		// clients must follow its WatchHave feed.
 		for i := range out {
-			out[i].Partial = true
+			out[i].Partial, out[i].HidesChunks = true, true
 		}
 	}
 	return out

@@ -182,7 +182,7 @@ func (r *RegistryService) Exchange(_ context.Context, req *shoalv1.ExchangeReque
 }
 
 func fileToWire(f FileInfo) *shoalv1.FileInfo {
-	return &shoalv1.FileInfo{ContentId: f.ID.String(), Name: f.Name, Size: uint64(f.Size), Partial: f.Partial}
+	return &shoalv1.FileInfo{ContentId: f.ID.String(), Name: f.Name, Size: uint64(f.Size), Partial: f.Partial, HidesChunks: f.HidesChunks}
 }
 
 func peerToWire(p Peer) *shoalv1.PeerInfo {
@@ -211,7 +211,7 @@ func peerFromWire(w *shoalv1.PeerInfo) (Peer, error) {
 		if f.GetSize() > 1<<62 {
 			return Peer{}, fmt.Errorf("%w: file %d: size %d", errInvalid, i, f.GetSize())
 		}
-		p.Files[i] = FileInfo{ID: id, Name: f.GetName(), Size: int64(f.GetSize()), Partial: f.GetPartial()}
+		p.Files[i] = FileInfo{ID: id, Name: f.GetName(), Size: int64(f.GetSize()), Partial: f.GetPartial() || f.GetHidesChunks(), HidesChunks: f.GetHidesChunks()}
 	}
 	return p, nil
 }

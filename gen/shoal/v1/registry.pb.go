@@ -32,7 +32,12 @@ type FileInfo struct {
 	Size uint64 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
 	// Partial is true when the holder has only some chunks (a downloader
 	// that also serves); clients ask it with WatchHave which ones.
-	Partial       bool `protobuf:"varint,4,opt,name=partial,proto3" json:"partial,omitempty"`
+	Partial bool `protobuf:"varint,4,opt,name=partial,proto3" json:"partial,omitempty"`
+	// Hides_chunks is true for a holder of all of it that reveals its chunks
+	// over WatchHave a few at a time (super-seeding). It is set with
+	// partial, so that clients follow its WatchHave feed; registries count
+	// it as a full holder.
+	HidesChunks   bool `protobuf:"varint,5,opt,name=hides_chunks,json=hidesChunks,proto3" json:"hides_chunks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -91,6 +96,13 @@ func (x *FileInfo) GetSize() uint64 {
 func (x *FileInfo) GetPartial() bool {
 	if x != nil {
 		return x.Partial
+	}
+	return false
+}
+
+func (x *FileInfo) GetHidesChunks() bool {
+	if x != nil {
+		return x.HidesChunks
 	}
 	return false
 }
@@ -889,13 +901,14 @@ var File_shoal_v1_registry_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_registry_proto_rawDesc = "" +
 	"\n" +
-	"\x17shoal/v1/registry.proto\x12\bshoal.v1\"k\n" +
+	"\x17shoal/v1/registry.proto\x12\bshoal.v1\"\x8e\x01\n" +
 	"\bFileInfo\x12\x1d\n" +
 	"\n" +
 	"content_id\x18\x01 \x01(\tR\tcontentId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x04R\x04size\x12\x18\n" +
-	"\apartial\x18\x04 \x01(\bR\apartial\"g\n" +
+	"\apartial\x18\x04 \x01(\bR\apartial\x12!\n" +
+	"\fhides_chunks\x18\x05 \x01(\bR\vhidesChunks\"g\n" +
 	"\bPeerInfo\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12(\n" +

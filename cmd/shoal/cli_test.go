@@ -88,27 +88,33 @@ func TestClusterThenLs(t *testing.T) {
 }
 
 func TestUsageErrorsExitNonZero(t *testing.T) {
-	cases := [][]string{
-		{"serve"},
-		{"serve", "--dir", "/does/not/exist"},
-		{"serve", "--dir", ".", "--rate", "-1"},
-		{"hash"},
-		{"hash", "/does/not/exist"},
-		{"ls"},
-		{"cluster", "--dir", ".", "--peers", "0"},
-		{"nonsense"},
-		{"serve", "--no-such-flag"},
-		{"serve", "--dir", ".", "--log-level", "loud"},
+	cases := []struct {
+		args []string
+		code int
+		want string // words of the cause
+	}{
+		{[]string{"serve"}, exitUsage, "--dir is required"},
+		{[]string{"serve", "--dir", "/does/not/exist"}, exitUsage, "does not exist"},
+		{[]string{"serve", "--dir", ".", "--rate", "-1"}, exitUsage, "not a size"},
+		{[]string{"hash"}, exitUsage, "accepts 1 arg"},
+		{[]string{"hash", "/does/not/exist"}, exitFailure, "no such file"},
+		{[]string{"ls", "--registry", "127.0.0.1:0"}, exitUsage, "port"},
+		{[]string{"cluster", "--dir", ".", "--peers", "0"}, exitUsage, "--peers"},
+		{[]string{"nonsense"}, exitUsage, "unknown command"},
+		{[]string{"serve", "--no-such-flag"}, exitUsage, "unknown flag"},
+		{[]string{"serve", "--dir", ".", "--log-level", "loud"}, exitUsage, "--log-level"},
+		{[]string{"get", "a", "--peers", "0"}, exitUsage, "--peers"},
+		{[]string{"demo", "--size", "huge"}, exitUsage, "not a size"},
 	}
-	for _, args := range cases {
+	for _, c := range cases {
 		var stderr bytes.Buffer
-		err := run(context.Background(), args, nil, io.Discard, &stderr)
+		err := run(context.Background(), c.args, nil, io.Discard, &stderr)
 		if err == nil {
-			t.Errorf("%v: no error", args)
+			t.Errorf("%v: no error", c.args)
 			continue
 		}
-		if code := exitCode(err, &stderr); code == 0 || !strings.Contains(stderr.String(), "shoal:") {
-			t.Errorf("%v: exit %d, stderr %q", args, code, stderr.String())
+		if code := exitCode(err, &stderr); code != c.code || !strings.Contains(stderr.String(), "shoal:") || !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("%v: exit %d, stderr %q; want %d and %q", c.args, code, stderr.String(), c.code, c.want)
 		}
 	}
 }

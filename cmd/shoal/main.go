@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -28,7 +29,13 @@ func main() {
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	cmd := newRootCmd(stdin, stdout, stderr)
 	cmd.SetArgs(args)
-	return cmd.ExecuteContext(ctx)
+	err := cmd.ExecuteContext(ctx)
+	// cobra reports an unknown subcommand with an untyped error; it is a
+	// usage error like the others.
+	if err != nil && strings.HasPrefix(err.Error(), "unknown command ") {
+		return usageError{err}
+	}
+	return err
 }
 
 // Exit codes, documented in the README.

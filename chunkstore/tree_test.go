@@ -1,0 +1,101 @@
+package chunkstore
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func sampleTree() *Tree {
+	t := &Tree{Entries: []TreeEntry{
+		{Path: "bin/run.sh", Size: 10, File: ID{1}, Executable: true},
+		{Path: "data/a.txt", Size: 3, File: ID{2}},
+		{Path: "empty", Dir: true},
+		{Path: "empty.txt", Size: 0, File: ID{3}},
+		{Path: "z/deep/er/f", Size: 1 << 40, File: ID{4}},
+	}}
+	t.ID = ComputeTreeID(t)
+	return t
+}
+
+func TestTreeRoundTrip(t *testing.T) {
+	tr := sampleTree()
+	if err := tr.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeTree(tr.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != tr.ID || len(got.Entries) != len(tr.Entries) {
+		t.Fatalf("round trip: %+v", got)
+	}
+	for i := range got.Entries {
+		if got.Entries[i] != tr.Entries[i] {
+			t.Errorf("entry %d: %+v, want %+v", i, got.Entries[i], tr.Entries[i])
+		}
+	}
+	id, err := ParseTreeID(tr.ID.String())
+	if err != nil || id != tr.ID || !strings.HasPrefix(tr.ID.String(), "st1") {
+		t.Fatalf("tree id text %s: %v", tr.ID, err)
+	}
+	// A tree id and a file id never parse as each other.
+	if _, err := ParseID(tr.ID.String()); err == nil {
+		t.Error("a tree id parsed as a file id")
+	}
+	if _, err := ParseTreeID(ID{9}.String()); err == nil {
+		t.Error("a file id parsed as a tree id")
+	}
+	// The same bytes hashed as a file id differ from the tree id.
+	if ComputeID(0, 1, nil) == ID(tr.ID) {
+		t.Error("domains collide")
+	}
+}
+
+func TestBadTreesRefused(t *testing.T) {
+	for name, entries := range map[string][]TreeEntry{
+		"dot dot":            {{Path: "../etc/passwd", Size: 1}},
+		"inner dot dot":      {{Path: "a/../../b", Size: 1}},
+		"absolute":           {{Path: "/etc/passwd", Size: 1}},
+		"NUL":                {{Path: "a\x00b", Size: 1}},
+		"backslash":          {{Path: `a\..\b`, Size: 1}},
+		"empty element":      {{Path: "a//b", Size: 1}},
+		"duplicate":          {{Path: "a", Size: 1}, {Path: "a", Size: 1}},
+		"unsorted":           {{Path: "b", Size: 1}, {Path: "a", Size: 1}},
+		"file and folder":    {{Path: "a", Size: 1}, {Path: "a/b", Size: 1}},
+		"file and folder 2":  {{Path: "a", Size: 1}, {Path: "a-x", Size: 1}, {Path: "a/b", Size: 1}},
+		"empty folder holds": {{Path: "d", Dir: true}, {Path: "d-x", Size: 1}, {Path: "d/y", Size: 1}},
+		"long element":       {{Path: strings.Repeat("x", 256), Size: 1}},
+		"folder with size":   {{Path: "d", Dir: true, Size: 3}},
+	} {
+		tr := &Tree{Entries: entries}
+		if err := tr.Validate(); !errors.Is(err, ErrBadTree) {
+			t.Errorf("%s: %v, want ErrBadTree", name, err)
+		}
+	}
+}
+
+func FuzzDecodeTree(f *testing.F) {
+	f.Add(sampleTree().Encode())
+	f.Add((&Tree{Entries: []TreeEntry{{Path: "../x", Size: 1}}}).Encode())
+	f.Add([]byte{0x05, 'a', '/', '.', '.', '/', 0})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tr, err := DecodeTree(b)
+		if err != nil {
+			return
+		}
+		if err := tr.Validate(); err != nil {
+			t.Fatalf("decoded an invalid tree: %v", err)
+		}
+		again, err := DecodeTree(tr.Encode())
+		if err != nil || again.ID != tr.ID {
+			t.Fatalf("re-encoding changed the tree: %v", err)
+		}
+		for _, e := range tr.Entries {
+			if strings.HasPrefix(e.Path, "/") || strings.Contains("/"+e.Path+"/", "/../") {
+				t.Fatalf("path %q escapes", e.Path)
+			}
+		}
+	})
+}

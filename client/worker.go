@@ -191,25 +191,27 @@ func (d *Download) work(ctx context.Context, p *peerState) error {
 			err := d.fetch(sctx, p, req)
 			scancel(nil)
 			d.inflight.Add(-1)
+			// What the failure means for the peer is settled before its
+			// slot frees, so the loop never starts a request on a peer
+			// that just failed or must back off.
+			if err != nil && !errors.Is(err, errNotNeeded) && ctx.Err() == nil {
+				d.mu.Lock()
+				d.retries++
+				d.mu.Unlock()
+				switch v, _ := decide(err); v {
+				case retryChunk:
+				case backOff:
+					if !p.backOff(d.cfg.MinBackoff, d.cfg.MaxBackoff) {
+						fail(err)
+					}
+				default:
+					fail(err)
+				}
+			}
 			// The slot frees before release wakes the scheduler's waiters:
 			// this peer's other request may then take an endgame duplicate.
 			<-slots
 			s.release(req)
-			if err == nil || errors.Is(err, errNotNeeded) || ctx.Err() != nil {
-				return
-			}
-			d.mu.Lock()
-			d.retries++
-			d.mu.Unlock()
-			switch v, _ := decide(err); v {
-			case retryChunk:
-			case backOff:
-				if !p.backOff(d.cfg.MinBackoff, d.cfg.MaxBackoff) {
-					fail(err)
-				}
-			default:
-				fail(err)
-			}
 		})
 	}
 }

@@ -57,9 +57,11 @@ type Store struct {
 	cfg  Config
 	root *os.Root
 
-	mu     sync.RWMutex
-	byID   map[ID]*entry     // guarded by mu
-	byName map[string]*entry // guarded by mu
+	mu        sync.RWMutex
+	byID      map[ID]*entry     // guarded by mu
+	byName    map[string]*entry // guarded by mu
+	exec      map[string]bool   // files with an execute bit, as of the last scan; guarded by mu
+	emptyDirs []string          // folders holding no servable file, as of the last scan; guarded by mu
 
 	changed chan struct{} // signalled when a file is withdrawn; buffered 1
 
@@ -118,6 +120,8 @@ func (s *Store) Scan(ctx context.Context) error {
 
 	idx := loadIndex(s.cfg.IndexPath, s.cfg.Logger)
 	seen := map[string]bool{}
+	exec := map[string]bool{}
+	var dirs []string
 	var todo []string
 	err := fs.WalkDir(s.root.FS(), ".", func(name string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -130,6 +134,9 @@ func (s *Store) Scan(ctx context.Context) error {
 			}
 			return nil
 		}
+		if d.IsDir() && name != "." && ValidPath(name) == nil {
+			dirs = append(dirs, name)
+		}
 		if !d.Type().IsRegular() {
 			return nil // directories, symlinks, devices: never served
 		}
@@ -138,6 +145,9 @@ func (s *Store) Scan(ctx context.Context) error {
 			return nil
 		}
 		seen[name] = true
+		if fi.Mode()&0o111 != 0 {
+			exec[name] = true
+		}
 		st := stampOf(fi)
 		s.mu.RLock()
 		cur := s.byName[name]
@@ -159,6 +169,20 @@ func (s *Store) Scan(ctx context.Context) error {
 	for name, e := range s.byName {
 		if !seen[name] {
 			s.dropLocked(name, e)
+		}
+	}
+	s.exec = exec
+	full := ancestors(func(yield func(string) bool) {
+		for name := range seen {
+			if !yield(name) {
+				return
+			}
+		}
+	})
+	s.emptyDirs = s.emptyDirs[:0]
+	for _, d := range dirs {
+		if !full[d] {
+			s.emptyDirs = append(s.emptyDirs, d)
 		}
 	}
 	s.mu.Unlock()

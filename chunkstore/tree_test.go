@@ -1,7 +1,10 @@
 package chunkstore
 
 import (
+	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -98,4 +101,68 @@ func FuzzDecodeTree(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestStoreTree(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, data string, mode os.FileMode) {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("a.txt", "alpha", 0o644)
+	write("bin/run.sh", "#!/bin/sh\n", 0o755)
+	write("sub/inner/deep.txt", "deep", 0o644)
+	write("sub/empty.txt", "", 0o644)
+	write(".hidden/x", "no", 0o644)
+	write("sub/.dot", "no", 0o644)
+	if err := os.MkdirAll(filepath.Join(dir, "sub", "nothing", "here"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(dir, "a.txt"), filepath.Join(dir, "sub", "link")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Scan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	root, err := s.Tree("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for _, e := range root.Entries {
+		p := e.Path
+		if e.Dir {
+			p += "/"
+		}
+		if e.Executable {
+			p += "*"
+		}
+		paths = append(paths, p)
+	}
+	want := "a.txt bin/run.sh* sub/empty.txt sub/inner/deep.txt sub/nothing/here/"
+	if got := strings.Join(paths, " "); got != want {
+		t.Fatalf("root tree %q, want %q", got, want)
+	}
+	sub, err := s.Tree("sub")
+	if err != nil || len(sub.Entries) != 3 || sub.Entries[0].Path != "empty.txt" || sub.ID == root.ID {
+		t.Fatalf("subfolder tree: %+v, %v", sub, err)
+	}
+	if again, _ := s.Tree("sub/"); again.ID != sub.ID {
+		t.Error("the same folder gave two tree ids")
+	}
+	for _, bad := range []string{"nope", "../x", "sub/link", ".hidden", "a.txt"} {
+		if _, err := s.Tree(bad); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Tree(%q): %v, want ErrNotFound", bad, err)
+		}
+	}
 }

@@ -63,6 +63,10 @@ type Store struct {
 	exec      map[string]bool   // files with an execute bit, as of the last scan; guarded by mu
 	emptyDirs []string          // folders holding no servable file, as of the last scan; guarded by mu
 
+	treeMu      sync.Mutex
+	treeDirs    map[TreeID]string // folder of each tree id, for treeVersion; guarded by treeMu
+	treeVersion uint64            // the version treeDirs was computed at; guarded by treeMu
+
 	changed chan struct{} // signalled when a file is withdrawn; buffered 1
 
 	scanMu sync.Mutex // one scan at a time

@@ -2,6 +2,7 @@ package chunkstore
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -76,4 +77,56 @@ func (s *Store) Tree(dir string) (*Tree, error) {
 	}
 	t.ID = ComputeTreeID(t)
 	return t, nil
+}
+
+// TreeByID returns the tree of the shared folder or of the subfolder whose
+// tree id is id. Ids are remembered per version of the folder: a miss
+// computes the tree of every folder once.
+func (s *Store) TreeByID(id TreeID) (*Tree, error) {
+	v := s.version.Load()
+	s.treeMu.Lock()
+	if s.treeVersion != v || s.treeDirs == nil {
+		s.treeDirs, s.treeVersion = map[TreeID]string{}, v
+		s.treeMu.Unlock()
+		s.indexTrees()
+		s.treeMu.Lock()
+	}
+	dir, ok := s.treeDirs[id]
+	s.treeMu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("tree %s: %w", id, ErrNotFound)
+	}
+	t, err := s.Tree(dir)
+	if err != nil || t.ID != id {
+		return nil, fmt.Errorf("tree %s: %w", id, ErrNotFound) // the folder changed since
+	}
+	return t, nil
+}
+
+// indexTrees computes the tree id of every folder.
+func (s *Store) indexTrees() {
+	s.mu.RLock()
+	dirs := ancestors(func(yield func(string) bool) {
+		for name := range s.byName {
+			if !yield(name) {
+				return
+			}
+		}
+		for _, d := range s.emptyDirs {
+			if !yield(d + "/x") { // the folder itself, and those above it
+				return
+			}
+		}
+	})
+	s.mu.RUnlock()
+	dirs[""] = true
+	found := map[TreeID]string{}
+	for d := range dirs {
+		if t, err := s.Tree(d); err == nil {
+			found[t.ID] = d
+		}
+	}
+	s.treeMu.Lock()
+	defer s.treeMu.Unlock()
+	maps.Copy(s.treeDirs, found)
 }

@@ -542,6 +542,241 @@ func (x *WatchHaveResponse) GetComplete() bool {
 	return false
 }
 
+// GetTreeRequest names one folder.
+type GetTreeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tree selects the folder by tree id or by path.
+	//
+	// Types that are valid to be assigned to Tree:
+	//
+	//	*GetTreeRequest_TreeId
+	//	*GetTreeRequest_Path
+	Tree          isGetTreeRequest_Tree `protobuf_oneof:"tree"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTreeRequest) Reset() {
+	*x = GetTreeRequest{}
+	mi := &file_shoal_v1_peer_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTreeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTreeRequest) ProtoMessage() {}
+
+func (x *GetTreeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_peer_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTreeRequest.ProtoReflect.Descriptor instead.
+func (*GetTreeRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_peer_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *GetTreeRequest) GetTree() isGetTreeRequest_Tree {
+	if x != nil {
+		return x.Tree
+	}
+	return nil
+}
+
+func (x *GetTreeRequest) GetTreeId() string {
+	if x != nil {
+		if x, ok := x.Tree.(*GetTreeRequest_TreeId); ok {
+			return x.TreeId
+		}
+	}
+	return ""
+}
+
+func (x *GetTreeRequest) GetPath() string {
+	if x != nil {
+		if x, ok := x.Tree.(*GetTreeRequest_Path); ok {
+			return x.Path
+		}
+	}
+	return ""
+}
+
+type isGetTreeRequest_Tree interface {
+	isGetTreeRequest_Tree()
+}
+
+type GetTreeRequest_TreeId struct {
+	// Tree_id is the folder's tree id in text form ("st1...").
+	TreeId string `protobuf:"bytes,1,opt,name=tree_id,json=treeId,proto3,oneof"`
+}
+
+type GetTreeRequest_Path struct {
+	// Path is the folder's path inside the peer's shared folder, with '/'
+	// separators; empty for the shared folder itself.
+	Path string `protobuf:"bytes,2,opt,name=path,proto3,oneof"`
+}
+
+func (*GetTreeRequest_TreeId) isGetTreeRequest_Tree() {}
+
+func (*GetTreeRequest_Path) isGetTreeRequest_Tree() {}
+
+// GetTreeResponse is one page of a tree.
+type GetTreeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tree_id is the tree's id in text form; set on the first message.
+	TreeId string `protobuf:"bytes,1,opt,name=tree_id,json=treeId,proto3" json:"tree_id,omitempty"`
+	// Entry_count is how many entries the tree has; set on the first message.
+	EntryCount uint64 `protobuf:"varint,2,opt,name=entry_count,json=entryCount,proto3" json:"entry_count,omitempty"`
+	// Entries continue the tree, in canonical order (by path, bytewise).
+	Entries       []*TreeEntry `protobuf:"bytes,3,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTreeResponse) Reset() {
+	*x = GetTreeResponse{}
+	mi := &file_shoal_v1_peer_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTreeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTreeResponse) ProtoMessage() {}
+
+func (x *GetTreeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_peer_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTreeResponse.ProtoReflect.Descriptor instead.
+func (*GetTreeResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_peer_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *GetTreeResponse) GetTreeId() string {
+	if x != nil {
+		return x.TreeId
+	}
+	return ""
+}
+
+func (x *GetTreeResponse) GetEntryCount() uint64 {
+	if x != nil {
+		return x.EntryCount
+	}
+	return 0
+}
+
+func (x *GetTreeResponse) GetEntries() []*TreeEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+// TreeEntry is a file of a tree, or a folder that holds no file.
+type TreeEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Path is relative to the tree's folder, with '/' separators; never
+	// absolute, never with an empty, "." or ".." element.
+	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// Dir is true for an empty folder; it has no size and no content id.
+	Dir bool `protobuf:"varint,2,opt,name=dir,proto3" json:"dir,omitempty"`
+	// Size is the file's length in bytes.
+	Size uint64 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	// Content_id is the file's content address in text form.
+	ContentId string `protobuf:"bytes,4,opt,name=content_id,json=contentId,proto3" json:"content_id,omitempty"`
+	// Executable is true when the file's mode has an execute bit.
+	Executable    bool `protobuf:"varint,5,opt,name=executable,proto3" json:"executable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TreeEntry) Reset() {
+	*x = TreeEntry{}
+	mi := &file_shoal_v1_peer_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TreeEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TreeEntry) ProtoMessage() {}
+
+func (x *TreeEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_peer_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TreeEntry.ProtoReflect.Descriptor instead.
+func (*TreeEntry) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_peer_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *TreeEntry) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *TreeEntry) GetDir() bool {
+	if x != nil {
+		return x.Dir
+	}
+	return false
+}
+
+func (x *TreeEntry) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *TreeEntry) GetContentId() string {
+	if x != nil {
+		return x.ContentId
+	}
+	return ""
+}
+
+func (x *TreeEntry) GetExecutable() bool {
+	if x != nil {
+		return x.Executable
+	}
+	return false
+}
+
 var File_shoal_v1_peer_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_peer_proto_rawDesc = "" +
@@ -583,11 +818,30 @@ const file_shoal_v1_peer_proto_rawDesc = "" +
 	"chunkCount\x12\x16\n" +
 	"\x06bitmap\x18\x02 \x01(\fR\x06bitmap\x12\x14\n" +
 	"\x05added\x18\x03 \x03(\rR\x05added\x12\x1a\n" +
-	"\bcomplete\x18\x04 \x01(\bR\bcomplete2\xe9\x01\n" +
+	"\bcomplete\x18\x04 \x01(\bR\bcomplete\"I\n" +
+	"\x0eGetTreeRequest\x12\x19\n" +
+	"\atree_id\x18\x01 \x01(\tH\x00R\x06treeId\x12\x14\n" +
+	"\x04path\x18\x02 \x01(\tH\x00R\x04pathB\x06\n" +
+	"\x04tree\"z\n" +
+	"\x0fGetTreeResponse\x12\x17\n" +
+	"\atree_id\x18\x01 \x01(\tR\x06treeId\x12\x1f\n" +
+	"\ventry_count\x18\x02 \x01(\x04R\n" +
+	"entryCount\x12-\n" +
+	"\aentries\x18\x03 \x03(\v2\x13.shoal.v1.TreeEntryR\aentries\"\x84\x01\n" +
+	"\tTreeEntry\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x10\n" +
+	"\x03dir\x18\x02 \x01(\bR\x03dir\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x04R\x04size\x12\x1d\n" +
+	"\n" +
+	"content_id\x18\x04 \x01(\tR\tcontentId\x12\x1e\n" +
+	"\n" +
+	"executable\x18\x05 \x01(\bR\n" +
+	"executable2\xab\x02\n" +
 	"\vPeerService\x12J\n" +
 	"\vGetManifest\x12\x1c.shoal.v1.GetManifestRequest\x1a\x1d.shoal.v1.GetManifestResponse\x12F\n" +
 	"\tGetChunks\x12\x1a.shoal.v1.GetChunksRequest\x1a\x1b.shoal.v1.GetChunksResponse0\x01\x12F\n" +
-	"\tWatchHave\x12\x1a.shoal.v1.WatchHaveRequest\x1a\x1b.shoal.v1.WatchHaveResponse0\x01B0Z.github.com/shoalnet/shoal/gen/shoal/v1;shoalv1b\x06proto3"
+	"\tWatchHave\x12\x1a.shoal.v1.WatchHaveRequest\x1a\x1b.shoal.v1.WatchHaveResponse0\x01\x12@\n" +
+	"\aGetTree\x12\x18.shoal.v1.GetTreeRequest\x1a\x19.shoal.v1.GetTreeResponse0\x01B0Z.github.com/shoalnet/shoal/gen/shoal/v1;shoalv1b\x06proto3"
 
 var (
 	file_shoal_v1_peer_proto_rawDescOnce sync.Once
@@ -601,7 +855,7 @@ func file_shoal_v1_peer_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_peer_proto_rawDescData
 }
 
-var file_shoal_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_shoal_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_shoal_v1_peer_proto_goTypes = []any{
 	(*Manifest)(nil),            // 0: shoal.v1.Manifest
 	(*GetManifestRequest)(nil),  // 1: shoal.v1.GetManifestRequest
@@ -611,21 +865,27 @@ var file_shoal_v1_peer_proto_goTypes = []any{
 	(*GetChunksResponse)(nil),   // 5: shoal.v1.GetChunksResponse
 	(*WatchHaveRequest)(nil),    // 6: shoal.v1.WatchHaveRequest
 	(*WatchHaveResponse)(nil),   // 7: shoal.v1.WatchHaveResponse
+	(*GetTreeRequest)(nil),      // 8: shoal.v1.GetTreeRequest
+	(*GetTreeResponse)(nil),     // 9: shoal.v1.GetTreeResponse
+	(*TreeEntry)(nil),           // 10: shoal.v1.TreeEntry
 }
 var file_shoal_v1_peer_proto_depIdxs = []int32{
-	0, // 0: shoal.v1.GetManifestResponse.manifest:type_name -> shoal.v1.Manifest
-	3, // 1: shoal.v1.GetChunksRequest.ranges:type_name -> shoal.v1.ChunkRange
-	1, // 2: shoal.v1.PeerService.GetManifest:input_type -> shoal.v1.GetManifestRequest
-	4, // 3: shoal.v1.PeerService.GetChunks:input_type -> shoal.v1.GetChunksRequest
-	6, // 4: shoal.v1.PeerService.WatchHave:input_type -> shoal.v1.WatchHaveRequest
-	2, // 5: shoal.v1.PeerService.GetManifest:output_type -> shoal.v1.GetManifestResponse
-	5, // 6: shoal.v1.PeerService.GetChunks:output_type -> shoal.v1.GetChunksResponse
-	7, // 7: shoal.v1.PeerService.WatchHave:output_type -> shoal.v1.WatchHaveResponse
-	5, // [5:8] is the sub-list for method output_type
-	2, // [2:5] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	0,  // 0: shoal.v1.GetManifestResponse.manifest:type_name -> shoal.v1.Manifest
+	3,  // 1: shoal.v1.GetChunksRequest.ranges:type_name -> shoal.v1.ChunkRange
+	10, // 2: shoal.v1.GetTreeResponse.entries:type_name -> shoal.v1.TreeEntry
+	1,  // 3: shoal.v1.PeerService.GetManifest:input_type -> shoal.v1.GetManifestRequest
+	4,  // 4: shoal.v1.PeerService.GetChunks:input_type -> shoal.v1.GetChunksRequest
+	6,  // 5: shoal.v1.PeerService.WatchHave:input_type -> shoal.v1.WatchHaveRequest
+	8,  // 6: shoal.v1.PeerService.GetTree:input_type -> shoal.v1.GetTreeRequest
+	2,  // 7: shoal.v1.PeerService.GetManifest:output_type -> shoal.v1.GetManifestResponse
+	5,  // 8: shoal.v1.PeerService.GetChunks:output_type -> shoal.v1.GetChunksResponse
+	7,  // 9: shoal.v1.PeerService.WatchHave:output_type -> shoal.v1.WatchHaveResponse
+	9,  // 10: shoal.v1.PeerService.GetTree:output_type -> shoal.v1.GetTreeResponse
+	7,  // [7:11] is the sub-list for method output_type
+	3,  // [3:7] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_peer_proto_init() }
@@ -637,13 +897,17 @@ func file_shoal_v1_peer_proto_init() {
 		(*GetManifestRequest_ContentId)(nil),
 		(*GetManifestRequest_Name)(nil),
 	}
+	file_shoal_v1_peer_proto_msgTypes[8].OneofWrappers = []any{
+		(*GetTreeRequest_TreeId)(nil),
+		(*GetTreeRequest_Path)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_peer_proto_rawDesc), len(file_shoal_v1_peer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,6 +22,7 @@ const (
 	PeerService_GetManifest_FullMethodName = "/shoal.v1.PeerService/GetManifest"
 	PeerService_GetChunks_FullMethodName   = "/shoal.v1.PeerService/GetChunks"
 	PeerService_WatchHave_FullMethodName   = "/shoal.v1.PeerService/WatchHave"
+	PeerService_GetTree_FullMethodName     = "/shoal.v1.PeerService/GetTree"
 )
 
 // PeerServiceClient is the client API for PeerService service.
@@ -42,6 +43,12 @@ type PeerServiceClient interface {
 	// whole set, then each chunk as it is verified. Seeders send one complete
 	// set and keep the stream open until the client goes away.
 	WatchHave(ctx context.Context, in *WatchHaveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchHaveResponse], error)
+	// GetTree streams the tree of the peer's shared folder or of one of its
+	// subfolders: its files (by content id) and empty folders, in canonical
+	// order, at most 1000 entries per message, so a tree of any size fits
+	// the message limit. A client rebuilds the tree and checks that it
+	// hashes to the tree id.
+	GetTree(ctx context.Context, in *GetTreeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetTreeResponse], error)
 }
 
 type peerServiceClient struct {
@@ -100,6 +107,25 @@ func (c *peerServiceClient) WatchHave(ctx context.Context, in *WatchHaveRequest,
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PeerService_WatchHaveClient = grpc.ServerStreamingClient[WatchHaveResponse]
 
+func (c *peerServiceClient) GetTree(ctx context.Context, in *GetTreeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetTreeResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &PeerService_ServiceDesc.Streams[2], PeerService_GetTree_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[GetTreeRequest, GetTreeResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PeerService_GetTreeClient = grpc.ServerStreamingClient[GetTreeResponse]
+
 // PeerServiceServer is the server API for PeerService service.
 // All implementations must embed UnimplementedPeerServiceServer
 // for forward compatibility.
@@ -118,6 +144,12 @@ type PeerServiceServer interface {
 	// whole set, then each chunk as it is verified. Seeders send one complete
 	// set and keep the stream open until the client goes away.
 	WatchHave(*WatchHaveRequest, grpc.ServerStreamingServer[WatchHaveResponse]) error
+	// GetTree streams the tree of the peer's shared folder or of one of its
+	// subfolders: its files (by content id) and empty folders, in canonical
+	// order, at most 1000 entries per message, so a tree of any size fits
+	// the message limit. A client rebuilds the tree and checks that it
+	// hashes to the tree id.
+	GetTree(*GetTreeRequest, grpc.ServerStreamingServer[GetTreeResponse]) error
 	mustEmbedUnimplementedPeerServiceServer()
 }
 
@@ -136,6 +168,9 @@ func (UnimplementedPeerServiceServer) GetChunks(*GetChunksRequest, grpc.ServerSt
 }
 func (UnimplementedPeerServiceServer) WatchHave(*WatchHaveRequest, grpc.ServerStreamingServer[WatchHaveResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchHave not implemented")
+}
+func (UnimplementedPeerServiceServer) GetTree(*GetTreeRequest, grpc.ServerStreamingServer[GetTreeResponse]) error {
+	return status.Error(codes.Unimplemented, "method GetTree not implemented")
 }
 func (UnimplementedPeerServiceServer) mustEmbedUnimplementedPeerServiceServer() {}
 func (UnimplementedPeerServiceServer) testEmbeddedByValue()                     {}
@@ -198,6 +233,17 @@ func _PeerService_WatchHave_Handler(srv interface{}, stream grpc.ServerStream) e
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PeerService_WatchHaveServer = grpc.ServerStreamingServer[WatchHaveResponse]
 
+func _PeerService_GetTree_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(GetTreeRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(PeerServiceServer).GetTree(m, &grpc.GenericServerStream[GetTreeRequest, GetTreeResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PeerService_GetTreeServer = grpc.ServerStreamingServer[GetTreeResponse]
+
 // PeerService_ServiceDesc is the grpc.ServiceDesc for PeerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -219,6 +265,11 @@ var PeerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchHave",
 			Handler:       _PeerService_WatchHave_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "GetTree",
+			Handler:       _PeerService_GetTree_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -31,6 +31,11 @@ class PeerServiceStub(object):
                 request_serializer=shoal_dot_v1_dot_peer__pb2.WatchHaveRequest.SerializeToString,
                 response_deserializer=shoal_dot_v1_dot_peer__pb2.WatchHaveResponse.FromString,
                 )
+        self.GetTree = channel.unary_stream(
+                '/shoal.v1.PeerService/GetTree',
+                request_serializer=shoal_dot_v1_dot_peer__pb2.GetTreeRequest.SerializeToString,
+                response_deserializer=shoal_dot_v1_dot_peer__pb2.GetTreeResponse.FromString,
+                )
 
 
 class PeerServiceServicer(object):
@@ -64,6 +69,17 @@ class PeerServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTree(self, request, context):
+        """GetTree streams the tree of the peer's shared folder or of one of its
+        subfolders: its files (by content id) and empty folders, in canonical
+        order, at most 1000 entries per message, so a tree of any size fits
+        the message limit. A client rebuilds the tree and checks that it
+        hashes to the tree id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -81,6 +97,11 @@ def add_PeerServiceServicer_to_server(servicer, server):
                     servicer.WatchHave,
                     request_deserializer=shoal_dot_v1_dot_peer__pb2.WatchHaveRequest.FromString,
                     response_serializer=shoal_dot_v1_dot_peer__pb2.WatchHaveResponse.SerializeToString,
+            ),
+            'GetTree': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetTree,
+                    request_deserializer=shoal_dot_v1_dot_peer__pb2.GetTreeRequest.FromString,
+                    response_serializer=shoal_dot_v1_dot_peer__pb2.GetTreeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -142,5 +163,22 @@ class PeerService(object):
         return grpc.experimental.unary_stream(request, target, '/shoal.v1.PeerService/WatchHave',
             shoal_dot_v1_dot_peer__pb2.WatchHaveRequest.SerializeToString,
             shoal_dot_v1_dot_peer__pb2.WatchHaveResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetTree(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(request, target, '/shoal.v1.PeerService/GetTree',
+            shoal_dot_v1_dot_peer__pb2.GetTreeRequest.SerializeToString,
+            shoal_dot_v1_dot_peer__pb2.GetTreeResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

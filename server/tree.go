@@ -84,4 +84,3 @@ func TreeEntryToWire(e chunkstore.TreeEntry) *shoalv1.TreeEntry {
 	}
 	return w
 }
-

@@ -280,3 +280,48 @@ func TestServeSummaryThenSeeding(t *testing.T) {
 		t.Errorf("stdout %q, stderr %q", stdout.String(), stderr.String())
 	}
 }
+
+// A share link round-trips: share prints it, get fetches it with no other
+// flag, into the name it carries.
+func TestShareLinkRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	data := make([]byte, 300_000)
+	rand.Read(data)
+	if err := os.WriteFile(dir+"/s.bin", data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reg := startCluster(t, dir, "2")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	if err := run(ctx, []string{"share", dir + "/s.bin", "--registry", reg}, nil, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	link := strings.TrimSpace(out.String())
+	l, ok, err := parseLink(link)
+	if !ok || err != nil || l.name != "s.bin" || l.registry != reg || !strings.HasPrefix(l.id, "sh1") {
+		t.Fatalf("link %q: %+v %v %v", link, l, ok, err)
+	}
+	work := t.TempDir()
+	t.Chdir(work)
+	t.Setenv("SHOAL_REGISTRY", "")
+	if err := run(ctx, []string{"get", link}, nil, io.Discard, io.Discard); err != nil {
+		t.Fatalf("get %s: %v", link, err)
+	}
+	if got, _ := os.ReadFile(work + "/s.bin"); !bytes.Equal(got, data) {
+		t.Fatal("the link's file differs")
+	}
+	// A folder's link carries its tree id.
+	out.Reset()
+	if err := run(ctx, []string{"share", dir, "--registry", reg}, nil, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if l, _, err := parseLink(strings.TrimSpace(out.String())); err != nil || !strings.HasPrefix(l.id, "st1") {
+		t.Fatalf("folder link %q: %v", out.String(), err)
+	}
+	for _, bad := range []string{"shoal:nope", "shoal:sh1abc?name=%zz"} {
+		if _, ok, err := parseLink(bad); !ok || err == nil {
+			t.Errorf("%q: accepted", bad)
+		}
+	}
+}

@@ -42,12 +42,13 @@ type getFlags struct {
 	rate     byteSize
 	maxRate  byteSize
 	timeout  time.Duration
+	linkName string // the name a share link gives the file; empty without one
 }
 
 func newGetCmd(g *globals) *cobra.Command {
 	var f getFlags
 	cmd := &cobra.Command{
-		Use:   "get NAME_OR_ID",
+		Use:   "get NAME_OR_ID_OR_LINK",
 		Short: "Download a file from several peers at once",
 		Long: `get looks a file up in the registry (by content id or by name), fetches it
 from several peers at once through one shared chunk queue, verifies every
@@ -55,10 +56,22 @@ chunk, and renames OUT.part to OUT only once the whole file checks out.
 Run the same command again after a crash or Ctrl-C to resume.`,
 		Example: `  shoal get sh1duwmf72tkrepbwt7okzr64vg53njbypmcpugyrfamvg6omdz3sja --registry 127.0.0.1:7000
   shoal get big.iso --registry 127.0.0.1:7000 -o /tmp/big.iso --peers 8
-  SHOAL_REGISTRY=127.0.0.1:7000 shoal get big.iso --json`,
+  SHOAL_REGISTRY=127.0.0.1:7000 shoal get big.iso --json
+  shoal get 'shoal:sh1duwmf...?name=big.iso&registry=10.0.0.5:7000'   # a share link (shoal share)`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			reg, err := registryAddr(cmd.Context(), "--registry", firstOf(f.registry, os.Getenv("SHOAL_REGISTRY")))
+			target := args[0]
+			link, isLink, err := parseLink(target)
+			if err != nil {
+				return usageError{err}
+			}
+			if isLink {
+				target, f.linkName = link.id, link.name
+			}
+			if _, err := chunkstore.ParseTreeID(target); err == nil {
+				return usageError{fmt.Errorf("%s is a folder's tree id: fetching whole folders is not built yet; get its files by name or id", chunkstore.Clip(target))}
+			}
+			reg, err := registryAddr(cmd.Context(), "--registry", firstOf(f.registry, link.registry, os.Getenv("SHOAL_REGISTRY")))
 			if err != nil {
 				return err
 			}
@@ -66,7 +79,7 @@ Run the same command again after a crash or Ctrl-C to resume.`,
 			if f.peers < 1 || f.peers > 64 {
 				return usageError{fmt.Errorf("--peers %d: use 1 to 64", f.peers)}
 			}
-			return runGet(cmd.Context(), g, args[0], f)
+			return runGet(cmd.Context(), g, target, f)
 		},
 	}
 	cmd.Flags().StringVar(&f.registry, "registry", "", "registry to look the file up in, host[:port] (default $SHOAL_REGISTRY, else "+defaultRegistry+")")
@@ -131,9 +144,13 @@ func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
 			}
 			return err
 		}
-		out = outputPath(f.out, m.Name, m.ID.String())
-		if f.out == "" && !safeName(path.Base(m.Name)) && attempt == 0 {
-			fmt.Fprintf(g.stderr, "the network names this file %s; writing it as %s (use -o to choose a name)\n", chunkstore.Clip(m.Name), out)
+		name := m.Name
+		if f.linkName != "" {
+			name = f.linkName
+		}
+		out = outputPath(f.out, name, m.ID.String())
+		if f.out == "" && !safeName(path.Base(name)) && attempt == 0 {
+			fmt.Fprintf(g.stderr, "the network names this file %s; writing it as %s (use -o to choose a name)\n", chunkstore.Clip(name), out)
 		}
 		cfg := client.Config{Peers: f.peers, Force: f.force, PageCache: f.cache, StallTimeout: f.stall, NoPeerTimeout: f.wait, MaxRate: int64(f.maxRate)}
 		if f.serve {

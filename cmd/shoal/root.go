@@ -84,7 +84,7 @@ verifies every chunk, and resumes after a crash.`,
 		}
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newServeCmd(g), newHashCmd(g), newRegistryCmd(g), newLsCmd(g), newClusterCmd(g), newGetCmd(g), newVerifyCmd(g), newDemoCmd(g), newCertsCmd(g), newCourseCmd(g))
+	root.AddCommand(newServeCmd(g), newHashCmd(g), newRegistryCmd(g), newLsCmd(g), newClusterCmd(g), newGetCmd(g), newVerifyCmd(g), newShareCmd(g), newDemoCmd(g), newCertsCmd(g), newCourseCmd(g))
 	return root
 }
 

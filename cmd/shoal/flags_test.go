@@ -10,9 +10,11 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/shoalnet/shoal/client"
 	"github.com/shoalnet/shoal/internal/certs"
 )
 
@@ -322,6 +324,48 @@ func TestShareLinkRoundTrip(t *testing.T) {
 	for _, bad := range []string{"shoal:nope", "shoal:sh1abc?name=%zz"} {
 		if _, ok, err := parseLink(bad); !ok || err == nil {
 			t.Errorf("%q: accepted", bad)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// fixedProgress is a download frozen at one point.
+type fixedProgress client.Progress
+
+func (f fixedProgress) Progress() client.Progress { return client.Progress(f) }
+
+// The bar counts only bytes fetched in this run and says what was resumed;
+// stopped by an interrupt it stays where it was, not at 100%.
+func TestProgressBarTellsTheTruth(t *testing.T) {
+	p := fixedProgress{Size: 512 << 20, Resumed: 220 << 20, Done: 320 << 20, Fetched: 100 << 20, ActivePeers: 1}
+	for _, complete := range []bool{false, true} {
+		var out syncBuffer
+		stop := progressBar(&out, p, p.Size)
+		eventually(t, 10*time.Second, "the bar is drawn", func() bool { return strings.Contains(out.String(), "resumed") })
+		stop(complete)
+		got := out.String()
+		if !strings.Contains(got, "1 peer, 220.0 MiB resumed") || !strings.Contains(got, "292 MiB") || !strings.Contains(got, "34%") {
+			t.Errorf("bar %q: want the resume said and 100 of 292 MiB (34%%)", got)
+		}
+		if strings.Contains(got, "100%") != complete {
+			t.Errorf("complete=%v: bar %q", complete, got)
 		}
 	}
 }

@@ -315,6 +315,12 @@ func showProgress(g *globals, d *client.Download, quiet bool, size int64) func(c
 	if quiet || !ok || !term.IsTerminal(int(f.Fd())) {
 		return func(bool) {}
 	}
+	return progressBar(f, d, size)
+}
+
+// progressBar draws the bar of showProgress on w.
+func progressBar(w io.Writer, d progressSource, size int64) func(complete bool) {
+	f := w
 	if size <= 0 {
 		size = -1 // a spinner until the size is known
 	}
@@ -363,6 +369,9 @@ func showProgress(g *globals, d *client.Download, quiet bool, size int64) func(c
 		fmt.Fprintln(f)
 	}
 }
+
+// progressSource is what the bar reads: a download's progress.
+type progressSource interface{ Progress() client.Progress }
 
 // plural says n things: "1 peer", "2 peers".
 func plural(n int, thing string) string {

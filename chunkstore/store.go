@@ -64,7 +64,7 @@ type Store struct {
 	emptyDirs []string          // folders holding no servable file, as of the last scan; guarded by mu
 
 	treeMu      sync.Mutex
-	treeDirs    map[TreeID]string // folder of each tree id, for treeVersion; guarded by treeMu
+	treeDirs    map[TreeID]Folder // folder of each tree id, for treeVersion; guarded by treeMu
 	treeVersion uint64            // the version treeDirs was computed at; guarded by treeMu
 
 	changed chan struct{} // signalled when a file is withdrawn; buffered 1

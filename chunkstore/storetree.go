@@ -83,28 +83,45 @@ func (s *Store) Tree(dir string) (*Tree, error) {
 // tree id is id. Ids are remembered per version of the folder: a miss
 // computes the tree of every folder once.
 func (s *Store) TreeByID(id TreeID) (*Tree, error) {
-	v := s.version.Load()
 	s.treeMu.Lock()
-	if s.treeVersion != v || s.treeDirs == nil {
-		s.treeDirs, s.treeVersion = map[TreeID]string{}, v
-		s.treeMu.Unlock()
-		s.indexTrees()
-		s.treeMu.Lock()
-	}
-	dir, ok := s.treeDirs[id]
+	f, ok := s.treesLocked()[id]
 	s.treeMu.Unlock()
 	if !ok {
 		return nil, fmt.Errorf("tree %s: %w", id, ErrNotFound)
 	}
-	t, err := s.Tree(dir)
+	t, err := s.Tree(f.Dir)
 	if err != nil || t.ID != id {
 		return nil, fmt.Errorf("tree %s: %w", id, ErrNotFound) // the folder changed since
 	}
 	return t, nil
 }
 
-// indexTrees computes the tree id of every folder.
-func (s *Store) indexTrees() {
+// Folder is one folder of the store, as its tree describes it.
+type Folder struct {
+	Dir   string // relative path, '/'-separated; "" for the shared folder
+	Files int    // files below it
+	Size  int64  // their total size, in bytes
+}
+
+// Folders returns every folder of the store by tree id, for the folder's
+// current version.
+func (s *Store) Folders() map[TreeID]Folder {
+	s.treeMu.Lock()
+	defer s.treeMu.Unlock()
+	return maps.Clone(s.treesLocked())
+}
+
+// treesLocked returns treeDirs, computed again when the folder changed;
+// s.treeMu must be held.
+func (s *Store) treesLocked() map[TreeID]Folder {
+	if v := s.version.Load(); s.treeVersion != v || s.treeDirs == nil {
+		s.treeDirs, s.treeVersion = s.indexTrees(), v
+	}
+	return s.treeDirs
+}
+
+// indexTrees computes the tree of every folder.
+func (s *Store) indexTrees() map[TreeID]Folder {
 	s.mu.RLock()
 	dirs := ancestors(func(yield func(string) bool) {
 		for name := range s.byName {
@@ -120,13 +137,12 @@ func (s *Store) indexTrees() {
 	})
 	s.mu.RUnlock()
 	dirs[""] = true
-	found := map[TreeID]string{}
+	found := map[TreeID]Folder{}
 	for d := range dirs {
 		if t, err := s.Tree(d); err == nil {
-			found[t.ID] = d
+			n, size := t.Files()
+			found[t.ID] = Folder{Dir: d, Files: n, Size: size}
 		}
 	}
-	s.treeMu.Lock()
-	defer s.treeMu.Unlock()
-	maps.Copy(s.treeDirs, found)
+	return found
 }

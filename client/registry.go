@@ -246,25 +246,28 @@ func (r *Registry) renamed(ctx context.Context) error {
 	return &NameChangedError{Name: r.Target, Old: m.ID, New: now}
 }
 
-// ListedFile is one file the registry knows, with its holder counts.
+// ListedFile is one file or folder the registry knows, with its holder
+// counts.
 type ListedFile struct {
-	Name           string
-	ID             string // content id, text form
-	Size           int64
+	Name           string // a folder's ends in '/'
+	ID             string // content id or tree id, text form
+	Size           int64  // a folder's: its files' total
+	Folder         bool
+	Files          int // a folder's file count
 	Holders        int // live peers holding all of it
 	PartialHolders int // live peers holding part of it
 }
 
-// ListFiles lists every file a registry knows, following its pages; each
-// page is one call within timeout.
-func ListFiles(ctx context.Context, conn grpc.ClientConnInterface, timeout time.Duration) ([]ListedFile, error) {
+// ListFiles lists every file and folder a registry knows whose name starts
+// with prefix, following its pages; each page is one call within timeout.
+func ListFiles(ctx context.Context, conn grpc.ClientConnInterface, prefix string, timeout time.Duration) ([]ListedFile, error) {
 	var (
 		out []ListedFile
 		tok string
 	)
 	for {
 		cctx, cancel := context.WithTimeout(ctx, timeout)
-		resp, err := shoalv1.NewRegistryServiceClient(conn).ListFiles(cctx, &shoalv1.ListFilesRequest{PageToken: tok}, grpc.WaitForReady(false))
+		resp, err := shoalv1.NewRegistryServiceClient(conn).ListFiles(cctx, &shoalv1.ListFilesRequest{PageToken: tok, Prefix: prefix}, grpc.WaitForReady(false))
 		if err != nil {
 			err = callError(cctx, "list files", err, timeout)
 			cancel()
@@ -272,8 +275,10 @@ func ListFiles(ctx context.Context, conn grpc.ClientConnInterface, timeout time.
 		}
 		cancel()
 		for _, f := range resp.GetFiles() {
+			_, terr := chunkstore.ParseTreeID(f.GetFile().GetContentId())
 			out = append(out, ListedFile{
 				Name: f.GetFile().GetName(), ID: f.GetFile().GetContentId(), Size: int64(f.GetFile().GetSize()),
+				Folder: terr == nil, Files: int(f.GetFile().GetFileCount()),
 				Holders: int(f.GetHolders()), PartialHolders: int(f.GetPartialHolders()),
 			})
 		}

@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -35,13 +37,33 @@ func (s StoreFiles) WatchHave(_ context.Context, id chunkstore.ID, fn func([]boo
 	return fn(have, nil, true)
 }
 
-// Holdings lists the store's files for announces.
+// maxAnnouncedFolders bounds the folders one announce lists, shallowest
+// first: with the files, an announce must stay under the registry's
+// MaxFilesPerPeer.
+const maxAnnouncedFolders = 1000
+
+// Holdings lists the store's files and folders for announces. A folder is
+// named by its path and a trailing '/', the shared folder itself "./".
 func (s StoreFiles) Holdings() []FileInfo {
 	var out []FileInfo
 	for _, m := range s.Store.List() {
 		out = append(out, FileInfo{ID: m.ID, Name: m.Name, Size: m.Size})
 	}
-	return out
+	var folders []FileInfo
+	for id, f := range s.Store.Folders() {
+		name := "./"
+		if f.Dir != "" {
+			name = f.Dir + "/"
+		}
+		folders = append(folders, FileInfo{ID: chunkstore.ID(id), Name: name, Size: f.Size, Tree: true, Files: f.Files})
+	}
+	slices.SortFunc(folders, func(a, b FileInfo) int {
+		if d := strings.Count(a.Name, "/") - strings.Count(b.Name, "/"); d != 0 {
+			return d
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	return append(out, folders[:min(len(folders), maxAnnouncedFolders)]...)
 }
 
 // Stats counts what a peer served.

@@ -24,6 +24,19 @@ type FileInfo struct {
 	// HidesChunks marks a full holder that reveals chunks a few at a time
 	// (super-seeding): Partial for clients, a full holder in counts.
 	HidesChunks bool
+	// Tree marks a folder: ID holds its tree id's bytes, Name its path
+	// with a trailing '/', Size the total of its files, Files their count.
+	Tree  bool
+	Files int
+}
+
+// IDString is the text form of the entry's id: a file's content id or a
+// folder's tree id.
+func (f FileInfo) IDString() string {
+	if f.Tree {
+		return chunkstore.TreeID(f.ID).String()
+	}
+	return f.ID.String()
 }
 
 // Peer is one peer's registration.
@@ -280,7 +293,7 @@ func (l *Leases) putLocked(e LeasedPeer) error {
 		for _, f := range e.Files {
 			h := l.files[f.ID]
 			if h == nil {
-				h = &holders{info: FileInfo{ID: f.ID, Name: f.Name, Size: f.Size}, pos: map[string]int{}}
+				h = &holders{info: FileInfo{ID: f.ID, Name: f.Name, Size: f.Size, Tree: f.Tree, Files: f.Files}, pos: map[string]int{}}
 				l.files[f.ID] = h
 				l.names[f.Name] = append(l.names[f.Name], f.ID)
 			}

@@ -47,7 +47,7 @@ func TestListFilesPages(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	files, err := client.ListFiles(ctx, cc, 10*time.Second)
+	files, err := client.ListFiles(ctx, cc, "", 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,7 +49,7 @@ func (r *RegistryService) Lookup(_ context.Context, req *shoalv1.LookupRequest) 
 	)
 	switch f := req.GetFile().(type) {
 	case *shoalv1.LookupRequest_ContentId:
-		id, err = chunkstore.ParseID(f.ContentId)
+		id, _, err = parseAnyID(f.ContentId)
 	case *shoalv1.LookupRequest_Name:
 		name, byName = f.Name, true
 		if name == "" {
@@ -107,6 +107,9 @@ func (r *RegistryService) ListFiles(_ context.Context, req *shoalv1.ListFilesReq
 	}
 	resp := &shoalv1.ListFilesResponse{}
 	files := r.leases.List()
+	if after.name < req.GetPrefix() {
+		after = pageKey{name: req.GetPrefix()} // the first name with the prefix
+	}
 	start, _ := slices.BinarySearchFunc(files, after, func(f ListedFile, a pageKey) int {
 		return a.compareTo(f.Name, f.ID)
 	})
@@ -114,6 +117,9 @@ func (r *RegistryService) ListFiles(_ context.Context, req *shoalv1.ListFilesReq
 		start++
 	}
 	for _, f := range files[start:] {
+		if !strings.HasPrefix(f.Name, req.GetPrefix()) {
+			break // sorted by name: no later one has it either
+		}
 		if len(resp.Files) == size {
 			last := resp.Files[len(resp.Files)-1].GetFile()
 			resp.NextPageToken = pageToken(last.GetName(), last.GetContentId())
@@ -153,7 +159,7 @@ func parsePageToken(tok string) (pageKey, error) {
 	if err != nil || !ok {
 		return pageKey{}, fmt.Errorf("%w: malformed page token", errInvalid)
 	}
-	id, err := chunkstore.ParseID(idText)
+	id, _, err := parseAnyID(idText)
 	if err != nil {
 		return pageKey{}, fmt.Errorf("%w: malformed page token", errInvalid)
 	}
@@ -182,7 +188,7 @@ func (r *RegistryService) Exchange(_ context.Context, req *shoalv1.ExchangeReque
 }
 
 func fileToWire(f FileInfo) *shoalv1.FileInfo {
-	return &shoalv1.FileInfo{ContentId: f.ID.String(), Name: f.Name, Size: uint64(f.Size), Partial: f.Partial, HidesChunks: f.HidesChunks}
+	return &shoalv1.FileInfo{ContentId: f.IDString(), Name: f.Name, Size: uint64(f.Size), Partial: f.Partial, HidesChunks: f.HidesChunks, FileCount: uint32(f.Files)}
 }
 
 func peerToWire(p Peer) *shoalv1.PeerInfo {
@@ -204,14 +210,14 @@ func peerFromWire(w *shoalv1.PeerInfo) (Peer, error) {
 	}
 	p := Peer{ID: w.GetPeerId(), Addr: w.GetAddress(), Files: make([]FileInfo, len(w.GetFiles()))}
 	for i, f := range w.GetFiles() {
-		id, err := chunkstore.ParseID(f.GetContentId())
+		id, tree, err := parseAnyID(f.GetContentId())
 		if err != nil {
 			return Peer{}, fmt.Errorf("file %d: %w", i, err)
 		}
 		if f.GetSize() > 1<<62 {
 			return Peer{}, fmt.Errorf("%w: file %d: size %d", errInvalid, i, f.GetSize())
 		}
-		p.Files[i] = FileInfo{ID: id, Name: f.GetName(), Size: int64(f.GetSize()), Partial: f.GetPartial() || f.GetHidesChunks(), HidesChunks: f.GetHidesChunks()}
+		p.Files[i] = FileInfo{ID: id, Name: f.GetName(), Size: int64(f.GetSize()), Partial: f.GetPartial() || f.GetHidesChunks(), HidesChunks: f.GetHidesChunks(), Tree: tree, Files: int(f.GetFileCount())}
 	}
 	return p, nil
 }
@@ -239,4 +245,14 @@ func leasedFromWire(in []*shoalv1.LeasedPeer, now time.Time) []LeasedPeer {
 		out = append(out, LeasedPeer{Peer: p, Expires: now.Add(time.Duration(w.GetRemainingMs()) * time.Millisecond), Left: w.GetLeft()})
 	}
 	return out
+}
+
+// parseAnyID reads a file's content id or a folder's tree id; tree says
+// which. Both are 32 bytes, hashed in different domains.
+func parseAnyID(s string) (id chunkstore.ID, tree bool, err error) {
+	if fid, ferr := chunkstore.ParseID(s); ferr == nil {
+		return fid, false, nil
+	}
+	tid, err := chunkstore.ParseTreeID(s)
+	return chunkstore.ID(tid), true, err
 }

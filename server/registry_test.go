@@ -165,7 +165,9 @@ func TestLeaveOnShutdownAndBadAnnounces(t *testing.T) {
 	defer cancel()
 	rc := registryClient(t, reg.Addr())
 	ls, err := rc.ListFiles(ctx, &shoalv1.ListFilesRequest{})
-	if err != nil || len(ls.GetFiles()) != 1 || ls.GetFiles()[0].GetHolders() != 1 {
+	// The shared folder "./" (a tree of one file), then the file.
+	if err != nil || len(ls.GetFiles()) != 2 || ls.GetFiles()[0].GetFile().GetName() != "./" || ls.GetFiles()[0].GetFile().GetFileCount() != 1 ||
+		ls.GetFiles()[1].GetFile().GetName() != "f" || ls.GetFiles()[1].GetHolders() != 1 {
 		t.Fatalf("ListFiles: %v, %v", ls, err)
 	}
 	stopP()
@@ -311,5 +313,28 @@ func TestFederationNeedsItsOwnToken(t *testing.T) {
 	b.Federation().Round(ctx)
 	if _, err := lookupName(ctx, registryClient(t, a.Addr()), "shared.bin"); err != nil {
 		t.Fatalf("registries with the federation token did not federate: %v", err)
+	}
+}
+
+// A folder is announced and looked up by its tree id like a file by its
+// content id.
+func TestLookupByTreeID(t *testing.T) {
+	reg, _ := runNode(t, server.NodeConfig{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rc := registryClient(t, reg.Addr())
+	tree := chunkstore.TreeID{5, 6}.String()
+	peer := &shoalv1.PeerInfo{PeerId: "p", Address: "127.0.0.1:9001", Files: []*shoalv1.FileInfo{{ContentId: tree, Name: "models/", Size: 10, FileCount: 4}}}
+	if _, err := rc.Announce(ctx, &shoalv1.AnnounceRequest{Peer: peer}); err != nil {
+		t.Fatal(err)
+	}
+	for _, req := range []*shoalv1.LookupRequest{
+		{File: &shoalv1.LookupRequest_ContentId{ContentId: tree}},
+		{File: &shoalv1.LookupRequest_Name{Name: "models/"}},
+	} {
+		resp, err := rc.Lookup(ctx, req)
+		if err != nil || len(resp.GetPeers()) != 1 || resp.GetFile().GetContentId() != tree || resp.GetFile().GetFileCount() != 4 {
+			t.Fatalf("lookup %v: %v, %v", req, resp, err)
+		}
 	}
 }

@@ -77,10 +77,12 @@ func TestClusterThenLs(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &files); err != nil {
 		t.Fatalf("ls --json printed %q: %v", out.String(), err)
 	}
-	if len(files) != 2 || files[0].Name != "one.bin" || files[1].Name != "two.bin" {
+	// The peers' shared folder, then the two files.
+	if len(files) != 3 || files[0].Name != "./" || !files[0].Folder || files[0].FileCount != 2 || files[0].Holders != 5 ||
+		files[1].Name != "one.bin" || files[2].Name != "two.bin" {
 		t.Fatalf("ls listed %+v", files)
 	}
-	for _, f := range files {
+	for _, f := range files[1:] {
 		if f.Holders != 5 || f.PartialHolders != 0 || f.Size != 100_000 {
 			t.Errorf("want 5 full holders of 100000 bytes: %+v", f)
 		}

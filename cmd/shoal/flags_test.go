@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -367,5 +368,38 @@ func TestProgressBarTellsTheTruth(t *testing.T) {
 		if strings.Contains(got, "100%") != complete {
 			t.Errorf("complete=%v: bar %q", complete, got)
 		}
+	}
+}
+
+// Folders are announced and listed like files: a trailing /, a file count,
+// a prefix filter.
+func TestLsFolders(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"top.txt", "sub/a.txt", "sub/b.txt", "sub/deeper/c.txt"} {
+		os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg := startCluster(t, dir, "2")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	if err := run(ctx, []string{"ls", "--registry", reg, "--json", "sub/"}, nil, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var files []listedFile
+	if err := json.Unmarshal(out.Bytes(), &files); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, f := range files {
+		names = append(names, f.Name)
+	}
+	if got := strings.Join(names, " "); got != "sub/ sub/a.txt sub/b.txt sub/deeper/ sub/deeper/c.txt" {
+		t.Fatalf("ls sub/: %s", got)
+	}
+	if f := files[0]; !f.Folder || f.FileCount != 3 || f.Holders != 2 || !strings.HasPrefix(f.ContentID, "st1") {
+		t.Fatalf("sub/: %+v", f)
 	}
 }

@@ -20,11 +20,18 @@ func newLsCmd(g *globals) *cobra.Command {
 		asJSON   bool
 	)
 	cmd := &cobra.Command{
-		Use:     "ls",
-		Short:   "List the files the network holds, with their holder counts",
-		Example: "  shoal ls --registry 127.0.0.1:7000",
-		Args:    exactArgs(0),
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Use:   "ls [PREFIX]",
+		Short: "List the files and folders the network holds, with their holder counts",
+		Long: `ls lists what the registry knows: files, and folders (a trailing / and
+their file count; ./ is a peer's whole shared folder), with how many live
+peers hold each, all of it or part. PREFIX keeps the names that start with it.`,
+		Example: "  shoal ls --registry 127.0.0.1:7000\n  shoal ls models/",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			prefix := ""
+			if len(args) == 1 {
+				prefix = args[0]
+			}
 			registry, err := registryAddr(cmd.Context(), "--registry", firstOf(registry, os.Getenv("SHOAL_REGISTRY")))
 			if err != nil {
 				return err
@@ -34,7 +41,7 @@ func newLsCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer cc.Close()
-			files, err := client.ListFiles(cmd.Context(), cc, timeout)
+			files, err := client.ListFiles(cmd.Context(), cc, prefix, timeout)
 			if err != nil {
 				return conn.explain(cmd.Context(), registry, err)
 			}
@@ -46,14 +53,18 @@ func newLsCmd(g *globals) *cobra.Command {
 			tw := tabwriter.NewWriter(g.stdout, 2, 8, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tSIZE\tHOLDERS\tPARTIAL\tCONTENT ID")
 			for _, f := range files {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", f.Name, humanBytes(f.Size), f.Holders, f.PartialHolders, f.ID)
+				name := f.Name
+				if f.Folder {
+					name += " (" + plural(f.Files, "file") + ")"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", name, humanBytes(f.Size), f.Holders, f.PartialHolders, f.ID)
 			}
 			return tw.Flush()
 		},
 	}
 	cmd.Flags().StringVar(&registry, "registry", "", "registry to ask, host[:port] (default $SHOAL_REGISTRY, else "+defaultRegistry+")")
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "longest wait for the registry's reply")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the files as a JSON array (name, content_id, size, holders, partial_holders)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the files as a JSON array (name, content_id, size, folder, file_count, holders, partial_holders)")
 	conn.register(cmd, false)
 	cmd.Flags().MarkHidden("token") // ls announces nothing
 	return cmd
@@ -64,6 +75,8 @@ type listedFile struct {
 	Name           string `json:"name"`
 	ContentID      string `json:"content_id"`
 	Size           int64  `json:"size"`
+	Folder         bool   `json:"folder,omitempty"`
+	FileCount      int    `json:"file_count,omitempty"`
 	Holders        int    `json:"holders"`
 	PartialHolders int    `json:"partial_holders"`
 }
@@ -72,7 +85,7 @@ type listedFile struct {
 func listing(files []client.ListedFile) []listedFile {
 	out := make([]listedFile, 0, len(files))
 	for _, f := range files {
-		out = append(out, listedFile{Name: f.Name, ContentID: f.ID, Size: f.Size, Holders: f.Holders, PartialHolders: f.PartialHolders})
+		out = append(out, listedFile{Name: f.Name, ContentID: f.ID, Size: f.Size, Folder: f.Folder, FileCount: f.Files, Holders: f.Holders, PartialHolders: f.PartialHolders})
 	}
 	return out
 }

@@ -100,7 +100,7 @@ func TestMutualTLSAndToken(t *testing.T) {
 		t.Fatalf("announce without a token: %v, want Unauthenticated", err)
 	}
 	// Lookups need no token.
-	if ls, err := rc.ListFiles(ctx, &shoalv1.ListFilesRequest{}); err != nil || len(ls.GetFiles()) != 1 || ls.GetFiles()[0].GetHolders() != 3 {
+	if ls, err := rc.ListFiles(ctx, &shoalv1.ListFilesRequest{Prefix: "secret"}); err != nil || len(ls.GetFiles()) != 1 || ls.GetFiles()[0].GetHolders() != 3 {
 		t.Fatalf("ListFiles: %v, %v", ls, err)
 	}
 }

@@ -24,7 +24,8 @@ const (
 // FileInfo identifies a file without its chunk hashes.
 type FileInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Content_id is the file's content address in text form.
+	// Content_id is the file's content address in text form ("sh1..."), or
+	// for a folder its tree id ("st1...").
 	ContentId string `protobuf:"bytes,1,opt,name=content_id,json=contentId,proto3" json:"content_id,omitempty"`
 	// Name is the file's name as the holder reported it.
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
@@ -37,7 +38,9 @@ type FileInfo struct {
 	// over WatchHave a few at a time (super-seeding). It is set with
 	// partial, so that clients follow its WatchHave feed; registries count
 	// it as a full holder.
-	HidesChunks   bool `protobuf:"varint,5,opt,name=hides_chunks,json=hidesChunks,proto3" json:"hides_chunks,omitempty"`
+	HidesChunks bool `protobuf:"varint,5,opt,name=hides_chunks,json=hidesChunks,proto3" json:"hides_chunks,omitempty"`
+	// File_count is, for a folder, how many files its tree holds.
+	FileCount     uint32 `protobuf:"varint,6,opt,name=file_count,json=fileCount,proto3" json:"file_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -105,6 +108,13 @@ func (x *FileInfo) GetHidesChunks() bool {
 		return x.HidesChunks
 	}
 	return false
+}
+
+func (x *FileInfo) GetFileCount() uint32 {
+	if x != nil {
+		return x.FileCount
+	}
+	return 0
 }
 
 // PeerInfo is one peer's registration.
@@ -562,7 +572,10 @@ type ListFilesRequest struct {
 	PageSize uint32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Page_token continues a listing: the next_page_token of the previous
 	// response; empty starts from the first file.
-	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Prefix, if set, lists only the files and folders whose name starts
+	// with it.
+	Prefix        string `protobuf:"bytes,3,opt,name=prefix,proto3" json:"prefix,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -607,6 +620,13 @@ func (x *ListFilesRequest) GetPageSize() uint32 {
 func (x *ListFilesRequest) GetPageToken() string {
 	if x != nil {
 		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListFilesRequest) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
 	}
 	return ""
 }
@@ -901,14 +921,16 @@ var File_shoal_v1_registry_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_registry_proto_rawDesc = "" +
 	"\n" +
-	"\x17shoal/v1/registry.proto\x12\bshoal.v1\"\x8e\x01\n" +
+	"\x17shoal/v1/registry.proto\x12\bshoal.v1\"\xad\x01\n" +
 	"\bFileInfo\x12\x1d\n" +
 	"\n" +
 	"content_id\x18\x01 \x01(\tR\tcontentId\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
 	"\x04size\x18\x03 \x01(\x04R\x04size\x12\x18\n" +
 	"\apartial\x18\x04 \x01(\bR\apartial\x12!\n" +
-	"\fhides_chunks\x18\x05 \x01(\bR\vhidesChunks\"g\n" +
+	"\fhides_chunks\x18\x05 \x01(\bR\vhidesChunks\x12\x1d\n" +
+	"\n" +
+	"file_count\x18\x06 \x01(\rR\tfileCount\"g\n" +
 	"\bPeerInfo\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12(\n" +
@@ -934,11 +956,12 @@ const file_shoal_v1_registry_proto_rawDesc = "" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x16\n" +
 	"\x06secret\x18\x03 \x01(\tR\x06secret\"\x0f\n" +
-	"\rLeaveResponse\"N\n" +
+	"\rLeaveResponse\"f\n" +
 	"\x10ListFilesRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x02 \x01(\tR\tpageToken\"g\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\x12\x16\n" +
+	"\x06prefix\x18\x03 \x01(\tR\x06prefix\"g\n" +
 	"\x11ListFilesResponse\x12*\n" +
 	"\x05files\x18\x01 \x03(\v2\x14.shoal.v1.ListedFileR\x05files\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"w\n" +

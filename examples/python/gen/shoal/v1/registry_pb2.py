@@ -13,7 +13,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17shoal/v1/registry.proto\x12\x08shoal.v1\"\x8e\x01\n\x08\x46ileInfo\x12\x1d\n\ncontent_id\x18\x01 \x01(\tR\tcontentId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n\x04size\x18\x03 \x01(\x04R\x04size\x12\x18\n\x07partial\x18\x04 \x01(\x08R\x07partial\x12!\n\x0chides_chunks\x18\x05 \x01(\x08R\x0bhidesChunks\"g\n\x08PeerInfo\x12\x17\n\x07peer_id\x18\x01 \x01(\tR\x06peerId\x12\x18\n\x07\x61\x64\x64ress\x18\x02 \x01(\tR\x07\x61\x64\x64ress\x12(\n\x05\x66iles\x18\x03 \x03(\x0b\x32\x12.shoal.v1.FileInfoR\x05\x66iles\"Q\n\x0f\x41nnounceRequest\x12&\n\x04peer\x18\x01 \x01(\x0b\x32\x12.shoal.v1.PeerInfoR\x04peer\x12\x16\n\x06secret\x18\x02 \x01(\tR\x06secret\"E\n\x10\x41nnounceResponse\x12\x19\n\x08lease_ms\x18\x01 \x01(\x03R\x07leaseMs\x12\x16\n\x06secret\x18\x02 \x01(\tR\x06secret\"~\n\rLookupRequest\x12\x1f\n\ncontent_id\x18\x01 \x01(\tH\x00R\tcontentId\x12\x14\n\x04name\x18\x02 \x01(\tH\x00R\x04name\x12\x14\n\x05limit\x18\x03 \x01(\rR\x05limit\x12\x18\n\x07\x65xclude\x18\x04 \x03(\tR\x07\x65xcludeB\x06\n\x04\x66ile\"|\n\x0eLookupResponse\x12&\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x12.shoal.v1.FileInfoR\x04\x66ile\x12(\n\x05peers\x18\x02 \x03(\x0b\x32\x12.shoal.v1.PeerInfoR\x05peers\x12\x18\n\x07holders\x18\x03 \x01(\rR\x07holders\"Y\n\x0cLeaveRequest\x12\x17\n\x07peer_id\x18\x01 \x01(\tR\x06peerId\x12\x18\n\x07\x61\x64\x64ress\x18\x02 \x01(\tR\x07\x61\x64\x64ress\x12\x16\n\x06secret\x18\x03 \x01(\tR\x06secret\"\x0f\n\rLeaveResponse\"N\n\x10ListFilesRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\rR\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"g\n\x11ListFilesResponse\x12*\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x14.shoal.v1.ListedFileR\x05\x66iles\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"w\n\nListedFile\x12&\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x12.shoal.v1.FileInfoR\x04\x66ile\x12\x18\n\x07holders\x18\x02 \x01(\rR\x07holders\x12\'\n\x0fpartial_holders\x18\x03 \x01(\rR\x0epartialHolders\"k\n\nLeasedPeer\x12&\n\x04peer\x18\x01 \x01(\x0b\x32\x12.shoal.v1.PeerInfoR\x04peer\x12!\n\x0cremaining_ms\x18\x02 \x01(\x03R\x0bremainingMs\x12\x12\n\x04left\x18\x03 \x01(\x08R\x04left\"Q\n\x0f\x45xchangeRequest\x12\x12\n\x04\x66rom\x18\x01 \x01(\tR\x04\x66rom\x12*\n\x05peers\x18\x02 \x03(\x0b\x32\x14.shoal.v1.LeasedPeerR\x05peers\">\n\x10\x45xchangeResponse\x12*\n\x05peers\x18\x01 \x03(\x0b\x32\x14.shoal.v1.LeasedPeerR\x05peers2\xd4\x02\n\x0fRegistryService\x12\x41\n\x08\x41nnounce\x12\x19.shoal.v1.AnnounceRequest\x1a\x1a.shoal.v1.AnnounceResponse\x12;\n\x06Lookup\x12\x17.shoal.v1.LookupRequest\x1a\x18.shoal.v1.LookupResponse\x12\x38\n\x05Leave\x12\x16.shoal.v1.LeaveRequest\x1a\x17.shoal.v1.LeaveResponse\x12\x44\n\tListFiles\x12\x1a.shoal.v1.ListFilesRequest\x1a\x1b.shoal.v1.ListFilesResponse\x12\x41\n\x08\x45xchange\x12\x19.shoal.v1.ExchangeRequest\x1a\x1a.shoal.v1.ExchangeResponseB0Z.github.com/shoalnet/shoal/gen/shoal/v1;shoalv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17shoal/v1/registry.proto\x12\x08shoal.v1\"\xad\x01\n\x08\x46ileInfo\x12\x1d\n\ncontent_id\x18\x01 \x01(\tR\tcontentId\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n\x04size\x18\x03 \x01(\x04R\x04size\x12\x18\n\x07partial\x18\x04 \x01(\x08R\x07partial\x12!\n\x0chides_chunks\x18\x05 \x01(\x08R\x0bhidesChunks\x12\x1d\n\nfile_count\x18\x06 \x01(\rR\tfileCount\"g\n\x08PeerInfo\x12\x17\n\x07peer_id\x18\x01 \x01(\tR\x06peerId\x12\x18\n\x07\x61\x64\x64ress\x18\x02 \x01(\tR\x07\x61\x64\x64ress\x12(\n\x05\x66iles\x18\x03 \x03(\x0b\x32\x12.shoal.v1.FileInfoR\x05\x66iles\"Q\n\x0f\x41nnounceRequest\x12&\n\x04peer\x18\x01 \x01(\x0b\x32\x12.shoal.v1.PeerInfoR\x04peer\x12\x16\n\x06secret\x18\x02 \x01(\tR\x06secret\"E\n\x10\x41nnounceResponse\x12\x19\n\x08lease_ms\x18\x01 \x01(\x03R\x07leaseMs\x12\x16\n\x06secret\x18\x02 \x01(\tR\x06secret\"~\n\rLookupRequest\x12\x1f\n\ncontent_id\x18\x01 \x01(\tH\x00R\tcontentId\x12\x14\n\x04name\x18\x02 \x01(\tH\x00R\x04name\x12\x14\n\x05limit\x18\x03 \x01(\rR\x05limit\x12\x18\n\x07\x65xclude\x18\x04 \x03(\tR\x07\x65xcludeB\x06\n\x04\x66ile\"|\n\x0eLookupResponse\x12&\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x12.shoal.v1.FileInfoR\x04\x66ile\x12(\n\x05peers\x18\x02 \x03(\x0b\x32\x12.shoal.v1.PeerInfoR\x05peers\x12\x18\n\x07holders\x18\x03 \x01(\rR\x07holders\"Y\n\x0cLeaveRequest\x12\x17\n\x07peer_id\x18\x01 \x01(\tR\x06peerId\x12\x18\n\x07\x61\x64\x64ress\x18\x02 \x01(\tR\x07\x61\x64\x64ress\x12\x16\n\x06secret\x18\x03 \x01(\tR\x06secret\"\x0f\n\rLeaveResponse\"f\n\x10ListFilesRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\rR\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12\x16\n\x06prefix\x18\x03 \x01(\tR\x06prefix\"g\n\x11ListFilesResponse\x12*\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x14.shoal.v1.ListedFileR\x05\x66iles\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"w\n\nListedFile\x12&\n\x04\x66ile\x18\x01 \x01(\x0b\x32\x12.shoal.v1.FileInfoR\x04\x66ile\x12\x18\n\x07holders\x18\x02 \x01(\rR\x07holders\x12\'\n\x0fpartial_holders\x18\x03 \x01(\rR\x0epartialHolders\"k\n\nLeasedPeer\x12&\n\x04peer\x18\x01 \x01(\x0b\x32\x12.shoal.v1.PeerInfoR\x04peer\x12!\n\x0cremaining_ms\x18\x02 \x01(\x03R\x0bremainingMs\x12\x12\n\x04left\x18\x03 \x01(\x08R\x04left\"Q\n\x0f\x45xchangeRequest\x12\x12\n\x04\x66rom\x18\x01 \x01(\tR\x04\x66rom\x12*\n\x05peers\x18\x02 \x03(\x0b\x32\x14.shoal.v1.LeasedPeerR\x05peers\">\n\x10\x45xchangeResponse\x12*\n\x05peers\x18\x01 \x03(\x0b\x32\x14.shoal.v1.LeasedPeerR\x05peers2\xd4\x02\n\x0fRegistryService\x12\x41\n\x08\x41nnounce\x12\x19.shoal.v1.AnnounceRequest\x1a\x1a.shoal.v1.AnnounceResponse\x12;\n\x06Lookup\x12\x17.shoal.v1.LookupRequest\x1a\x18.shoal.v1.LookupResponse\x12\x38\n\x05Leave\x12\x16.shoal.v1.LeaveRequest\x1a\x17.shoal.v1.LeaveResponse\x12\x44\n\tListFiles\x12\x1a.shoal.v1.ListFilesRequest\x1a\x1b.shoal.v1.ListFilesResponse\x12\x41\n\x08\x45xchange\x12\x19.shoal.v1.ExchangeRequest\x1a\x1a.shoal.v1.ExchangeResponseB0Z.github.com/shoalnet/shoal/gen/shoal/v1;shoalv1b\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shoal.v1.registry_pb2', globals())
@@ -22,33 +22,33 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   DESCRIPTOR._options = None
   DESCRIPTOR._serialized_options = b'Z.github.com/shoalnet/shoal/gen/shoal/v1;shoalv1'
   _FILEINFO._serialized_start=38
-  _FILEINFO._serialized_end=180
-  _PEERINFO._serialized_start=182
-  _PEERINFO._serialized_end=285
-  _ANNOUNCEREQUEST._serialized_start=287
-  _ANNOUNCEREQUEST._serialized_end=368
-  _ANNOUNCERESPONSE._serialized_start=370
-  _ANNOUNCERESPONSE._serialized_end=439
-  _LOOKUPREQUEST._serialized_start=441
-  _LOOKUPREQUEST._serialized_end=567
-  _LOOKUPRESPONSE._serialized_start=569
-  _LOOKUPRESPONSE._serialized_end=693
-  _LEAVEREQUEST._serialized_start=695
-  _LEAVEREQUEST._serialized_end=784
-  _LEAVERESPONSE._serialized_start=786
-  _LEAVERESPONSE._serialized_end=801
-  _LISTFILESREQUEST._serialized_start=803
-  _LISTFILESREQUEST._serialized_end=881
-  _LISTFILESRESPONSE._serialized_start=883
-  _LISTFILESRESPONSE._serialized_end=986
-  _LISTEDFILE._serialized_start=988
-  _LISTEDFILE._serialized_end=1107
-  _LEASEDPEER._serialized_start=1109
-  _LEASEDPEER._serialized_end=1216
-  _EXCHANGEREQUEST._serialized_start=1218
-  _EXCHANGEREQUEST._serialized_end=1299
-  _EXCHANGERESPONSE._serialized_start=1301
-  _EXCHANGERESPONSE._serialized_end=1363
-  _REGISTRYSERVICE._serialized_start=1366
-  _REGISTRYSERVICE._serialized_end=1706
+  _FILEINFO._serialized_end=211
+  _PEERINFO._serialized_start=213
+  _PEERINFO._serialized_end=316
+  _ANNOUNCEREQUEST._serialized_start=318
+  _ANNOUNCEREQUEST._serialized_end=399
+  _ANNOUNCERESPONSE._serialized_start=401
+  _ANNOUNCERESPONSE._serialized_end=470
+  _LOOKUPREQUEST._serialized_start=472
+  _LOOKUPREQUEST._serialized_end=598
+  _LOOKUPRESPONSE._serialized_start=600
+  _LOOKUPRESPONSE._serialized_end=724
+  _LEAVEREQUEST._serialized_start=726
+  _LEAVEREQUEST._serialized_end=815
+  _LEAVERESPONSE._serialized_start=817
+  _LEAVERESPONSE._serialized_end=832
+  _LISTFILESREQUEST._serialized_start=834
+  _LISTFILESREQUEST._serialized_end=936
+  _LISTFILESRESPONSE._serialized_start=938
+  _LISTFILESRESPONSE._serialized_end=1041
+  _LISTEDFILE._serialized_start=1043
+  _LISTEDFILE._serialized_end=1162
+  _LEASEDPEER._serialized_start=1164
+  _LEASEDPEER._serialized_end=1271
+  _EXCHANGEREQUEST._serialized_start=1273
+  _EXCHANGEREQUEST._serialized_end=1354
+  _EXCHANGERESPONSE._serialized_start=1356
+  _EXCHANGERESPONSE._serialized_end=1418
+  _REGISTRYSERVICE._serialized_start=1421
+  _REGISTRYSERVICE._serialized_end=1761
 # @@protoc_insertion_point(module_scope)

@@ -403,3 +403,30 @@ func TestLsFolders(t *testing.T) {
 		t.Fatalf("sub/: %+v", f)
 	}
 }
+
+// --parents keeps the file's folders: two files of the same base name in
+// two folders land side by side, each under its own folder.
+func TestGetParents(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"sub/top.txt", "top.txt"} {
+		os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("contents of "+name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg := startCluster(t, dir, "1")
+	out := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, name := range []string{"top.txt", "sub/top.txt"} {
+		if err := run(ctx, []string{"get", name, "--registry", reg, "-o", out, "--parents"}, nil, io.Discard, io.Discard); err != nil {
+			t.Fatalf("get %s --parents: %v", name, err)
+		}
+		if got, _ := os.ReadFile(filepath.Join(out, name)); string(got) != "contents of "+name {
+			t.Errorf("%s: %q", name, got)
+		}
+	}
+	if _, err := parentsPath(out, "../escape"); err == nil {
+		t.Error("--parents accepted a name leaving -o")
+	}
+}

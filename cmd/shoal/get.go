@@ -43,6 +43,7 @@ type getFlags struct {
 	maxRate  byteSize
 	timeout  time.Duration
 	linkName string // the name a share link gives the file; empty without one
+	parents  bool   // keep the file's folders under -o, as cp --parents
 }
 
 func newGetCmd(g *globals) *cobra.Command {
@@ -96,6 +97,7 @@ Run the same command again after a crash or Ctrl-C to resume.`,
 	cmd.Flags().StringVar(&f.listen, "listen", "127.0.0.1:0", "with --serve: address to serve on (port 0 picks a free one)")
 	cmd.Flags().DurationVar(&f.seedFor, "seed-for", 0, "with --serve: keep seeding this long after finishing (0: until Ctrl-C)")
 	cmd.Flags().Var(&f.rate, "rate", "with --serve: upload limit per second, as 5M or 512K; 0 means unlimited")
+	cmd.Flags().BoolVar(&f.parents, "parents", false, "keep the file's folders from the network's name under -o (or the current folder), as cp --parents: sub/inner.txt is written as sub/inner.txt")
 	cmd.Flags().Var(&f.maxRate, "max-download-rate", "download limit per second over all peers, as 5M or 512K; 0 means unlimited")
 	return cmd
 }
@@ -148,7 +150,13 @@ func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
 		if f.linkName != "" {
 			name = f.linkName
 		}
-		out = outputPath(f.out, name, m.ID.String())
+		if f.parents {
+			if out, err = parentsPath(f.out, name); err != nil {
+				return usageError{err}
+			}
+		} else {
+			out = outputPath(f.out, name, m.ID.String())
+		}
 		if f.out == "" && !safeName(path.Base(name)) && attempt == 0 {
 			fmt.Fprintf(g.stderr, "the network names this file %s; writing it as %s (use -o to choose a name)\n", chunkstore.Clip(name), out)
 		}
@@ -470,4 +478,23 @@ func safeName(base string) bool {
 		}
 	}
 	return true
+}
+
+// parentsPath is where --parents writes a file the network names name:
+// name's folders kept under out (the current folder when empty), created
+// as needed. A name that could leave out is refused.
+func parentsPath(out, name string) (string, error) {
+	if err := chunkstore.ValidPath(name); err != nil {
+		return "", fmt.Errorf("--parents: %w", err)
+	}
+	for elem := range strings.SplitSeq(name, "/") {
+		if !safeName(elem) {
+			return "", fmt.Errorf("--parents: %s has a part a stranger should not choose (%s)", chunkstore.Clip(name), chunkstore.Clip(elem))
+		}
+	}
+	p := filepath.Join(out, filepath.FromSlash(name))
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return "", err
+	}
+	return p, nil
 }

@@ -71,6 +71,7 @@ type Server struct {
 	cfg    Config
 	grpc   *grpc.Server
 	health *health.Server
+	conns  *connTable // open connections, for cutting a stalled client
 }
 
 // New builds a server. peer and registry may be nil to leave that service
@@ -133,7 +134,10 @@ func New(cfg Config, peer shoalv1.PeerServiceServer, registry shoalv1.RegistrySe
 	opts = append(opts, limitOptions(cfg.Limits)...)
 	opts = append(opts, tokenOptions(cfg.Token, cfg.FederationToken)...)
 	opts = append(opts, cfg.Options...)
-	s := &Server{cfg: cfg, grpc: grpc.NewServer(opts...), health: health.NewServer()}
+	s := &Server{cfg: cfg, grpc: grpc.NewServer(opts...), health: health.NewServer(), conns: newConnTable()}
+	if ps, ok := peer.(*PeerService); ok {
+		ps.cut = s.conns.cut
+	}
 	if peer != nil {
 		shoalv1.RegisterPeerServiceServer(s.grpc, peer)
 	}
@@ -171,7 +175,7 @@ func (s *Server) SetServing(ok bool) {
 // cut.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	errc := make(chan error, 1)
-	go func() { errc <- s.grpc.Serve(lis) }()
+	go func() { errc <- s.grpc.Serve(trackingListener{Listener: lis, table: s.conns}) }()
 	select {
 	case err := <-errc:
 		if err != nil {

@@ -96,9 +96,10 @@ type PeerService struct {
 	cfg      PeerConfig
 	bufs     chunkPool
 	stats    *Stats
-	seed     *superSeed   // nil unless cfg.SuperSeed
-	slots    *uploadSlots // the uploads under way, per client and connection
-	watchers *uploadSlots // the WatchHave streams open, per client
+	seed     *superSeed        // nil unless cfg.SuperSeed
+	slots    *uploadSlots      // the uploads under way, per client and connection
+	cut      func(addr string) // closes a client's connection; nil outside a Server
+	watchers *uploadSlots      // the WatchHave streams open, per client
 }
 
 // NewPeerService serves files with the limits in cfg.
@@ -194,7 +195,14 @@ func (p *PeerService) GetChunks(req *shoalv1.GetChunksRequest, stream grpc.Serve
 	pool := &p.bufs
 	// A client that stops reading loses its slot after SendTimeout, and
 	// the call ends once its send returns.
-	send := &guardedStream{ServerStream: stream, timeout: p.cfg.SendTimeout, stalled: release}
+	// Its connection is cut too: grpc-go cannot end one stream stuck in a
+	// send, and a client that reads nothing on one stream holds the others.
+	send := &guardedStream{ServerStream: stream, timeout: p.cfg.SendTimeout, stalled: func() {
+		release()
+		if p.cut != nil {
+			p.cut(addr)
+		}
+	}}
 	for _, i := range want {
 		off, n := m.ChunkBounds(i)
 		bp := pool.Get(n)

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/mem"
@@ -310,3 +311,66 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	return nil
 }
 func (rawCodec) Name() string { return "proto" }
+
+// A client that stops reading a GetChunks stream loses its slot after
+// SendTimeout, and its connection is cut: the handler and its buffers go
+// too, not only the slot.
+func TestStalledReaderIsCut(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "big", randBytes(16<<20))
+	cfg := server.DefaultPeerConfig()
+	cfg.SendTimeout = 300 * time.Millisecond
+	cfg.MaxUploads = 1 // the one slot: a second call succeeds only once the first lost it
+	cc, _ := startPeer(t, dir, cfg)
+	pc := shoalv1.NewPeerServiceClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	mr, err := pc.GetManifest(ctx, &shoalv1.GetManifestRequest{File: &shoalv1.GetManifestRequest_Name{Name: "big"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := mr.GetManifest()
+	all := &shoalv1.GetChunksRequest{ContentId: m.GetContentId(), Ranges: []*shoalv1.ChunkRange{{Start: 0, End: uint32(len(m.GetChunkHashes()))}}}
+	stuck, err := pc.GetChunks(ctx, all) // never read until the end
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another client, on its own connection, gets the slot once the stuck
+	// one lost it.
+	cc2, err := grpc.NewClient(cc.Target(), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(server.MaxMessageBytes)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc2.Close()
+	var got map[uint32][]byte
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		got, err = fetch(ctx, shoalv1.NewPeerServiceClient(cc2), &shoalv1.GetChunksRequest{ContentId: m.GetContentId(), Indexes: []uint32{0}})
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		<-tick.C // busy: the stuck call still holds the slot
+	}
+	if err != nil || len(got) == 0 {
+		t.Fatalf("no chunk after the stuck call's send timeout: %v", err)
+	}
+	// Its connection was cut: the client sees it leave the ready state.
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer wcancel()
+	if cc.GetState() == connectivity.Ready && !cc.WaitForStateChange(wctx, connectivity.Ready) {
+		t.Fatal("the stalled client's connection was not cut")
+	}
+	// Reading the stuck stream now ends in an error, before the whole file.
+	n := 0
+	for {
+		if _, err := stuck.Recv(); err != nil {
+			break
+		}
+		n++
+	}
+	if n >= len(m.GetChunkHashes()) {
+		t.Fatalf("the stalled stream delivered all %d chunks", n)
+	}
+}

@@ -373,7 +373,7 @@ func TestAllPeersGoneFailsAndKeepsPart(t *testing.T) {
 }
 
 func TestStallingPeerLosesItsChunks(t *testing.T) {
-	f := newFixture(t, 8<<20)
+	f := newFixture(t, 16<<20)
 	release := make(chan struct{})
 	var stalls atomic.Int32
 	hooks := map[int]func(int, []byte) []byte{1: func(_ int, data []byte) []byte {
@@ -382,13 +382,13 @@ func TestStallingPeerLosesItsChunks(t *testing.T) {
 		return data
 	}}
 	// The honest peers are capped so that the download (about 4 s)
-	// outlasts the stall timeout several times over and the endgame does
-	// not hide the stall, while one of their chunks (128 KiB at 512 KiB/s
-	// per request) stays well under it on a loaded machine.
-	f.start(t, []cluster.PeerSpec{{Rate: 1 << 20}, {}, {Rate: 1 << 20}}, hooks)
+	// outlasts the stall timeout twice and the endgame does not hide the
+	// stall, while one of their chunks (256 KiB at 1 MiB/s per request)
+	// stays far under it even on a loaded machine.
+	f.start(t, []cluster.PeerSpec{{Rate: 2 << 20}, {}, {Rate: 2 << 20}}, hooks)
 	t.Cleanup(func() { close(release) }) // before the cluster stops
 	out := filepath.Join(t.TempDir(), "out.bin")
-	rep, err := f.download(t, testCtx(t), client.Config{StallTimeout: time.Second}, out)
+	rep, err := f.download(t, testCtx(t), client.Config{StallTimeout: 2 * time.Second}, out)
 	if err != nil {
 		t.Fatal(err)
 	}

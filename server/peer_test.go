@@ -331,8 +331,11 @@ func TestStalledReaderIsCut(t *testing.T) {
 	}
 	m := mr.GetManifest()
 	all := &shoalv1.GetChunksRequest{ContentId: m.GetContentId(), Ranges: []*shoalv1.ChunkRange{{Start: 0, End: uint32(len(m.GetChunkHashes()))}}}
-	stuck, err := pc.GetChunks(ctx, all) // never read until the end
+	stuck, err := pc.GetChunks(ctx, all) // read once, then not until the end
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stuck.Recv(); err != nil { // its call holds the one slot
 		t.Fatal(err)
 	}
 	// Another client, on its own connection, gets the slot once the stuck

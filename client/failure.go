@@ -208,13 +208,18 @@ func fromStatus(what string, err error) error {
 
 // callError is fromStatus for a call made with a deadline of timeout
 // under ctx: an expired deadline says there was no reply in time, and a
-// server that answers in plain HTTP says it is not a gRPC server.
+// server that answers in plain HTTP says it is not a shoal server (a
+// registry for the registry's calls, a peer for a peer's).
 func callError(ctx context.Context, what string, err error, timeout time.Duration) error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return fmt.Errorf("%s: %w: no reply within %v", what, ErrUnreachable, timeout)
 	}
 	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable && strings.Contains(st.Message(), "frame too large") {
-		return fmt.Errorf("%s: %w: not a gRPC server (it answered in plain HTTP/1)", what, ErrUnreachable)
+		kind := "peer"
+		if strings.HasPrefix(what, "registry") || strings.HasPrefix(what, "list files") {
+			kind = "registry"
+		}
+		return fmt.Errorf("%s: %w: not a shoal %s (it answered in plain HTTP/1)", what, ErrUnreachable, kind)
 	}
 	return fromStatus(what, err)
 }

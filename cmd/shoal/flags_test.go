@@ -430,3 +430,77 @@ func TestGetParents(t *testing.T) {
 		t.Error("--parents accepted a name leaving -o")
 	}
 }
+
+// A name that names several files is a usage error (exit 2) that lists
+// the ids to ask by, with no gRPC code name in the message.
+func TestAmbiguousNameIsAUsageError(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := lis.Addr().String()
+	lis.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	var regErr bytes.Buffer
+	wg.Go(func() {
+		run(ctx, []string{"registry", "--listen", reg, "--log-level", "info"}, nil, io.Discard, &syncWriter{w: &regErr})
+	})
+	for k := range 2 {
+		dir := t.TempDir()
+		if err := os.WriteFile(dir+"/same.txt", []byte(fmt.Sprint("version ", k)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			run(ctx, []string{"serve", "--dir", dir, "--listen", "127.0.0.1:0", "--registry", reg, "--index", dir + "/.idx", "--log-level", "error"}, nil, io.Discard, io.Discard)
+		})
+	}
+	var stderr bytes.Buffer
+	eventually(t, 20*time.Second, "both versions announced", func() bool {
+		stderr.Reset()
+		gctx, gcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer gcancel()
+		err = run(gctx, []string{"get", "same.txt", "--registry", reg, "-o", t.TempDir() + "/x"}, nil, io.Discard, &stderr)
+		exitCode(err, &stderr)
+		return strings.Contains(stderr.String(), "2 different files")
+	})
+	msg := stderr.String()
+	if code := exitCode(err, io.Discard); code != exitUsage || strings.Contains(msg, "FailedPrecondition") || strings.Contains(msg, "desc =") || !strings.Contains(msg, "ask by content id") {
+		t.Errorf("exit %d: %q", code, msg)
+	}
+}
+
+// syncWriter serializes writes to w.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// registry and serve log their start (address, TLS, token) and their stop.
+func TestServersLogStartAndStop(t *testing.T) {
+	for _, args := range [][]string{
+		{"registry", "--listen", "127.0.0.1:0"},
+		{"serve", "--dir", t.TempDir(), "--listen", "127.0.0.1:0", "--index", t.TempDir() + "/idx"},
+	} {
+		ctx, cancel := context.WithCancel(context.Background())
+		var logs syncBuffer
+		done := make(chan error, 1)
+		go func() { done <- run(ctx, args, nil, io.Discard, &logs) }()
+		eventually(t, 10*time.Second, args[0]+" logs its start", func() bool { return strings.Contains(logs.String(), "serving") })
+		cancel()
+		<-done
+		got := logs.String()
+		for _, want := range []string{"tls=false", "token=false", "stopped"} {
+			if !strings.Contains(got, want) {
+				t.Errorf("%s logs lack %q:\n%s", args[0], want, got)
+			}
+		}
+	}
+}

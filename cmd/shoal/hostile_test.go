@@ -164,7 +164,7 @@ var wantCause = map[string][]string{
 	refusedTCP: {"refused"},
 	silentUDP:  {"did not answer", "no answer"},
 	refusedUDP: {"refused"},
-	httpServer: {"not a gRPC server", "BAD_FORMAT", "grader said", "malformed", "bad"},
+	httpServer: {"not a shoal registry", "BAD_FORMAT", "grader said", "malformed", "bad"},
 }
 
 // Every command that talks to the network, pointed at a silent, refusing

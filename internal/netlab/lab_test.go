@@ -1,0 +1,121 @@
+//go:build netlab
+
+package netlab_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/shoalnet/shoal/internal/netlab"
+)
+
+// shoalBinary builds the shoal command for the lab's hosts.
+func shoalBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "shoal")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/shoal").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// eventually checks every 100 ms until check holds, for at most d.
+func eventually(t *testing.T, d time.Duration, what string, check func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for !check() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", d, what)
+		}
+		<-tick.C
+	}
+}
+
+// holders asks the registry, from host h, how many live peers hold name.
+func holders(t *testing.T, h *netlab.Host, bin, registry, name string) int {
+	out, err := exec.Command("ip", "netns", "exec", h.NS, bin, "ls", "--json", "--registry", registry, "--timeout", "2s").Output()
+	if err != nil {
+		return -1
+	}
+	var files []struct {
+		Name    string `json:"name"`
+		Holders int    `json:"holders"`
+	}
+	if json.Unmarshal(out, &files) != nil {
+		return -1
+	}
+	for _, f := range files {
+		if f.Name == name {
+			return f.Holders
+		}
+	}
+	return 0
+}
+
+// Across four hosts (a registry, two capped peers, a client), a download
+// goes on while one peer host's link is cut: it completes from the other,
+// byte-identical; the cut host's registration expires within its lease;
+// and nothing the lab made outlives the test.
+func TestDownloadAcrossHostsSurvivesALostHost(t *testing.T) {
+	var lab *netlab.Lab
+	t.Cleanup(func() { // registered first: runs after the lab is removed
+		if lab != nil {
+			if left := lab.Namespaces(); len(left) > 0 {
+				t.Errorf("namespaces left behind: %v", left)
+			}
+		}
+	})
+	bin := shoalBinary(t)
+	lab = netlab.New(t, 4)
+	reg, p1, p2, cl := lab.Hosts[0], lab.Hosts[1], lab.Hosts[2], lab.Hosts[3]
+	registry := reg.Addr(7000)
+	dir := t.TempDir()
+	data := make([]byte, 48<<20)
+	rand.Read(data)
+	if err := os.WriteFile(filepath.Join(dir, "data.bin"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reg.Start("registry", bin, "registry", "--listen", registry, "--lease", "3s", "--log-level", "warn")
+	for _, p := range []*netlab.Host{p1, p2} {
+		p.Cap("64mbit") // 8 MB/s each: the download takes seconds
+		p.Start("serve "+p.Name, bin, "serve", "--dir", dir, "--listen", p.Addr(7070), "--registry", registry,
+			"--index", filepath.Join(t.TempDir(), "idx"), "--log-level", "warn")
+	}
+	eventually(t, 30*time.Second, "both peers registered", func() bool { return holders(t, cl, bin, registry, "data.bin") == 2 })
+
+	out := filepath.Join(t.TempDir(), "data.bin")
+	get := cl.Start("get", bin, "get", "data.bin", "--registry", registry, "-o", out, "--stall-timeout", "3s", "--json")
+	eventually(t, 20*time.Second, "the download started", func() bool { _, err := os.Stat(out + ".part"); return err == nil })
+	p1.Cut()
+	start := time.Now()
+
+	err, ended := get.Wait(90 * time.Second)
+	if !ended || err != nil {
+		t.Fatalf("get after a peer host was lost: ended %v, %v\n%s", ended, err, get.Output())
+	}
+	if got, err := os.ReadFile(out); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the file differs: %v", err)
+	}
+	var rep struct {
+		Outcome string `json:"outcome"`
+		Peers   []struct {
+			Addr    string `json:"addr"`
+			Bytes   int64  `json:"bytes"`
+			Dropped string `json:"dropped"`
+		} `json:"peers"`
+	}
+	if err := json.Unmarshal([]byte(get.Output()), &rep); err != nil || rep.Outcome != "complete" {
+		t.Fatalf("report: %v\n%s", err, get.Output())
+	}
+	t.Logf("completed %v after the cut: %+v", time.Since(start).Round(time.Millisecond), rep.Peers)
+	// The lost host's lease (3 s) ends: it is gone from the registry.
+	eventually(t, 10*time.Second, "the cut host expired from the registry", func() bool { return holders(t, cl, bin, registry, "data.bin") == 1 })
+}

@@ -1,0 +1,200 @@
+// Package netlab builds a lab of hosts on one machine, for tests and
+// benchmarks of shoal across a network: each host is a network namespace
+// with its own address on a subnet (10.77.0.0/24) that exists only inside
+// the lab, joined by a veth pair to a bridge in a namespace of its own.
+// Hosts run real processes; a host's upload can be capped (tc tbf) and its
+// link cut and restored. Everything the lab makes is removed when the test
+// ends, also on failure. It needs root and iproute2: without them New
+// fails the test with one message saying so.
+package netlab
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Lab is a set of hosts on one bridge.
+type Lab struct {
+	t      testing.TB
+	prefix string // namespace and link name prefix, unique per lab
+	bridge string // the bridge's namespace
+	Hosts  []*Host
+
+	mu    sync.Mutex
+	procs []*Proc // started processes; guarded by mu
+}
+
+// Host is one namespace of the lab.
+type Host struct {
+	lab  *Lab
+	Name string     // h1, h2, ...
+	NS   string     // its namespace
+	IP   netip.Addr // its address in the lab
+}
+
+// New makes a lab of n hosts (at most 200), removed when t ends.
+func New(t testing.TB, n int) *Lab {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("netlab needs root (network namespaces, veth, tc): run the lab tests as root, as .ci/run does")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Fatal("netlab needs iproute2's ip (apt-get install iproute2)")
+	}
+	var b [3]byte
+	rand.Read(b[:])
+	l := &Lab{t: t, prefix: "sl" + hex.EncodeToString(b[:])}
+	l.bridge = l.prefix + "-br"
+	t.Cleanup(l.close)
+	l.ip("netns", "add", l.bridge)
+	l.ip("-n", l.bridge, "link", "add", "br0", "type", "bridge")
+	l.ip("-n", l.bridge, "link", "set", "br0", "up")
+	for i := range n {
+		h := &Host{lab: l, Name: fmt.Sprintf("h%d", i+1), IP: netip.AddrFrom4([4]byte{10, 77, 0, byte(i + 1)})}
+		h.NS = l.prefix + "-" + h.Name
+		host, peer := l.prefix+"e"+fmt.Sprint(i), l.prefix+"b"+fmt.Sprint(i) // under 15 bytes
+		l.ip("netns", "add", h.NS)
+		l.ip("link", "add", host, "type", "veth", "peer", "name", peer)
+		l.ip("link", "set", host, "netns", h.NS)
+		l.ip("link", "set", peer, "netns", l.bridge)
+		l.ip("-n", h.NS, "link", "set", host, "name", "eth0")
+		l.ip("-n", h.NS, "addr", "add", h.IP.String()+"/24", "dev", "eth0")
+		l.ip("-n", h.NS, "link", "set", "eth0", "up")
+		l.ip("-n", h.NS, "link", "set", "lo", "up")
+		l.ip("-n", l.bridge, "link", "set", peer, "master", "br0")
+		l.ip("-n", l.bridge, "link", "set", peer, "up")
+		l.Hosts = append(l.Hosts, h)
+	}
+	return l
+}
+
+// ip runs one ip command, failing the test if it fails.
+func (l *Lab) ip(args ...string) {
+	l.t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		l.t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+}
+
+// close stops every process and removes every namespace (and with them
+// their links and qdiscs).
+func (l *Lab) close() {
+	l.mu.Lock()
+	procs := l.procs
+	l.mu.Unlock()
+	for _, p := range procs {
+		p.Stop()
+	}
+	for _, h := range l.Hosts {
+		exec.Command("ip", "netns", "del", h.NS).Run()
+	}
+	exec.Command("ip", "netns", "del", l.bridge).Run()
+}
+
+// Namespaces lists the lab's namespaces that exist now.
+func (l *Lab) Namespaces() []string {
+	out, _ := exec.Command("ip", "netns", "list").Output()
+	var ns []string
+	for line := range strings.Lines(string(out)) {
+		if name, _, _ := strings.Cut(strings.TrimSpace(line), " "); strings.HasPrefix(name, l.prefix) {
+			ns = append(ns, name)
+		}
+	}
+	return ns
+}
+
+// Addr is host:port on h.
+func (h *Host) Addr(port int) string { return fmt.Sprintf("%s:%d", h.IP, port) }
+
+// Cap limits h's upload to rate (tc syntax: "40mbit").
+func (h *Host) Cap(rate string) {
+	h.lab.t.Helper()
+	if out, err := exec.Command("ip", "netns", "exec", h.NS, "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", rate, "burst", "64kb", "latency", "200ms").CombinedOutput(); err != nil {
+		h.lab.t.Fatalf("tc on %s: %v: %s", h.Name, err, out)
+	}
+}
+
+// Cut takes h's link down, as a lost host: its packets are dropped, no
+// connection is reset.
+func (h *Host) Cut() { h.lab.ip("-n", h.NS, "link", "set", "eth0", "down") }
+
+// Restore brings h's link back.
+func (h *Host) Restore() { h.lab.ip("-n", h.NS, "link", "set", "eth0", "up") }
+
+// Proc is a process running on a host.
+type Proc struct {
+	Name string
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+	err  error // set before done closes
+}
+
+// Start runs a command on h; it is killed when the test ends.
+func (h *Host) Start(name string, args ...string) *Proc {
+	h.lab.t.Helper()
+	out := &syncBuffer{}
+	cmd := exec.Command("ip", append([]string{"netns", "exec", h.NS}, args...)...)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		h.lab.t.Fatalf("start %s on %s: %v", name, h.Name, err)
+	}
+	p := &Proc{Name: name, cmd: cmd, out: out, done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	h.lab.mu.Lock()
+	h.lab.procs = append(h.lab.procs, p)
+	h.lab.mu.Unlock()
+	return p
+}
+
+// Output is what the process printed so far.
+func (p *Proc) Output() string { return p.out.String() }
+
+// Wait waits for the process to end, at most d; false means it did not.
+func (p *Proc) Wait(d time.Duration) (error, bool) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		return p.err, true
+	case <-t.C:
+		return nil, false
+	}
+}
+
+// Stop kills the process and waits for it.
+func (p *Proc) Stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.cmd.Process.Kill()
+	<-p.done
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

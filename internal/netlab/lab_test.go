@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -93,7 +94,12 @@ func TestDownloadAcrossHostsSurvivesALostHost(t *testing.T) {
 
 	out := filepath.Join(t.TempDir(), "data.bin")
 	get := cl.Start("get", bin, "get", "data.bin", "--registry", registry, "-o", out, "--stall-timeout", "3s", "--json")
-	eventually(t, 20*time.Second, "the download started", func() bool { _, err := os.Stat(out + ".part"); return err == nil })
+	// Cut the first peer mid-download: once a chunk is written (the part
+	// file is sparse until then), with requests at both peers under way.
+	eventually(t, 20*time.Second, "a chunk written", func() bool {
+		var st syscall.Stat_t
+		return syscall.Stat(out+".part", &st) == nil && st.Blocks*512 >= 1<<20
+	})
 	p1.Cut()
 	start := time.Now()
 

@@ -34,18 +34,13 @@ func (s *Server) grade(c net.Conn) {
 	defer stop()
 	w := timedConn{c, s.cfg.IdleTimeout}
 	r := bufio.NewReader(c)
-	var id string
 	c.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
-	for {
-		line, err := readLine(r)
-		if err != nil {
-			return
-		}
-		verb, arg, _ := strings.Cut(strings.TrimSpace(line), " ")
-		if strings.EqualFold(verb, "IAM") && isDigits(arg) && len(arg) <= 18 {
-			id = arg
-			break
-		}
+	line, err := readLine(r)
+	if err != nil {
+		return
+	}
+	verb, id, _ := strings.Cut(strings.TrimSpace(line), " ")
+	if !strings.EqualFold(verb, "IAM") || !isDigits(id) || len(id) > 18 {
 		fmt.Fprintf(w, "400 BAD_FORMAT: <%s>\n", strings.TrimSpace(line))
 		return
 	}

@@ -61,7 +61,7 @@ func TestSuperSeedRevealsEachChunkToOneClient(t *testing.T) {
 			}
 			sentTo[addr][next] = true
 			s.sent(id, addr, next)
-			if s.files[id].unassigned != nil && len(s.files[id].unassigned) > 0 {
+			if len(s.files[id].unassigned) > 0 {
 				disjoint()
 			}
 		}

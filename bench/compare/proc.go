@@ -27,7 +27,6 @@ type proc struct {
 // lineLog keeps a process's output lines so the bench can wait for one.
 type lineLog struct {
 	lines chan string
-	all   strings.Builder
 }
 
 // start runs argv in the background, its output collected line by line.

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -150,7 +151,7 @@ func (f *Federation) conn(addr string) (*grpc.ClientConn, error) {
 	if cc := f.known[addr]; cc != nil {
 		return cc, nil
 	}
-	cc, err := grpc.NewClient(addr, f.cfg.DialOptions...)
+	cc, err := grpc.NewClient(addr, append(slices.Clone(f.cfg.DialOptions), registryLinkOptions...)...)
 	if err != nil {
 		return nil, err
 	}

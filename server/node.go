@@ -236,7 +236,7 @@ func (n *Node) Run(ctx context.Context) error {
 		rejected   = make(chan error, 1) // the first registry refusing the token
 	)
 	for _, addr := range n.cfg.Registries {
-		cc, err := grpc.NewClient(addr, n.cfg.DialOptions...)
+		cc, err := grpc.NewClient(addr, append(slices.Clone(n.cfg.DialOptions), registryLinkOptions...)...)
 		if err != nil {
 			cancel()
 			<-serveErr

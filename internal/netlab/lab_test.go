@@ -125,3 +125,54 @@ func TestDownloadAcrossHostsSurvivesALostHost(t *testing.T) {
 	// The lost host's lease (3 s) ends: it is gone from the registry.
 	eventually(t, 10*time.Second, "the cut host expired from the registry", func() bool { return holders(t, cl, bin, registry, "data.bin") == 1 })
 }
+
+// Two federated registries on two hosts, a peer announcing to each: a
+// registry host cut away for 30 s loses every entry it cannot refresh
+// within one lease, on both sides (no entry outlives its lease), and once
+// the link is back both registries agree again within 10 s.
+func TestRegistryPartitionHeals(t *testing.T) {
+	var lab *netlab.Lab
+	t.Cleanup(func() {
+		if lab != nil {
+			if left := lab.Namespaces(); len(left) > 0 {
+				t.Errorf("namespaces left behind: %v", left)
+			}
+		}
+	})
+	bin := shoalBinary(t)
+	lab = netlab.New(t, 5)
+	r1, r2, p1, p2, cl := lab.Hosts[0], lab.Hosts[1], lab.Hosts[2], lab.Hosts[3], lab.Hosts[4]
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "f.bin"), []byte("shared"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const lease = 3 * time.Second
+	r1.Start("registry 1", bin, "registry", "--listen", r1.Addr(7000), "--lease", lease.String(), "--log-level", "warn")
+	r2.Start("registry 2", bin, "registry", "--listen", r2.Addr(7000), "--lease", lease.String(), "--join", r1.Addr(7000), "--log-level", "warn")
+	p1.Start("peer 1", bin, "serve", "--dir", dir, "--listen", p1.Addr(7070), "--registry", r1.Addr(7000), "--index", filepath.Join(t.TempDir(), "idx"), "--log-level", "warn")
+	p2.Start("peer 2", bin, "serve", "--dir", dir, "--listen", p2.Addr(7070), "--registry", r2.Addr(7000), "--index", filepath.Join(t.TempDir(), "idx"), "--log-level", "warn")
+	agree := func(n int) func() bool {
+		return func() bool {
+			return holders(t, cl, bin, r1.Addr(7000), "f.bin") == n && holders(t, cl, bin, r2.Addr(7000), "f.bin") == n
+		}
+	}
+	eventually(t, 30*time.Second, "both registries list both peers", agree(2))
+
+	r2.Cut()
+	cut := time.Now()
+	// Within a lease (and a check's slack) the side that can still be asked
+	// forgets the peer it learned from the other.
+	eventually(t, lease+3*time.Second, "registry 1 forgets the partitioned peer", func() bool { return holders(t, cl, bin, r1.Addr(7000), "f.bin") == 1 })
+	t.Logf("registry 1 forgot peer 2 %v after the cut", time.Since(cut).Round(100*time.Millisecond))
+	for time.Since(cut) < 30*time.Second { // the partition lasts 30 s, checked every second
+		if n := holders(t, cl, bin, r1.Addr(7000), "f.bin"); n != 1 {
+			t.Fatalf("during the partition registry 1 lists %d holders, want 1", n)
+		}
+		timer := time.NewTimer(time.Second)
+		<-timer.C
+	}
+	r2.Restore()
+	healed := time.Now()
+	eventually(t, 10*time.Second, "both registries agree again", agree(2))
+	t.Logf("agreed %v after the link came back", time.Since(healed).Round(100*time.Millisecond))
+}

@@ -135,7 +135,15 @@ func (p *pool) discover(ctx context.Context) error {
 	srcs, fresh := p.spare, len(p.spare)
 	p.spare = nil
 	if len(srcs) < d.cfg.Peers-p.active {
-		more, err := d.disc.Discover(ctx, p.exclude, d.cfg.Peers-p.active-len(srcs))
+		dctx, cancel := p.untilFinished(ctx)
+		more, err := d.disc.Discover(dctx, p.exclude, d.cfg.Peers-p.active-len(srcs))
+		cancel()
+		if isClosed(d.s.finished) { // done meanwhile: whatever the lookup said, it is not needed
+			for _, src := range append(srcs, more...) {
+				src.Close()
+			}
+			return nil
+		}
 		if err != nil {
 			if v, _ := decide(err); v == endDownload && ctx.Err() == nil {
 				for _, src := range append(srcs, more...) {
@@ -163,6 +171,21 @@ func (p *pool) discover(ctx context.Context) error {
 		p.start(ctx, src)
 	}
 	return nil
+}
+
+// untilFinished is ctx, also cancelled once every chunk is written: a
+// lookup at a registry that went silent must not hold the finished
+// download for its whole timeout. Call the returned cancel when done.
+func (p *pool) untilFinished(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-p.d.s.finished:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 // start runs a worker on src.
@@ -203,7 +226,9 @@ func (p *pool) replace(ctx context.Context) {
 		if slow == nil {
 			return
 		}
-		srcs, _ := d.disc.Discover(ctx, p.exclude, 1)
+		dctx, cancel := p.untilFinished(ctx)
+		srcs, _ := d.disc.Discover(dctx, p.exclude, 1)
+		cancel()
 		if len(srcs) == 0 {
 			return
 		}

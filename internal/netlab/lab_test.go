@@ -176,3 +176,47 @@ func TestRegistryPartitionHeals(t *testing.T) {
 	eventually(t, 10*time.Second, "both registries agree again", agree(2))
 	t.Logf("agreed %v after the link came back", time.Since(healed).Round(100*time.Millisecond))
 }
+
+// The registry host lost mid-download: the download goes on from the
+// peers it already found, and completes.
+func TestDownloadSurvivesALostRegistry(t *testing.T) {
+	var lab *netlab.Lab
+	t.Cleanup(func() {
+		if lab != nil {
+			if left := lab.Namespaces(); len(left) > 0 {
+				t.Errorf("namespaces left behind: %v", left)
+			}
+		}
+	})
+	bin := shoalBinary(t)
+	lab = netlab.New(t, 4)
+	reg, p1, p2, cl := lab.Hosts[0], lab.Hosts[1], lab.Hosts[2], lab.Hosts[3]
+	registry := reg.Addr(7000)
+	dir := t.TempDir()
+	data := make([]byte, 32<<20)
+	rand.Read(data)
+	if err := os.WriteFile(filepath.Join(dir, "data.bin"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reg.Start("registry", bin, "registry", "--listen", registry, "--log-level", "warn")
+	for _, p := range []*netlab.Host{p1, p2} {
+		p.Cap("64mbit")
+		p.Start("serve "+p.Name, bin, "serve", "--dir", dir, "--listen", p.Addr(7070), "--registry", registry,
+			"--index", filepath.Join(t.TempDir(), "idx"), "--log-level", "warn")
+	}
+	eventually(t, 30*time.Second, "both peers registered", func() bool { return holders(t, cl, bin, registry, "data.bin") == 2 })
+	out := filepath.Join(t.TempDir(), "data.bin")
+	get := cl.Start("get", bin, "get", "data.bin", "--registry", registry, "-o", out, "--json")
+	eventually(t, 20*time.Second, "a chunk written", func() bool {
+		var st syscall.Stat_t
+		return syscall.Stat(out+".part", &st) == nil && st.Blocks*512 >= 1<<20
+	})
+	reg.Cut()
+	err, ended := get.Wait(90 * time.Second)
+	if !ended || err != nil {
+		t.Fatalf("get after the registry host was lost: ended %v, %v\n%s", ended, err, get.Output())
+	}
+	if got, err := os.ReadFile(out); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the file differs: %v", err)
+	}
+}

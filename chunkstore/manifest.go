@@ -52,17 +52,24 @@ func (id ID) String() string { return idPrefix + idEncoding.EncodeToString(id[:]
 
 // ParseID reads the text form written by ID.String.
 func ParseID(s string) (ID, error) {
-	var id ID
-	rest, ok := strings.CutPrefix(strings.ToLower(strings.TrimSpace(s)), idPrefix)
+	h, err := parseHashText(idPrefix, s)
+	return ID(h), err
+}
+
+// parseHashText reads prefix and 52 base32 letters: the text form of a
+// file's or a tree's id.
+func parseHashText(prefix, s string) (Hash, error) {
+	var h Hash
+	rest, ok := strings.CutPrefix(strings.ToLower(strings.TrimSpace(s)), prefix)
 	if !ok || idEncoding.DecodedLen(len(rest)) != HashSize {
-		return id, fmt.Errorf("%w: %s", ErrBadID, Clip(s))
+		return h, fmt.Errorf("%w: %s", ErrBadID, Clip(s))
 	}
 	b, err := idEncoding.DecodeString(rest)
 	if err != nil || len(b) != HashSize {
-		return id, fmt.Errorf("%w: %s", ErrBadID, Clip(s))
+		return h, fmt.Errorf("%w: %s", ErrBadID, Clip(s))
 	}
-	copy(id[:], b)
-	return id, nil
+	copy(h[:], b)
+	return h, nil
 }
 
 // Manifest describes one file as fixed-size chunks.

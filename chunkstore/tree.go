@@ -37,17 +37,8 @@ func (id TreeID) String() string { return treePrefix + idEncoding.EncodeToString
 
 // ParseTreeID reads the text form written by TreeID.String.
 func ParseTreeID(s string) (TreeID, error) {
-	var id TreeID
-	rest, ok := strings.CutPrefix(strings.ToLower(strings.TrimSpace(s)), treePrefix)
-	if !ok || idEncoding.DecodedLen(len(rest)) != HashSize {
-		return id, fmt.Errorf("%w: %s", ErrBadID, Clip(s))
-	}
-	b, err := idEncoding.DecodeString(rest)
-	if err != nil || len(b) != HashSize {
-		return id, fmt.Errorf("%w: %s", ErrBadID, Clip(s))
-	}
-	copy(id[:], b)
-	return id, nil
+	h, err := parseHashText(treePrefix, s)
+	return TreeID(h), err
 }
 
 // TreeEntry is one entry of a tree: a file, or a folder that holds no file
@@ -182,41 +173,6 @@ func ComputeTreeID(t *Tree) TreeID {
 	var id TreeID
 	h.Sum(id[:0])
 	return id
-}
-
-// DecodeTree reads a canonical encoding and checks the tree it describes
-// (Validate); the id is computed from the bytes read.
-func DecodeTree(b []byte) (*Tree, error) {
-	t := &Tree{}
-	for len(b) > 0 {
-		n, k := binary.Uvarint(b)
-		if k <= 0 || n > MaxPathBytes || uint64(len(b)-k) < n+1 {
-			return nil, fmt.Errorf("%w: entry %d: bad path length", ErrBadTree, len(t.Entries))
-		}
-		e := TreeEntry{Path: string(b[k : k+int(n)])}
-		b = b[k+int(n):]
-		flags := b[0]
-		b = b[1:]
-		if flags&^(flagDir|flagExec) != 0 {
-			return nil, fmt.Errorf("%w: entry %d: unknown flags %#x", ErrBadTree, len(t.Entries), flags)
-		}
-		e.Dir, e.Executable = flags&flagDir != 0, flags&flagExec != 0
-		if !e.Dir {
-			size, k := binary.Uvarint(b)
-			if k <= 0 || size > maxManifestSize || len(b)-k < HashSize {
-				return nil, fmt.Errorf("%w: entry %d: bad size or id", ErrBadTree, len(t.Entries))
-			}
-			e.Size = int64(size)
-			copy(e.File[:], b[k:k+HashSize])
-			b = b[k+HashSize:]
-		}
-		t.Entries = append(t.Entries, e)
-	}
-	if err := t.Validate(); err != nil {
-		return nil, err
-	}
-	t.ID = ComputeTreeID(t)
-	return t, nil
 }
 
 // Files is the number of file entries and their total size in bytes.

@@ -206,19 +206,15 @@ func fromStatus(what string, err error) error {
 	return wrapped{text: what + ": " + msg, err: sentinel}
 }
 
-// callError is fromStatus for a call made with a deadline of timeout
-// under ctx: an expired deadline says there was no reply in time, and a
-// server that answers in plain HTTP says it is not a shoal server (a
-// registry for the registry's calls, a peer for a peer's).
-func callError(ctx context.Context, what string, err error, timeout time.Duration) error {
+// callError is fromStatus for a call to a server of kind ("registry" or
+// "peer") made with a deadline of timeout under ctx: an expired deadline
+// says there was no reply in time, and a server that answers in plain HTTP
+// says it is not a shoal registry (or peer).
+func callError(ctx context.Context, kind, what string, err error, timeout time.Duration) error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return fmt.Errorf("%s: %w: no reply within %v", what, ErrUnreachable, timeout)
 	}
 	if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable && strings.Contains(st.Message(), "frame too large") {
-		kind := "peer"
-		if strings.HasPrefix(what, "registry") || strings.HasPrefix(what, "list files") {
-			kind = "registry"
-		}
 		return fmt.Errorf("%s: %w: not a shoal %s (it answered in plain HTTP/1)", what, ErrUnreachable, kind)
 	}
 	return fromStatus(what, err)

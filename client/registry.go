@@ -59,7 +59,7 @@ func (r *Registry) lookup(ctx context.Context, file string, exclude []string, li
 	defer cancel()
 	resp, err := shoalv1.NewRegistryServiceClient(r.Conn).Lookup(ctx, req)
 	if err != nil {
-		return nil, callError(ctx, "registry lookup", err, r.callTimeout())
+		return nil, callError(ctx, "registry", "registry lookup", err, r.callTimeout())
 	}
 	return resp, nil
 }
@@ -181,7 +181,7 @@ func (r *Registry) fetchManifest(ctx context.Context, addr string, id chunkstore
 	resp, err := shoalv1.NewPeerServiceClient(cc).GetManifest(ctx, &shoalv1.GetManifestRequest{File: &shoalv1.GetManifestRequest_ContentId{ContentId: id.String()}},
 		grpc.MaxCallRecvMsgSize(limit))
 	if err != nil {
-		return nil, callError(ctx, "manifest from "+addr, err, r.callTimeout())
+		return nil, callError(ctx, "peer", "manifest from "+addr, err, r.callTimeout())
 	}
 	m, err := ManifestFromWire(resp.GetManifest())
 	if err != nil {
@@ -235,7 +235,7 @@ func (r *Registry) renamed(ctx context.Context) error {
 	if _, err := chunkstore.ParseID(r.Target); err == nil {
 		return nil // asked by id: an id never changes
 	}
-	resp, err := r.lookup(ctx, r.Target, nil, 0)
+	resp, err := r.lookup(ctx, r.Target, nil, 1) // the file is what is asked; one holder is the least a lookup returns
 	if err != nil {
 		return nil
 	}
@@ -269,7 +269,7 @@ func ListFiles(ctx context.Context, conn grpc.ClientConnInterface, prefix string
 		cctx, cancel := context.WithTimeout(ctx, timeout)
 		resp, err := shoalv1.NewRegistryServiceClient(conn).ListFiles(cctx, &shoalv1.ListFilesRequest{PageToken: tok, Prefix: prefix}, grpc.WaitForReady(false))
 		if err != nil {
-			err = callError(cctx, "list files", err, timeout)
+			err = callError(cctx, "registry", "list files", err, timeout)
 			cancel()
 			return nil, err
 		}

@@ -32,10 +32,10 @@ type peerState struct {
 	retiring atomic.Bool        // the worker stops after its requests under way
 
 	hmu      sync.Mutex
-	have     []bool    // chunks a partial peer holds; nil for a complete peer; guarded by hmu
-	lacks    []bool    // chunks the peer said it does not hold; nil until one; guarded by hmu
-	backoffs int       // back-offs in a row; guarded by hmu
-	pause    time.Time // no new request before this; guarded by hmu
+	have     []bool       // chunks a partial peer holds; nil for a complete peer; guarded by hmu
+	lacks    []bool       // chunks the peer said it does not hold; nil until one; guarded by hmu
+	backoffs atomic.Int32 // back-offs in a row; written under hmu, read without it
+	pause    time.Time    // no new request before this; guarded by hmu
 }
 
 // acceptFunc reports which chunks p can serve; nil means every chunk.
@@ -63,27 +63,28 @@ func (p *peerState) markLacking(i, n int) {
 }
 
 // backOff pauses p's new requests, twice as long as the last time, within
-// [min, max]; false means p was backed off maxBackoffs times in a row.
-func (p *peerState) backOff(min, max time.Duration) bool {
+// [lo, hi]; false means p was backed off maxBackoffs times in a row.
+func (p *peerState) backOff(lo, hi time.Duration) bool {
 	p.hmu.Lock()
 	defer p.hmu.Unlock()
-	p.backoffs++
-	if p.backoffs > maxBackoffs {
+	n := p.backoffs.Add(1)
+	if n > maxBackoffs {
 		return false
 	}
-	wait := min << (p.backoffs - 1)
-	if wait > max || wait <= 0 {
-		wait = max
+	wait := lo << (n - 1)
+	if wait > hi || wait <= 0 {
+		wait = hi
 	}
 	p.pause = time.Now().Add(wait)
 	return true
 }
 
-// delivered ends a run of back-offs.
+// delivered ends a run of back-offs. Called per chunk: it only reads an
+// atomic unless a run is under way.
 func (p *peerState) delivered() {
-	p.hmu.Lock()
-	defer p.hmu.Unlock()
-	p.backoffs = 0
+	if p.backoffs.Load() != 0 {
+		p.backoffs.Store(0)
+	}
 }
 
 // pausedFor is how long p's next request must wait.

@@ -172,8 +172,8 @@ func (p *PeerService) GetManifest(_ context.Context, req *shoalv1.GetManifestReq
 // GetChunks streams the chunks asked for, in order.
 func (p *PeerService) GetChunks(req *shoalv1.GetChunksRequest, stream grpc.ServerStreamingServer[shoalv1.GetChunksResponse]) error {
 	ctx := stream.Context()
-	addr := clientAddr(ctx)
-	release, err := p.slots.acquire(clientIP(ctx), addr)
+	addr, ip := clientAddr(ctx), clientIP(ctx)
+	release, err := p.slots.acquire(ip, addr)
 	if err != nil {
 		return toStatus(err)
 	}
@@ -197,13 +197,14 @@ func (p *PeerService) GetChunks(req *shoalv1.GetChunksRequest, stream grpc.Serve
 	// the call ends once its send returns.
 	// Its connection is cut too: grpc-go cannot end one stream stuck in a
 	// send, and a client that reads nothing on one stream holds the others.
-	send := &guardedStream{ServerStream: stream, timeout: p.cfg.SendTimeout, stalled: func() {
+	send := newGuardedStream(stream, p.cfg.SendTimeout, func() {
 		release()
 		if p.cut != nil {
 			p.cut(addr)
 		}
-	}}
-	for _, i := range want {
+	})
+	defer send.timer.Stop()
+	for k, i := range want {
 		off, n := m.ChunkBounds(i)
 		bp := pool.Get(n)
 		data, err := r.ReadChunk(i, *bp)
@@ -219,7 +220,9 @@ func (p *PeerService) GetChunks(req *shoalv1.GetChunksRequest, stream grpc.Serve
 			return err
 		}
 		p.stats.ChunksServed.Add(1)
-		p.stats.served(clientIP(ctx))
+		if k == 0 {
+			p.stats.served(ip)
+		}
 		if p.seed != nil {
 			p.seed.sent(id, addr, i)
 		}
@@ -377,15 +380,23 @@ func ManifestToWire(m *chunkstore.Manifest) *shoalv1.Manifest {
 type guardedStream struct {
 	grpc.ServerStream
 	timeout time.Duration
-	stalled func()
+	timer   *time.Timer // calls stalled; armed only while a send waits
 	stall   atomic.Bool // a send outlasted timeout
 }
 
-func (g *guardedStream) SendMsg(m any) error {
-	t := time.AfterFunc(g.timeout, func() {
+// newGuardedStream guards ss's sends; stop its timer when the call ends.
+func newGuardedStream(ss grpc.ServerStream, timeout time.Duration, stalled func()) *guardedStream {
+	g := &guardedStream{ServerStream: ss, timeout: timeout}
+	g.timer = time.AfterFunc(timeout, func() {
 		g.stall.Store(true)
-		g.stalled()
+		stalled()
 	})
-	defer t.Stop()
+	g.timer.Stop()
+	return g
+}
+
+func (g *guardedStream) SendMsg(m any) error {
+	g.timer.Reset(g.timeout)
+	defer g.timer.Stop()
 	return g.ServerStream.SendMsg(m)
 }

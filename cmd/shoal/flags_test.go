@@ -103,18 +103,7 @@ func TestTLSMistakesNameTheCause(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := files["registry"]
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	lis.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"registry", "--listen", addr, "--tls-cert", f.Cert, "--tls-key", f.Key, "--tls-ca", f.CA, "--log-level", "error"}, nil, io.Discard, io.Discard)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	addr := startRegistry(t, "--tls-cert", f.Cert, "--tls-key", f.Key, "--tls-ca", f.CA)
 	for _, c := range []struct {
 		args []string
 		want string
@@ -140,18 +129,7 @@ func TestTLSMistakesNameTheCause(t *testing.T) {
 
 // serve with a token the registry refuses stops at once, saying so.
 func TestServeWithWrongTokenFails(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	lis.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"registry", "--listen", addr, "--token", "right", "--log-level", "error"}, nil, io.Discard, io.Discard)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	addr := startRegistry(t, "--token", "right")
 	dir := t.TempDir()
 	var err2 error
 	var stderr bytes.Buffer
@@ -434,19 +412,11 @@ func TestGetParents(t *testing.T) {
 // A name that names several files is a usage error (exit 2) that lists
 // the ids to ask by, with no gRPC code name in the message.
 func TestAmbiguousNameIsAUsageError(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := lis.Addr().String()
-	lis.Close()
+	reg := startRegistry(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	var regErr bytes.Buffer
-	wg.Go(func() {
-		run(ctx, []string{"registry", "--listen", reg, "--log-level", "info"}, nil, io.Discard, &syncWriter{w: &regErr})
-	})
+	var err error
 	for k := range 2 {
 		dir := t.TempDir()
 		if err := os.WriteFile(dir+"/same.txt", []byte(fmt.Sprint("version ", k)), 0o644); err != nil {
@@ -471,18 +441,6 @@ func TestAmbiguousNameIsAUsageError(t *testing.T) {
 	}
 }
 
-// syncWriter serializes writes to w.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
-}
-
 // registry and serve log their start (address, TLS, token) and their stop.
 func TestServersLogStartAndStop(t *testing.T) {
 	for _, args := range [][]string{
@@ -503,4 +461,23 @@ func TestServersLogStartAndStop(t *testing.T) {
 			}
 		}
 	}
+}
+
+// startRegistry runs `shoal registry` in process on a free loopback port
+// with extra flags, stopped when the test ends, and returns its address.
+func startRegistry(t *testing.T, extra ...string) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, append([]string{"registry", "--listen", addr, "--log-level", "error"}, extra...), nil, io.Discard, io.Discard)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return addr
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 
 	"github.com/shoalnet/shoal/chunkstore"
 	"github.com/shoalnet/shoal/client"
@@ -104,15 +105,11 @@ func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
 			return fmt.Errorf("-o %s: %w", f.out, err)
 		}
 	}
-	cc, err := f.conn.dial(f.registry)
+	cc, dial, err := f.connect()
 	if err != nil {
 		return err
 	}
 	defer cc.Close()
-	dial, err := f.conn.dialOptions()
-	if err != nil {
-		return err
-	}
 	// Chunks arrive as short-lived 1 MiB buffers; a soft limit makes the
 	// collector reclaim them before the heap balloons to twice its size.
 	debug.SetMemoryLimit(64 << 20)
@@ -125,7 +122,7 @@ func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
 	// the download starts over on the new id, keeping the chunks of
 	// OUT.part that the new manifest shares with the old.
 	for attempt := 0; ; attempt++ {
-		reg := &client.Registry{Target: target, Conn: cc, DialOptions: append(dial, client.TuningOptions()...), CallTimeout: f.timeout}
+		reg := f.lookup(cc, dial, target)
 		m, err = reg.Manifest(ctx)
 		if err != nil {
 			err = downloadError(ctx, "", nil, f.conn.explain(ctx, f.registry, err))
@@ -150,7 +147,8 @@ func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
 		if f.out == "" && !safeName(path.Base(name)) && attempt == 0 {
 			fmt.Fprintf(g.stderr, "the network names this file %s; writing it as %s (use -o to choose a name)\n", chunkstore.Clip(name), out)
 		}
-		cfg := client.Config{Peers: f.peers, Force: f.force, PageCache: f.cache, StallTimeout: f.stall, NoPeerTimeout: f.wait, MaxRate: int64(f.maxRate)}
+		cfg := f.config()
+		cfg.Force = f.force
 		if f.serve {
 			rep, err = serveWhileGetting(ctx, g, f, cfg, reg, out)
 		} else {
@@ -217,4 +215,29 @@ func getError(err error) error {
 		return usageError{err}
 	}
 	return err
+}
+
+// connect dials the registry, and returns it with the options that reach
+// peers.
+func (f *getFlags) connect() (*grpc.ClientConn, []grpc.DialOption, error) {
+	cc, err := f.conn.dial(f.registry)
+	if err != nil {
+		return nil, nil, err
+	}
+	dial, err := f.conn.dialOptions()
+	if err != nil {
+		cc.Close()
+		return nil, nil, err
+	}
+	return cc, append(dial, client.TuningOptions()...), nil
+}
+
+// lookup finds target through the registry at cc.
+func (f *getFlags) lookup(cc *grpc.ClientConn, peers []grpc.DialOption, target string) *client.Registry {
+	return &client.Registry{Target: target, Conn: cc, DialOptions: peers, CallTimeout: f.timeout}
+}
+
+// config is the download's configuration from the flags.
+func (f *getFlags) config() client.Config {
+	return client.Config{Peers: f.peers, PageCache: f.cache, StallTimeout: f.stall, NoPeerTimeout: f.wait, MaxRate: int64(f.maxRate)}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"runtime"
@@ -17,19 +18,7 @@ func newHashCmd(g *globals) *cobra.Command {
 		Example: "  shoal hash ./shared/big.iso",
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			f, err := os.Open(args[0])
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			fi, err := f.Stat()
-			if err != nil {
-				return err
-			}
-			if !fi.Mode().IsRegular() {
-				return usageError{fmt.Errorf("%s is not a regular file", args[0])}
-			}
-			m, err := chunkstore.HashReaderAt(cmd.Context(), f, fi.Size(), runtime.GOMAXPROCS(0))
+			m, err := hashFile(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -39,4 +28,21 @@ func newHashCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// hashFile computes the manifest of the regular file at path.
+func hashFile(ctx context.Context, path string) (*chunkstore.Manifest, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, usageError{fmt.Errorf("%s is not a regular file", path)}
+	}
+	return chunkstore.HashReaderAt(ctx, f, fi.Size(), runtime.GOMAXPROCS(0))
 }

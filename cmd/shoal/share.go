@@ -6,7 +6,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"runtime"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -89,12 +88,7 @@ id or the folder's tree id; the registry is --registry, $SHOAL_REGISTRY, or
 			link := shareLink{name: path.Base(filepath.ToSlash(abs)), registry: reg}
 			switch {
 			case fi.Mode().IsRegular():
-				f, err := os.Open(args[0])
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				m, err := chunkstore.HashReaderAt(cmd.Context(), f, fi.Size(), runtime.GOMAXPROCS(0))
+				m, err := hashFile(cmd.Context(), args[0])
 				if err != nil {
 					return err
 				}

@@ -14,16 +14,12 @@ import (
 // reaches stdout. On failure stdout holds a verified prefix and the
 // command exits non-zero.
 func getToStdout(ctx context.Context, g *globals, target string, f getFlags) error {
-	cc, err := f.conn.dial(f.registry)
+	cc, dial, err := f.connect()
 	if err != nil {
 		return err
 	}
 	defer cc.Close()
-	dial, err := f.conn.dialOptions()
-	if err != nil {
-		return err
-	}
-	reg := &client.Registry{Target: target, Conn: cc, DialOptions: append(dial, client.TuningOptions()...), CallTimeout: f.timeout}
+	reg := f.lookup(cc, dial, target)
 	m, err := reg.Manifest(ctx)
 	if err != nil {
 		return getError(f.conn.explain(ctx, f.registry, err))
@@ -33,10 +29,8 @@ func getToStdout(ctx context.Context, g *globals, target string, f getFlags) err
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	cfg := client.Config{
-		Peers: f.peers, PageCache: f.cache, StallTimeout: f.stall, NoPeerTimeout: f.wait, MaxRate: int64(f.maxRate),
-		Serve: true, // the part file stays open for the reads below
-	}
+	cfg := f.config()
+	cfg.Serve = true // the part file stays open for the reads below
 	d := client.NewDownload(cfg, reg, filepath.Join(tmp, "file"))
 	defer d.Close()
 	ctx, cancel := context.WithCancel(ctx)

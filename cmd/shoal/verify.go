@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -37,20 +36,8 @@ Exit 0 when the file matches, 1 when it does not.`,
 			if err != nil {
 				return usageError{err}
 			}
-			f, err := os.Open(args[0])
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			fi, err := f.Stat()
-			if err != nil {
-				return err
-			}
-			if !fi.Mode().IsRegular() {
-				return usageError{fmt.Errorf("%s is not a regular file", args[0])}
-			}
 			ctx := cmd.Context()
-			local, err := chunkstore.HashReaderAt(ctx, f, fi.Size(), runtime.GOMAXPROCS(0))
+			local, err := hashFile(ctx, args[0])
 			if err != nil {
 				return err
 			}

@@ -61,55 +61,73 @@ func holders(t *testing.T, h *netlab.Host, bin, registry, name string) int {
 	return 0
 }
 
-// Across four hosts (a registry, two capped peers, a client), a download
-// goes on while one peer host's link is cut: it completes from the other,
-// byte-identical; the cut host's registration expires within its lease;
-// and nothing the lab made outlives the test.
-func TestDownloadAcrossHostsSurvivesALostHost(t *testing.T) {
-	var lab *netlab.Lab
-	t.Cleanup(func() { // registered first: runs after the lab is removed
-		if lab != nil {
-			if left := lab.Namespaces(); len(left) > 0 {
-				t.Errorf("namespaces left behind: %v", left)
-			}
-		}
-	})
-	bin := shoalBinary(t)
-	lab = netlab.New(t, 4)
-	reg, p1, p2, cl := lab.Hosts[0], lab.Hosts[1], lab.Hosts[2], lab.Hosts[3]
-	registry := reg.Addr(7000)
+// swarm is a registry on hosts[0], two peers capped at 8 MB/s each on
+// hosts[1] and hosts[2] serving one random file, and a client host,
+// hosts[3].
+type swarm struct {
+	bin, registry string
+	data          []byte
+	reg, p1, p2   *netlab.Host
+	cl            *netlab.Host
+}
+
+// startSwarm starts the swarm of a file of size bytes and waits until both
+// peers are registered; regArgs go to the registry.
+func startSwarm(t *testing.T, lab *netlab.Lab, size int, regArgs ...string) *swarm {
+	t.Helper()
+	s := &swarm{bin: shoalBinary(t), reg: lab.Hosts[0], p1: lab.Hosts[1], p2: lab.Hosts[2], cl: lab.Hosts[3]}
+	s.registry = s.reg.Addr(7000)
 	dir := t.TempDir()
-	data := make([]byte, 48<<20)
-	rand.Read(data)
-	if err := os.WriteFile(filepath.Join(dir, "data.bin"), data, 0o644); err != nil {
+	s.data = make([]byte, size)
+	rand.Read(s.data)
+	if err := os.WriteFile(filepath.Join(dir, "data.bin"), s.data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	reg.Start("registry", bin, "registry", "--listen", registry, "--lease", "3s", "--log-level", "warn")
-	for _, p := range []*netlab.Host{p1, p2} {
-		p.Cap("64mbit") // 8 MB/s each: the download takes seconds
-		p.Start("serve "+p.Name, bin, "serve", "--dir", dir, "--listen", p.Addr(7070), "--registry", registry,
+	s.reg.Start("registry", append([]string{s.bin, "registry", "--listen", s.registry, "--log-level", "warn"}, regArgs...)...)
+	for _, p := range []*netlab.Host{s.p1, s.p2} {
+		p.Cap("64mbit") // 8 MB/s each: a download takes seconds
+		p.Start("serve "+p.Name, s.bin, "serve", "--dir", dir, "--listen", p.Addr(7070), "--registry", s.registry,
 			"--index", filepath.Join(t.TempDir(), "idx"), "--log-level", "warn")
 	}
-	eventually(t, 30*time.Second, "both peers registered", func() bool { return holders(t, cl, bin, registry, "data.bin") == 2 })
+	eventually(t, 30*time.Second, "both peers registered", func() bool { return holders(t, s.cl, s.bin, s.registry, "data.bin") == 2 })
+	return s
+}
 
+// get starts a download on the client host and returns once a chunk is
+// written (the part file is sparse until then): requests are under way.
+func (s *swarm) get(t *testing.T, args ...string) (*netlab.Proc, string) {
+	t.Helper()
 	out := filepath.Join(t.TempDir(), "data.bin")
-	get := cl.Start("get", bin, "get", "data.bin", "--registry", registry, "-o", out, "--stall-timeout", "3s", "--json")
-	// Cut the first peer mid-download: once a chunk is written (the part
-	// file is sparse until then), with requests at both peers under way.
+	get := s.cl.Start("get", append([]string{s.bin, "get", "data.bin", "--registry", s.registry, "-o", out}, args...)...)
 	eventually(t, 20*time.Second, "a chunk written", func() bool {
 		var st syscall.Stat_t
 		return syscall.Stat(out+".part", &st) == nil && st.Blocks*512 >= 1<<20
 	})
-	p1.Cut()
-	start := time.Now()
+	return get, out
+}
 
+// finished waits for the download and checks its file.
+func (s *swarm) finished(t *testing.T, get *netlab.Proc, out, after string) {
+	t.Helper()
 	err, ended := get.Wait(90 * time.Second)
 	if !ended || err != nil {
-		t.Fatalf("get after a peer host was lost: ended %v, %v\n%s", ended, err, get.Output())
+		t.Fatalf("get after %s: ended %v, %v\n%s", after, ended, err, get.Output())
 	}
-	if got, err := os.ReadFile(out); err != nil || !bytes.Equal(got, data) {
+	if got, err := os.ReadFile(out); err != nil || !bytes.Equal(got, s.data) {
 		t.Fatalf("the file differs: %v", err)
 	}
+}
+
+// Across four hosts (a registry, two capped peers, a client), a download
+// goes on while one peer host's link is cut: it completes from the other,
+// byte-identical; and the cut host's registration expires within its
+// lease. (netlab checks that nothing it made outlives the test.)
+func TestDownloadAcrossHostsSurvivesALostHost(t *testing.T) {
+	s := startSwarm(t, netlab.New(t, 4), 48<<20, "--lease", "3s")
+	get, out := s.get(t, "--stall-timeout", "3s", "--json")
+	s.p1.Cut() // mid-download, with requests at both peers under way
+	start := time.Now()
+	s.finished(t, get, out, "a peer host was lost")
 	var rep struct {
 		Outcome string `json:"outcome"`
 		Peers   []struct {
@@ -123,7 +141,7 @@ func TestDownloadAcrossHostsSurvivesALostHost(t *testing.T) {
 	}
 	t.Logf("completed %v after the cut: %+v", time.Since(start).Round(time.Millisecond), rep.Peers)
 	// The lost host's lease (3 s) ends: it is gone from the registry.
-	eventually(t, 10*time.Second, "the cut host expired from the registry", func() bool { return holders(t, cl, bin, registry, "data.bin") == 1 })
+	eventually(t, 10*time.Second, "the cut host expired from the registry", func() bool { return holders(t, s.cl, s.bin, s.registry, "data.bin") == 1 })
 }
 
 // Two federated registries on two hosts, a peer announcing to each: a
@@ -131,16 +149,8 @@ func TestDownloadAcrossHostsSurvivesALostHost(t *testing.T) {
 // within one lease, on both sides (no entry outlives its lease), and once
 // the link is back both registries agree again within 10 s.
 func TestRegistryPartitionHeals(t *testing.T) {
-	var lab *netlab.Lab
-	t.Cleanup(func() {
-		if lab != nil {
-			if left := lab.Namespaces(); len(left) > 0 {
-				t.Errorf("namespaces left behind: %v", left)
-			}
-		}
-	})
 	bin := shoalBinary(t)
-	lab = netlab.New(t, 5)
+	lab := netlab.New(t, 5)
 	r1, r2, p1, p2, cl := lab.Hosts[0], lab.Hosts[1], lab.Hosts[2], lab.Hosts[3], lab.Hosts[4]
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "f.bin"), []byte("shared"), 0o644); err != nil {
@@ -180,43 +190,8 @@ func TestRegistryPartitionHeals(t *testing.T) {
 // The registry host lost mid-download: the download goes on from the
 // peers it already found, and completes.
 func TestDownloadSurvivesALostRegistry(t *testing.T) {
-	var lab *netlab.Lab
-	t.Cleanup(func() {
-		if lab != nil {
-			if left := lab.Namespaces(); len(left) > 0 {
-				t.Errorf("namespaces left behind: %v", left)
-			}
-		}
-	})
-	bin := shoalBinary(t)
-	lab = netlab.New(t, 4)
-	reg, p1, p2, cl := lab.Hosts[0], lab.Hosts[1], lab.Hosts[2], lab.Hosts[3]
-	registry := reg.Addr(7000)
-	dir := t.TempDir()
-	data := make([]byte, 32<<20)
-	rand.Read(data)
-	if err := os.WriteFile(filepath.Join(dir, "data.bin"), data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	reg.Start("registry", bin, "registry", "--listen", registry, "--log-level", "warn")
-	for _, p := range []*netlab.Host{p1, p2} {
-		p.Cap("64mbit")
-		p.Start("serve "+p.Name, bin, "serve", "--dir", dir, "--listen", p.Addr(7070), "--registry", registry,
-			"--index", filepath.Join(t.TempDir(), "idx"), "--log-level", "warn")
-	}
-	eventually(t, 30*time.Second, "both peers registered", func() bool { return holders(t, cl, bin, registry, "data.bin") == 2 })
-	out := filepath.Join(t.TempDir(), "data.bin")
-	get := cl.Start("get", bin, "get", "data.bin", "--registry", registry, "-o", out, "--json")
-	eventually(t, 20*time.Second, "a chunk written", func() bool {
-		var st syscall.Stat_t
-		return syscall.Stat(out+".part", &st) == nil && st.Blocks*512 >= 1<<20
-	})
-	reg.Cut()
-	err, ended := get.Wait(90 * time.Second)
-	if !ended || err != nil {
-		t.Fatalf("get after the registry host was lost: ended %v, %v\n%s", ended, err, get.Output())
-	}
-	if got, err := os.ReadFile(out); err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("the file differs: %v", err)
-	}
+	s := startSwarm(t, netlab.New(t, 4), 32<<20)
+	get, out := s.get(t, "--json")
+	s.reg.Cut()
+	s.finished(t, get, out, "the registry host was lost")
 }

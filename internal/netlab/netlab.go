@@ -86,7 +86,7 @@ func (l *Lab) ip(args ...string) {
 }
 
 // close stops every process and removes every namespace (and with them
-// their links and qdiscs).
+// their links and qdiscs), and fails the test if any is left.
 func (l *Lab) close() {
 	l.mu.Lock()
 	procs := l.procs
@@ -98,6 +98,9 @@ func (l *Lab) close() {
 		exec.Command("ip", "netns", "del", h.NS).Run()
 	}
 	exec.Command("ip", "netns", "del", l.bridge).Run()
+	if left := l.Namespaces(); len(left) > 0 {
+		l.t.Errorf("netlab: namespaces left behind: %v", left)
+	}
 }
 
 // Namespaces lists the lab's namespaces that exist now.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -286,5 +287,52 @@ func TestInterruptEndsEveryWait(t *testing.T) {
 				t.Errorf("ended %v after SIGINT; want under 2 s", took)
 			}
 		})
+	}
+}
+
+// get -o - into a pipe whose reader stopped still ends within 2 s of
+// SIGTERM (SIGINT would reach the reader too).
+func TestStdoutPipeNobodyReads(t *testing.T) {
+	bin := shoalBinary(t)
+	dir := t.TempDir()
+	data := make([]byte, 8<<20) // far over a pipe's buffer
+	if err := os.WriteFile(filepath.Join(dir, "big.bin"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reg := startCluster(t, dir, "2")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	cmd := exec.Command(bin, "get", "big.bin", "--registry", reg, "-o", "-")
+	cmd.Stdout = w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	// Read a little, so the download surely writes, then stop reading.
+	if _, err := io.ReadFull(r, make([]byte, 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	sent := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	timer := time.NewTimer(10 * time.Second)
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+			t.Errorf("exit: %v; want 130", err)
+		}
+		if took := time.Since(sent); took > 2*time.Second {
+			t.Errorf("ended %v after SIGTERM", took)
+		}
+	case <-timer.C:
+		cmd.Process.Kill()
+		<-done
+		t.Fatal("get -o - blocked on a pipe nobody reads, past SIGTERM")
 	}
 }

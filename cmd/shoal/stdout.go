@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -59,7 +60,7 @@ func getToStdout(ctx context.Context, g *globals, target string, f getFlags) err
 			if err != nil {
 				return err
 			}
-			if _, err := g.stdout.Write(b); err != nil {
+			if err := writeOrCancel(ctx, g.stdout, b); err != nil {
 				return fmt.Errorf("stdout: %w", err)
 			}
 			next++
@@ -78,4 +79,20 @@ func getToStdout(ctx context.Context, g *globals, target string, f getFlags) err
 		return downloadError(ctx, "", nil, err)
 	}
 	return flush(func(int) bool { return true }) // complete: the rest, in order
+}
+
+// writeOrCancel writes b to w, or gives up when ctx ends: a pipe whose
+// reader stopped reading must not hold the command past SIGTERM.
+func writeOrCancel(ctx context.Context, w io.Writer, b []byte) error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := w.Write(b)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err() // the process is ending; the write goes with it
+	}
 }

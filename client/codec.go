@@ -14,6 +14,7 @@ import (
 // and its data is the part of them after the header. free returns them.
 type chunkMsg struct {
 	index  uint32
+	file   uint32 // position of the chunk's file in the request's files
 	offset uint64
 	bufs   mem.BufferSlice // the whole message, one reference each
 	skip   int             // header bytes before data in bufs
@@ -54,12 +55,13 @@ var (
 	fieldIndex  = chunkFields.ByName("index").Number()
 	fieldOffset = chunkFields.ByName("offset").Number()
 	fieldData   = chunkFields.ByName("data").Number()
+	fieldFile   = chunkFields.ByName("file").Number()
 )
 
 // chunkCodec is grpc's proto codec, except that a *chunkMsg is decoded
 // in place: the few header bytes are parsed and the data is left in the
 // received buffers. A message in any other layout than index, offset,
-// then data last (which every proto encoder produces) is decoded by the
+// file, then data last (which every proto encoder produces) is decoded by the
 // proto codec and copied.
 type chunkCodec struct{ proto encoding.CodecV2 }
 
@@ -81,12 +83,12 @@ func (c chunkCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if err := c.proto.Unmarshal(data, &w); err != nil {
 		return err
 	}
-	*m = chunkMsg{index: w.GetIndex(), offset: w.GetOffset(), bufs: mem.BufferSlice{mem.SliceBuffer(w.GetData())}, size: len(w.GetData())}
+	*m = chunkMsg{index: w.GetIndex(), file: w.GetFile(), offset: w.GetOffset(), bufs: mem.BufferSlice{mem.SliceBuffer(w.GetData())}, size: len(w.GetData())}
 	return nil
 }
 
-// inPlace parses the header of a message laid out as index, offset, data
-// (each optional, data last) and fills m's fields but bufs.
+// inPlace parses the header of a message laid out as index, offset, file,
+// data (each optional, data last) and fills m's fields but bufs.
 func (chunkCodec) inPlace(data mem.BufferSlice, m *chunkMsg) bool {
 	var head [32]byte
 	h := head[:0]
@@ -115,6 +117,8 @@ func (chunkCodec) inPlace(data mem.BufferSlice, m *chunkMsg) bool {
 			m.index = uint32(v)
 		case num == fieldOffset && typ == protowire.VarintType:
 			m.offset = v
+		case num == fieldFile && typ == protowire.VarintType:
+			m.file = uint32(v)
 		case num == fieldData && typ == protowire.BytesType:
 			if v > uint64(total) {
 				return false

@@ -15,7 +15,9 @@ import (
 // Run; Progress may be called from any goroutine meanwhile.
 type Download struct {
 	cfg  Config
-	disc Discoverer
+	disc Discoverer     // a file's; nil for a tree
+	tdis TreeDiscoverer // a tree's; nil for a file
+	find finder         // disc or tdis
 	out  string
 
 	start    time.Time
@@ -33,15 +35,38 @@ type Download struct {
 
 	limit *rate.Limiter // MaxRate's bucket; nil when unlimited; set before ready
 
-	ready chan struct{}        // closed once m, s and o are set
-	m     *chunkstore.Manifest // the file; set before ready
+	ready chan struct{}        // closed once lay, s and o are set
+	m     *chunkstore.Manifest // the file; nil for a tree; set before ready
+	tree  *chunkstore.Tree     // the tree; nil for a file; set before ready
+	lay   *layout              // the chunks of every file; set before ready
 	s     *sched               // the chunk states; set before ready
-	o     *output              // the part file; set before ready
+	o     sink                 // the part file or folder; set before ready
+}
+
+// sink is where a download's verified chunks go: one part file, or a
+// folder of them.
+type sink interface {
+	// writeChunk stores chunk g's verified bytes.
+	writeChunk(g int, pieces [][]byte) error
+	// readChunk reads verified chunk g into buf, for serving.
+	readChunk(g int, buf []byte) ([]byte, error)
+	// partPath is where the partial download is kept.
+	partPath() string
+	// commit moves the complete download to its final path.
+	commit(ctx context.Context) error
+	// close releases what commit did not.
+	close()
+}
+
+// finder finds peers: what the pool needs of a Discoverer or a
+// TreeDiscoverer.
+type finder interface {
+	Discover(ctx context.Context, exclude []string, limit int) ([]Source, error)
 }
 
 // NewDownload prepares a download of the file disc describes to out.
 func NewDownload(cfg Config, disc Discoverer, out string) *Download {
-	return &Download{cfg: cfg.withDefaults(), disc: disc, out: out, ready: make(chan struct{})}
+	return &Download{cfg: cfg.withDefaults(), disc: disc, find: disc, out: out, ready: make(chan struct{})}
 }
 
 // Progress returns a snapshot of the download.
@@ -60,6 +85,9 @@ func (d *Download) Progress() Progress {
 // failure nothing is at out and out.part keeps what was verified.
 func (d *Download) Run(ctx context.Context) (*Report, error) {
 	d.start = time.Now()
+	if d.tdis != nil {
+		return d.runTree(ctx)
+	}
 	m, err := d.disc.Manifest(ctx)
 	if err != nil {
 		return nil, err
@@ -77,7 +105,7 @@ func (d *Download) Run(ctx context.Context) (*Report, error) {
 		rep.AlreadyDone = true
 		d.done.Store(m.Size)
 		if d.cfg.Serve { // seed it: every chunk held, the file open for reads
-			d.m, d.s, d.o = m, newSched(chunkCount(m), o.have, false), o
+			d.m, d.lay, d.s, d.o = m, fileLayout(m), newSched(chunkCount(m), o.have, false), o
 			close(d.ready)
 		}
 		return d.finish(rep), nil
@@ -89,13 +117,21 @@ func (d *Download) Run(ctx context.Context) (*Report, error) {
 	d.resumed.Store(o.resumed)
 	rep.BytesResumed = o.resumed
 
+	d.m = m
+	return d.fetchAll(ctx, rep, fileLayout(m), o, o.have)
+}
+
+// fetchAll runs the pool until every chunk of lay not in have is in o,
+// then commits o.
+func (d *Download) fetchAll(ctx context.Context, rep *Report, lay *layout, o sink, have []bool) (*Report, error) {
 	if d.cfg.MaxRate > 0 {
 		// A burst of one chunk: the limit holds from the first second.
-		d.limit = rate.NewLimiter(rate.Limit(d.cfg.MaxRate), m.ChunkSize)
+		d.limit = rate.NewLimiter(rate.Limit(d.cfg.MaxRate), max(1, lay.most))
 	}
-	s := newSched(chunkCount(m), o.have, d.cfg.TailFirst)
+	s := newSched(lay.chunks(), have, d.cfg.TailFirst)
 	s.keepDups = d.cfg.FinishDuplicates
-	d.m, d.s, d.o = m, s, o
+	s.lens = func(g int) int { _, _, n := lay.bounds(g); return n }
+	d.lay, d.s, d.o = lay, s, o
 	close(d.ready)
 	if s.left() > 0 {
 		p := newPool(d)
@@ -107,14 +143,6 @@ func (d *Download) Run(ctx context.Context) (*Report, error) {
 		return d.finish(rep), err
 	}
 	return d.finish(rep), nil
-}
-
-// chunkCount is the number of chunks of m, hashed or not.
-func chunkCount(m *chunkstore.Manifest) int {
-	if len(m.Hashes) > 0 {
-		return len(m.Hashes)
-	}
-	return int((m.Size + int64(m.ChunkSize) - 1) / int64(m.ChunkSize))
 }
 
 func (d *Download) finish(rep *Report) *Report {

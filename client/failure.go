@@ -22,6 +22,11 @@ var (
 	ErrNoPeers = errors.New("no peers hold the file")
 	// ErrExists: the output file exists with other contents.
 	ErrExists = errors.New("output exists with different contents")
+	// ErrIsFolder: a file was asked for by a name or id that names a
+	// folder; fetch it with NewTreeDownload.
+	ErrIsFolder = errors.New("names a folder")
+	// ErrIsFile: a folder was asked for by a name or id that names a file.
+	ErrIsFile = errors.New("names a file, not a folder")
 	// ErrBusyOutput: another download is writing the same output.
 	ErrBusyOutput = errors.New("another download is writing this output")
 	// ErrCorrupt: a peer sent bytes that do not match the manifest.

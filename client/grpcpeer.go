@@ -54,12 +54,13 @@ func ManifestFromWire(w *shoalv1.Manifest) (*chunkstore.Manifest, error) {
 	return chunkstore.NewManifest(w.GetName(), w.GetSize(), w.GetChunkSize(), w.GetChunkHashes())
 }
 
-// Peer is a gRPC peer serving one file. It satisfies HaveSource.
+// Peer is a gRPC peer serving one file or the files of a tree. It
+// satisfies HaveSource.
 type Peer struct {
 	id, addr string
 	cc       *grpc.ClientConn
-	m        *chunkstore.Manifest
-	partial  bool // registered as holding part of the file
+	lay      *layout
+	partial  bool // registered as holding part of the file or tree
 }
 
 // Partial reports whether the peer registered as a partial holder.
@@ -67,11 +68,11 @@ func (p *Peer) Partial() bool { return p.partial }
 
 // WatchHave follows the peer's WatchHave stream.
 func (p *Peer) WatchHave(ctx context.Context, fn func(have []bool, added []int)) error {
-	stream, err := shoalv1.NewPeerServiceClient(p.cc).WatchHave(ctx, &shoalv1.WatchHaveRequest{ContentId: p.m.ID.String()})
+	stream, err := shoalv1.NewPeerServiceClient(p.cc).WatchHave(ctx, &shoalv1.WatchHaveRequest{ContentId: p.lay.id})
 	if err != nil {
 		return fromStatus("have feed", err)
 	}
-	n := p.m.NumChunks()
+	n := p.lay.chunks()
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
@@ -99,7 +100,7 @@ func (p *Peer) WatchHave(ctx context.Context, fn func(have []bool, added []int))
 
 // NewPeer wraps a connection to a peer serving the file of m.
 func NewPeer(id, addr string, cc *grpc.ClientConn, m *chunkstore.Manifest) *Peer {
-	return &Peer{id: id, addr: addr, cc: cc, m: m}
+	return &Peer{id: id, addr: addr, cc: cc, lay: fileLayout(m)}
 }
 
 // ID is the peer's registry id.
@@ -113,12 +114,11 @@ func (p *Peer) Close() error { return p.cc.Close() }
 
 // Fetch streams the chunks with one GetChunks call, reassembling chunks
 // that span several messages, and refuses anything it did not ask for.
-// Chunk bytes are handed to got in the buffers gRPC read them into.
+// Chunks of several files of a tree go in one call, each file named once
+// per run of its chunks. Chunk bytes are handed to got in the buffers
+// gRPC read them into.
 func (p *Peer) Fetch(ctx context.Context, chunks []int, got func(int, [][]byte) error) error {
-	req := &shoalv1.GetChunksRequest{ContentId: p.m.ID.String(), Indexes: make([]uint32, len(chunks))}
-	for k, i := range chunks {
-		req.Indexes[k] = uint32(i)
-	}
+	req, files := p.request(chunks)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := p.cc.NewStream(ctx, &shoalv1.PeerService_ServiceDesc.Streams[0], shoalv1.PeerService_GetChunks_FullMethodName, grpc.ForceCodecV2(newChunkCodec()))
@@ -132,7 +132,7 @@ func (p *Peer) Fetch(ctx context.Context, chunks []int, got func(int, [][]byte) 
 		return fromStatus("chunks", err)
 	}
 	var (
-		cur    = -1
+		cur    = -1 // the chunk being filled, in the download's chunk space
 		want   int
 		filled int
 		base   int64
@@ -157,16 +157,21 @@ func (p *Peer) Fetch(ctx context.Context, chunks []int, got func(int, [][]byte) 
 			return fromStatus("chunks", err)
 		}
 		parts = append(parts, msg)
-		i := int(msg.index)
-		if cur < 0 {
-			if i >= p.m.NumChunks() {
-				return fmt.Errorf("%w: chunk %d of %d", ErrProtocol, i, p.m.NumChunks())
-			}
-			cur, filled = i, 0
-			base, want = p.m.ChunkBounds(i)
+		if int(msg.file) >= len(files) {
+			return fmt.Errorf("%w: a piece of file %d of a request for %d", ErrProtocol, msg.file, len(files))
 		}
-		if i != cur || msg.offset != uint64(base)+uint64(filled) || filled+msg.size > want {
-			return fmt.Errorf("%w: piece of chunk %d at offset %d (%d bytes) does not continue chunk %d", ErrProtocol, i, msg.offset, msg.size, cur)
+		k := files[msg.file]
+		m := p.lay.files[k]
+		if int(msg.index) >= chunkCount(m) {
+			return fmt.Errorf("%w: chunk %d of %d", ErrProtocol, msg.index, chunkCount(m))
+		}
+		g := p.lay.first[k] + int(msg.index)
+		if cur < 0 {
+			cur, filled = g, 0
+			base, want = m.ChunkBounds(int(msg.index))
+		}
+		if g != cur || msg.offset != uint64(base)+uint64(filled) || filled+msg.size > want {
+			return fmt.Errorf("%w: piece of chunk %d at offset %d (%d bytes) does not continue chunk %d", ErrProtocol, g, msg.offset, msg.size, cur)
 		}
 		filled += msg.size
 		if filled < want {
@@ -176,7 +181,7 @@ func (p *Peer) Fetch(ctx context.Context, chunks []int, got func(int, [][]byte) 
 		for k := range parts {
 			pieces = parts[k].pieces(pieces)
 		}
-		err = got(i, pieces)
+		err = got(g, pieces)
 		for k := range parts {
 			parts[k].free()
 		}
@@ -185,4 +190,29 @@ func (p *Peer) Fetch(ctx context.Context, chunks []int, got func(int, [][]byte) 
 			return err
 		}
 	}
+}
+
+// request is the GetChunks request for chunks, and the layout file of
+// each position of its files (one position for a single file).
+func (p *Peer) request(chunks []int) (*shoalv1.GetChunksRequest, []int) {
+	if len(p.lay.files) == 1 {
+		req := &shoalv1.GetChunksRequest{ContentId: p.lay.files[0].ID.String(), Indexes: make([]uint32, len(chunks))}
+		for k, i := range chunks {
+			req.Indexes[k] = uint32(i)
+		}
+		return req, []int{0}
+	}
+	req := &shoalv1.GetChunksRequest{}
+	var files []int
+	var cur *shoalv1.FileChunks
+	for _, g := range chunks {
+		k, i := p.lay.locate(g)
+		if cur == nil || files[len(files)-1] != k {
+			cur = &shoalv1.FileChunks{ContentId: p.lay.files[k].ID.String()}
+			req.Files = append(req.Files, cur)
+			files = append(files, k)
+		}
+		cur.Indexes = append(cur.Indexes, uint32(i))
+	}
+	return req, files
 }

@@ -35,11 +35,11 @@ func (d *Download) ReadChunk(i int, buf []byte) ([]byte, error) {
 	if !d.s.isDone(i) {
 		return nil, fmt.Errorf("chunk %d: %w", i, chunkstore.ErrChunkNotHeld)
 	}
-	off, n := d.m.ChunkBounds(i)
-	if _, err := d.o.readAt(buf[:n], off); err != nil {
+	b, err := d.o.readChunk(i, buf)
+	if err != nil {
 		return nil, fmt.Errorf("read chunk %d: %w", i, err)
 	}
-	return buf[:n], nil
+	return b, nil
 }
 
 // WatchHave calls fn with the verified chunks, then with each batch added,

@@ -150,29 +150,43 @@ func (o *output) write(pieces [][]byte, off int64) error {
 		}
 		o.direct.Store(nil) // the file system refused: the page cache from now on
 	}
+	if err := writePieces(o.f, pieces, off, o.cfg.WriteSize); err != nil {
+		return fmt.Errorf("write %s: %w", o.part, err)
+	}
+	size := 0
+	for _, p := range pieces {
+		size += len(p)
+	}
+	if o.cfg.WritebackEvery > 0 && o.unflushed.Add(int64(size)) >= o.cfg.WritebackEvery {
+		o.unflushed.Store(0)
+		startWriteback(o.f)
+	}
+	return nil
+}
+
+// writePieces writes pieces back to back from off on, in batches of at
+// most writeSize bytes, several pieces in one vectored write where f
+// allows it.
+func writePieces(f PartFile, pieces [][]byte, off int64, writeSize int) error {
 	var batch [][]byte
 	size := 0
 	flush := func() error {
 		if size == 0 {
 			return nil
 		}
-		if err := o.writeBatch(batch, off); err != nil {
+		if err := writeBatch(f, batch, off); err != nil {
 			return err
 		}
 		off += int64(size)
-		if o.cfg.WritebackEvery > 0 && o.unflushed.Add(int64(size)) >= o.cfg.WritebackEvery {
-			o.unflushed.Store(0)
-			startWriteback(o.f)
-		}
 		batch, size = batch[:0], 0
 		return nil
 	}
 	for _, p := range pieces {
 		for len(p) > 0 {
-			n := min(len(p), o.cfg.WriteSize-size)
+			n := min(len(p), writeSize-size)
 			batch, size = append(batch, p[:n]), size+n
 			p = p[n:]
-			if size == o.cfg.WriteSize {
+			if size == writeSize {
 				if err := flush(); err != nil {
 					return err
 				}
@@ -183,12 +197,12 @@ func (o *output) write(pieces [][]byte, off int64) error {
 }
 
 // writeBatch writes bufs back to back at off.
-func (o *output) writeBatch(bufs [][]byte, off int64) error {
+func writeBatch(f PartFile, bufs [][]byte, off int64) error {
 	done := 0
 	if len(bufs) > 1 {
-		n, ok, err := writeVector(o.f, bufs, off)
+		n, ok, err := writeVector(f, bufs, off)
 		if err != nil {
-			return fmt.Errorf("write %s: %w", o.part, err)
+			return err
 		}
 		if ok {
 			done = n
@@ -203,8 +217,8 @@ func (o *output) writeBatch(bufs [][]byte, off int64) error {
 		}
 		b, off = b[done:], off+int64(done)
 		done = 0
-		if _, err := o.f.WriteAt(b, off); err != nil {
-			return fmt.Errorf("write %s: %w", o.part, err)
+		if _, err := f.WriteAt(b, off); err != nil {
+			return err
 		}
 		off += int64(len(b))
 	}
@@ -272,6 +286,24 @@ func (o *output) close() {
 		o.unlock = nil
 	}
 }
+
+// writeChunk writes verified chunk i.
+func (o *output) writeChunk(i int, pieces [][]byte) error {
+	off, _ := o.m.ChunkBounds(i)
+	return o.write(pieces, off)
+}
+
+// readChunk reads verified chunk i into buf, for serving.
+func (o *output) readChunk(i int, buf []byte) ([]byte, error) {
+	off, n := o.m.ChunkBounds(i)
+	if _, err := o.readAt(buf[:n], off); err != nil {
+		return nil, err
+	}
+	return buf[:n], nil
+}
+
+// partPath is the part file.
+func (o *output) partPath() string { return o.part }
 
 // readAt reads verified bytes for serving.
 func (o *output) readAt(p []byte, off int64) (int, error) {

@@ -139,6 +139,35 @@ func lockPart(path string) (func(), error) {
 	return func() { f.Close() }, nil
 }
 
+// lockDir takes an exclusive lock on the folder at path, as lockPart
+// does on a file.
+func lockDir(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		holder := lockHolder(f)
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%s: %w%s", path, ErrBusyOutput, holder)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// syncTree writes everything of root's file system to disk with one
+// syncfs, not one fsync per file of a tree.
+func syncTree(root *os.Root) error {
+	f, err := root.Open(".")
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return unix.Syncfs(int(f.Fd()))
+}
+
 // lockHolder names the process holding a flock on f, as " (pid N)", or ""
 // when /proc/locks does not say.
 func lockHolder(f *os.File) string {

@@ -2,7 +2,10 @@
 
 package client
 
-import "os"
+import (
+	"io/fs"
+	"os"
+)
 
 // partFlags open the part file.
 const partFlags = os.O_RDWR | os.O_CREATE
@@ -10,6 +13,24 @@ const partFlags = os.O_RDWR | os.O_CREATE
 // lockPart does not lock where flock is missing: two downloads to one
 // output are not told apart.
 func lockPart(string) (func(), error) { return func() {}, nil }
+
+// lockDir does not lock either.
+func lockDir(string) (func(), error) { return func() {}, nil }
+
+// syncTree syncs root's files one by one.
+func syncTree(root *os.Root) error {
+	return fs.WalkDir(root.FS(), ".", func(p string, e fs.DirEntry, err error) error {
+		if err != nil || !e.Type().IsRegular() {
+			return err
+		}
+		f, err := root.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return f.Sync()
+	})
+}
 
 // startWriteback does nothing where sync_file_range is missing: the fsync
 // before the rename writes everything.

@@ -115,7 +115,7 @@ func (p *pool) noPeers() error {
 		working = fmt.Sprintf(" (%d connected, none holding a chunk still needed)", p.active)
 	}
 	return fmt.Errorf("%w: none working for %v after trying %d%s%s; %s keeps %d verified bytes for a resume",
-		ErrNoPeers, d.cfg.NoPeerTimeout, len(p.tried), working, why, d.o.part, d.done.Load())
+		ErrNoPeers, d.cfg.NoPeerTimeout, len(p.tried), working, why, d.o.partPath(), d.done.Load())
 }
 
 // discover fills free slots: spares chosen by a replacement first, then
@@ -136,7 +136,7 @@ func (p *pool) discover(ctx context.Context) error {
 	p.spare = nil
 	if len(srcs) < d.cfg.Peers-p.active {
 		dctx, cancel := p.untilFinished(ctx)
-		more, err := d.disc.Discover(dctx, p.exclude, d.cfg.Peers-p.active-len(srcs))
+		more, err := d.find.Discover(dctx, p.exclude, d.cfg.Peers-p.active-len(srcs))
 		cancel()
 		if isClosed(d.s.finished) { // done meanwhile: whatever the lookup said, it is not needed
 			for _, src := range append(srcs, more...) {
@@ -227,7 +227,7 @@ func (p *pool) replace(ctx context.Context) {
 			return
 		}
 		dctx, cancel := p.untilFinished(ctx)
-		srcs, _ := d.disc.Discover(dctx, p.exclude, 1)
+		srcs, _ := d.find.Discover(dctx, p.exclude, 1)
 		cancel()
 		if len(srcs) == 0 {
 			return
@@ -282,7 +282,7 @@ func (d *Download) slowest(exclude []string) *peerState {
 	if slow == nil {
 		return nil
 	}
-	if f, ok := d.disc.(Forecaster); ok {
+	if f, ok := d.find.(Forecaster); ok {
 		if next, ok := f.Forecast(exclude); ok && next > 1.15*float64(slow.rate.Load()) {
 			return slow
 		}

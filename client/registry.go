@@ -26,8 +26,9 @@ type Registry struct {
 	// Default 10 s.
 	CallTimeout time.Duration
 
-	mu sync.Mutex
-	m  *chunkstore.Manifest // set by Manifest; guarded by mu
+	mu  sync.Mutex
+	m   *chunkstore.Manifest // set by Manifest; guarded by mu
+	lay *layout              // set by Manifest or Folder; guarded by mu
 }
 
 // Manifest phase limits: holders asked at once, and holders asked in all
@@ -50,7 +51,7 @@ func (r *Registry) callTimeout() time.Duration {
 // limit peers.
 func (r *Registry) lookup(ctx context.Context, file string, exclude []string, limit int) (*shoalv1.LookupResponse, error) {
 	req := &shoalv1.LookupRequest{Limit: uint32(limit), Exclude: exclude}
-	if _, err := chunkstore.ParseID(file); err == nil {
+	if isID(file) {
 		req.File = &shoalv1.LookupRequest_ContentId{ContentId: file}
 	} else {
 		req.File = &shoalv1.LookupRequest_Name{Name: file}
@@ -64,23 +65,29 @@ func (r *Registry) lookup(ctx context.Context, file string, exclude []string, li
 	return resp, nil
 }
 
-// target is what lookups ask for: the content id once the manifest is
-// known, else Target.
+// isID reports whether s is a content id or a tree id, not a name.
+func isID(s string) bool {
+	if _, err := chunkstore.ParseID(s); err == nil {
+		return true
+	}
+	_, err := chunkstore.ParseTreeID(s)
+	return err == nil
+}
+
+// target is what lookups ask for: the content or tree id once known, else
+// Target.
 func (r *Registry) target() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.m != nil {
-		return r.m.ID.String()
+	if r.lay != nil {
+		return r.lay.id
 	}
 	return r.Target
 }
 
 // Manifest looks the file up and fetches its manifest from its holders,
-// accepting the first that hashes to the content id. It asks
-// manifestHedge holders at once, each within CallTimeout, and draws more
-// from the registry while those fail, so junk or silent holders cost one
-// timeout at most, not one each. The manifest is kept: later calls return
-// it without asking again.
+// accepting the first that hashes to the content id (see fromHolders).
+// The manifest is kept: later calls return it without asking again.
 func (r *Registry) Manifest(ctx context.Context) (*chunkstore.Manifest, error) {
 	r.mu.Lock()
 	m := r.m
@@ -94,17 +101,38 @@ func (r *Registry) Manifest(ctx context.Context) (*chunkstore.Manifest, error) {
 	}
 	id, err := chunkstore.ParseID(resp.GetFile().GetContentId())
 	if err != nil {
+		if _, terr := chunkstore.ParseTreeID(resp.GetFile().GetContentId()); terr == nil {
+			return nil, fmt.Errorf("%s: %w", chunkstore.Clip(r.Target), ErrIsFolder)
+		}
 		return nil, fmt.Errorf("registry answered a bad content id: %w", err)
 	}
 	// A manifest message may be as large as the file's size implies, not
 	// only one chunk: 3.5 MB for 100 GiB.
 	limit := max(maxMessageBytes, chunkstore.WireBytes(int64(resp.GetFile().GetSize())))
+	m, err = fromHolders(ctx, r, resp, func(ctx context.Context, addr string) (*chunkstore.Manifest, error) {
+		return r.fetchManifest(ctx, addr, id, limit)
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.m, r.lay = m, fileLayout(m)
+	r.mu.Unlock()
+	return m, nil
+}
+
+// fromHolders asks the holders of the file or folder that resp found for
+// something with fetch, and returns the first answer. It asks
+// manifestHedge holders at once, each within CallTimeout, and draws more
+// from the registry while those fail, so junk or silent holders cost one
+// timeout at most, not one each.
+func fromHolders[T any](ctx context.Context, r *Registry, resp *shoalv1.LookupResponse, fetch func(ctx context.Context, addr string) (T, error)) (T, error) {
+	id := resp.GetFile().GetContentId()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type answer struct {
-		addr string
-		m    *chunkstore.Manifest
-		err  error
+		v   T
+		err error
 	}
 	answers := make(chan answer)
 	var (
@@ -112,6 +140,7 @@ func (r *Registry) Manifest(ctx context.Context) (*chunkstore.Manifest, error) {
 		asked   []string
 		pending int
 		errs    []error
+		zero    T
 	)
 	defer wg.Wait()
 	defer cancel()
@@ -124,9 +153,9 @@ func (r *Registry) Manifest(ctx context.Context) (*chunkstore.Manifest, error) {
 			pending++
 			addr := p.GetAddress()
 			wg.Go(func() {
-				m, err := r.fetchManifest(ctx, addr, id, limit)
+				v, err := fetch(ctx, addr)
 				select {
-				case answers <- answer{addr, m, err}:
+				case answers <- answer{v, err}:
 				case <-ctx.Done():
 				}
 			})
@@ -138,29 +167,26 @@ func (r *Registry) Manifest(ctx context.Context) (*chunkstore.Manifest, error) {
 		select {
 		case a = <-answers:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return zero, ctx.Err()
 		}
 		pending--
 		if a.err == nil {
-			r.mu.Lock()
-			r.m = a.m
-			r.mu.Unlock()
-			return a.m, nil
+			return a.v, nil
 		}
 		errs = append(errs, a.err)
 		if pending < manifestHedge && len(asked) < manifestTries {
-			if more, err := r.lookup(ctx, id.String(), asked, manifestHedge-pending); err == nil {
+			if more, err := r.lookup(ctx, id, asked, manifestHedge-pending); err == nil {
 				ask(more.GetPeers())
 			}
 		}
 	}
 	if len(errs) == 0 {
-		return nil, fmt.Errorf("%s: %w", id, ErrNoPeers)
+		return zero, fmt.Errorf("%s: %w", id, ErrNoPeers)
 	}
 	if len(errs) > 3 {
 		errs = append(errs[:3], fmt.Errorf("and %d more", len(errs)-3))
 	}
-	return nil, fmt.Errorf("%w: none of %d holders gave a valid manifest for %s: %w", ErrNoPeers, len(asked), id, errors.Join(errs...))
+	return zero, fmt.Errorf("%w: none of %d holders gave a valid manifest for %s: %w", ErrNoPeers, len(asked), id, errors.Join(errs...))
 }
 
 func (r *Registry) dialOptions() []grpc.DialOption {
@@ -207,7 +233,7 @@ func (r *Registry) Discover(ctx context.Context, exclude []string, limit int) ([
 		return nil, err
 	}
 	r.mu.Lock()
-	m := r.m
+	lay := r.lay
 	r.mu.Unlock()
 	var out []Source
 	for _, p := range resp.GetPeers() {
@@ -219,7 +245,7 @@ func (r *Registry) Discover(ctx context.Context, exclude []string, limit int) ([
 		for _, f := range p.GetFiles() {
 			partial = partial || f.GetPartial()
 		}
-		out = append(out, &Peer{id: p.GetPeerId(), addr: p.GetAddress(), cc: cc, m: m, partial: partial})
+		out = append(out, &Peer{id: p.GetPeerId(), addr: p.GetAddress(), cc: cc, lay: lay, partial: partial})
 	}
 	return out, nil
 }
@@ -230,9 +256,9 @@ func (r *Registry) renamed(ctx context.Context) error {
 	m := r.m
 	r.mu.Unlock()
 	if m == nil {
-		return nil
+		return nil // a folder's name changing is not followed
 	}
-	if _, err := chunkstore.ParseID(r.Target); err == nil {
+	if isID(r.Target) {
 		return nil // asked by id: an id never changes
 	}
 	resp, err := r.lookup(ctx, r.Target, nil, 1) // the file is what is asked; one holder is the least a lookup returns

@@ -15,13 +15,17 @@ type Report struct {
 	BytesResumed int64 `json:"bytes_resumed"`
 	// DuplicateBytes counts bytes fetched twice in the endgame or
 	// discarded.
-	DuplicateBytes int64         `json:"duplicate_bytes"`
-	Seconds        float64       `json:"seconds"`
-	MBPerSecond    float64       `json:"mb_per_s"`
-	Retries        int           `json:"retries"`
-	AlreadyDone    bool          `json:"already_done,omitempty"`
-	Peers          []PeerReport  `json:"peers"`
-	elapsed        time.Duration // for Seconds
+	DuplicateBytes int64   `json:"duplicate_bytes"`
+	Seconds        float64 `json:"seconds"`
+	MBPerSecond    float64 `json:"mb_per_s"`
+	Retries        int     `json:"retries"`
+	AlreadyDone    bool    `json:"already_done,omitempty"`
+	// Files is a folder's file count; FilesReused counts those taken from
+	// the folder already at the output instead of fetched (with Force).
+	Files       int           `json:"files,omitempty"`
+	FilesReused int           `json:"files_reused,omitempty"`
+	Peers       []PeerReport  `json:"peers"`
+	elapsed     time.Duration // for Seconds
 }
 
 // PeerReport is one peer's part in a download.

@@ -44,6 +44,28 @@ type sched struct {
 	changed   chan struct{}      // closed and replaced on every state change
 	finished  chan struct{}      // closed when remaining reaches 0
 	keepDups  bool               // never cancel a request whose chunks were written elsewhere
+	lens      func(i int) int    // chunk i's length, what take's budget counts; nil counts 1 a chunk
+}
+
+// fits reports whether chunk i fits in what is left of a budget after
+// used: the first chunk always does.
+func (s *sched) fits(i int, used, budget int64) bool {
+	if used == 0 {
+		return true
+	}
+	n := int64(1)
+	if s.lens != nil {
+		n = int64(s.lens(i))
+	}
+	return used+n <= budget
+}
+
+// cost is what chunk i counts against a budget.
+func (s *sched) cost(i int) int64 {
+	if s.lens == nil {
+		return 1
+	}
+	return int64(s.lens(i))
 }
 
 // left is how many chunks are not done.
@@ -89,20 +111,21 @@ func (s *sched) notifyLocked() {
 	s.changed = make(chan struct{})
 }
 
-// take hands worker w up to max pending chunks; with none pending, and if
+// take hands worker w pending chunks within budget (bytes with lens set,
+// else chunks; at least one, at most maxTreeBatch); with none pending, and if
 // dup (the worker has no other request under way: a second request would
 // share the peer's upload with its first), one endgame duplicate. cancel
 // stops the returned request; accept,
 // if set, says which chunks the worker's peer can serve. It returns the request to run, or nil and a channel
 // that is closed when it is worth asking again.
-func (s *sched) take(w, max int, accept func(i int) bool, dup bool, cancel context.CancelCauseFunc) (*request, <-chan struct{}) {
+func (s *sched) take(w int, budget int64, accept func(i int) bool, dup bool, cancel context.CancelCauseFunc) (*request, <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var got []int
 	if accept == nil {
-		got = s.takeQueuedLocked(w, max)
+		got = s.takeQueuedLocked(w, budget)
 	} else {
-		got = s.takeRarestLocked(w, max, accept)
+		got = s.takeRarestLocked(w, budget, accept)
 	}
 	if len(got) == 0 && dup {
 		// Endgame: a second copy of the oldest chunk in flight elsewhere.
@@ -133,18 +156,31 @@ func (s *sched) take(w, max int, accept func(i int) bool, dup bool, cancel conte
 
 // takeQueuedLocked takes chunks in queue order: handed-back chunks first,
 // then the file from start to end. Used for peers holding every chunk.
-func (s *sched) takeQueuedLocked(w, max int) []int {
-	var got []int
-	for len(got) < max {
+func (s *sched) takeQueuedLocked(w int, budget int64) []int {
+	var (
+		got  []int
+		used int64
+	)
+	for len(got) < maxTreeBatch {
 		i := -1
 		for len(s.retry) > 0 && i < 0 {
 			if c := s.retry[len(s.retry)-1]; s.state[c] == pending {
 				i = c
+			} else {
+				s.retry = s.retry[:len(s.retry)-1]
+			}
+		}
+		if i >= 0 {
+			if !s.fits(i, used, budget) {
+				break
 			}
 			s.retry = s.retry[:len(s.retry)-1]
 		}
 		for s.qhead < len(s.queue) && i < 0 {
 			if c := s.queue[s.qhead]; s.state[c] == pending {
+				if !s.fits(c, used, budget) {
+					return got
+				}
 				i = c
 			}
 			s.qhead++
@@ -154,6 +190,7 @@ func (s *sched) takeQueuedLocked(w, max int) []int {
 		}
 		s.dispatchLocked(w, i)
 		got = append(got, i)
+		used += s.cost(i)
 	}
 	return got
 }
@@ -162,7 +199,7 @@ func (s *sched) takeQueuedLocked(w, max int) []int {
 // known peers hold, at random among equals, so that downloaders of one
 // swarm spread over different chunks. Used for peers holding only some
 // chunks, or known to lack some.
-func (s *sched) takeRarestLocked(w, max int, accept func(int) bool) []int {
+func (s *sched) takeRarestLocked(w int, budget int64, accept func(int) bool) []int {
 	type cand struct {
 		i     int
 		avail int32
@@ -183,10 +220,17 @@ func (s *sched) takeRarestLocked(w, max int, accept func(int) bool) []int {
 		}
 		return cmp.Compare(a.r, b.r)
 	})
-	var got []int
-	for _, c := range cs[:min(max, len(cs))] {
+	var (
+		got  []int
+		used int64
+	)
+	for _, c := range cs {
+		if len(got) == maxTreeBatch || !s.fits(c.i, used, budget) {
+			break
+		}
 		s.dispatchLocked(w, c.i)
 		got = append(got, c.i)
+		used += s.cost(c.i)
 	}
 	return got
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
 	"github.com/shoalnet/shoal/chunkstore"
@@ -95,4 +96,94 @@ func TreeEntryFromWire(w *shoalv1.TreeEntry) (chunkstore.TreeEntry, error) {
 		return e, fmt.Errorf("%w: folder %s with a size or content id", chunkstore.ErrBadTree, chunkstore.Clip(e.Path))
 	}
 	return e, nil
+}
+
+// GetManifests batching: ids per call, and calls under way at once.
+const (
+	manifestBatch    = 1000
+	manifestParallel = 4
+)
+
+// FetchManifests fetches, from the peer at conn, the manifest of every
+// distinct non-empty file of t, in the order the files first appear, and
+// checks each against the tree's content id and size for it. A manifest
+// keeps the path of the file's first entry as its name.
+func FetchManifests(ctx context.Context, conn grpc.ClientConnInterface, t *chunkstore.Tree) ([]*chunkstore.Manifest, error) {
+	var (
+		ids     []chunkstore.ID
+		entries []int // the first entry of each id
+		largest int64
+		seen    = map[chunkstore.ID]bool{}
+	)
+	for k, e := range t.Entries {
+		if e.Dir || e.Size == 0 || seen[e.File] {
+			continue
+		}
+		seen[e.File] = true
+		ids = append(ids, e.File)
+		entries = append(entries, k)
+		largest = max(largest, e.Size)
+	}
+	limit := max(maxMessageBytes, chunkstore.WireBytes(largest)+4096)
+	out := make([]*chunkstore.Manifest, len(ids))
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(manifestParallel)
+	for start := 0; start < len(ids); start += manifestBatch {
+		end := min(start+manifestBatch, len(ids))
+		g.Go(func() error {
+			return fetchManifestBatch(ctx, conn, ids[start:end], limit, func(k int, m *chunkstore.Manifest) error {
+				e := t.Entries[entries[start+k]]
+				if err := m.Verify(e.File); err != nil || m.Size != e.Size {
+					return fmt.Errorf("%w: manifest of %s does not match the tree", ErrProtocol, chunkstore.Clip(e.Path))
+				}
+				m.Name = e.Path
+				out[start+k] = m
+				return nil
+			})
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// fetchManifestBatch asks for the manifests of ids in one GetManifests
+// call and hands each to got with its position in ids.
+func fetchManifestBatch(ctx context.Context, conn grpc.ClientConnInterface, ids []chunkstore.ID, limit int, got func(int, *chunkstore.Manifest) error) error {
+	req := &shoalv1.GetManifestsRequest{ContentIds: make([]string, len(ids))}
+	for k, id := range ids {
+		req.ContentIds[k] = id.String()
+	}
+	stream, err := shoalv1.NewPeerServiceClient(conn).GetManifests(ctx, req, grpc.MaxCallRecvMsgSize(limit))
+	if err != nil {
+		return fromStatus("manifests", err)
+	}
+	n := 0
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fromStatus("manifests", err)
+		}
+		if n+len(msg.GetManifests()) > len(ids) {
+			return fmt.Errorf("%w: %d manifests for %d files", ErrProtocol, n+len(msg.GetManifests()), len(ids))
+		}
+		for _, w := range msg.GetManifests() {
+			m, err := ManifestFromWire(w)
+			if err != nil {
+				return fmt.Errorf("%w: manifest %d: %w", ErrProtocol, n, err)
+			}
+			if err := got(n, m); err != nil {
+				return err
+			}
+			n++
+		}
+	}
+	if n != len(ids) {
+		return fmt.Errorf("%w: %d manifests for %d files", ErrProtocol, n, len(ids))
+	}
+	return nil
 }

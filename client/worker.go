@@ -98,7 +98,7 @@ func (p *peerState) pausedFor() time.Duration {
 // batch from the shared queue, until the file is done or the peer fails.
 // What a failed request means for the peer is decide's call.
 func (d *Download) work(ctx context.Context, p *peerState) error {
-	m, s := d.m, d.s
+	s := d.s
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var (
@@ -120,7 +120,7 @@ func (d *Download) work(ctx context.Context, p *peerState) error {
 			close(stopping)
 		})
 	}
-	n := chunkCount(m)
+	n := d.lay.chunks()
 	if hs, ok := p.src.(HaveSource); ok && hs.Partial() {
 		stop := d.followHave(ctx, p, hs, n, fail)
 		defer stop()
@@ -171,7 +171,7 @@ func (d *Download) work(ctx context.Context, p *peerState) error {
 				seq.Left(s.left())
 				req, wait = s.takeFrom(p.id, seq.Next(), scancel)
 			} else {
-				req, wait = s.take(p.id, d.batchSize(p), accept, len(slots) == 1, scancel)
+				req, wait = s.take(p.id, d.batchBytes(p), accept, len(slots) == 1, scancel)
 			}
 			if req != nil {
 				break
@@ -271,22 +271,31 @@ func (d *Download) followHave(ctx context.Context, p *peerState, hs HaveSource, 
 	}
 }
 
-// batchSize is how many chunks a request to p should hold: BatchTarget of
-// work at p's measured rate.
-func (d *Download) batchSize(p *peerState) int {
+// batchUnit is the least a chunk counts for in a request's budget: below
+// it, each request's own cost outweighs its bytes, so a tree's small
+// files go many to a request.
+const batchUnit = 64 << 10
+
+// batchBytes is how many bytes of chunks a request to p should hold:
+// BatchTarget of work at p's measured rate, two of the largest chunks
+// before a rate is known, at most MaxBatch of them (each counted as at
+// least batchUnit). Counted in bytes, a request holds a few of a large
+// file's chunks or many small files (up to maxTreeBatch chunks).
+func (d *Download) batchBytes(p *peerState) int64 {
+	most := int64(max(batchUnit, d.lay.most))
 	rate := p.rate.Load()
 	if rate == 0 {
-		return 2
+		return 2 * most
 	}
-	n := int(rate * int64(d.cfg.BatchTarget) / int64(time.Second) / int64(d.m.ChunkSize))
-	return max(1, min(n, d.cfg.MaxBatch))
+	n := rate * int64(d.cfg.BatchTarget) / int64(time.Second)
+	return max(1, min(n, int64(d.cfg.MaxBatch)*most))
 }
 
 // fetch runs one request, verifying and writing each chunk it delivers.
 // A chunk the peer says it does not hold yet is marked so, and the error
 // returned for decide.
 func (d *Download) fetch(ctx context.Context, p *peerState, req *request) error {
-	m, s, o := d.m, d.s, d.o
+	lay, s, o := d.lay, d.s, d.o
 	stall := time.AfterFunc(d.cfg.StallTimeout, func() {
 		req.cancel(fmt.Errorf("%w: no chunk for %v", ErrStalled, d.cfg.StallTimeout))
 	})
@@ -307,12 +316,8 @@ func (d *Download) fetch(ctx context.Context, p *peerState, req *request) error 
 		for _, b := range pieces {
 			size += len(b)
 		}
-		if len(m.Hashes) > 0 {
-			if err := m.VerifyPieces(i, pieces); err != nil {
-				return fmt.Errorf("%w: chunk %d from %s", ErrCorrupt, i, p.src.Addr())
-			}
-		} else if _, n := m.ChunkBounds(i); n != size {
-			return fmt.Errorf("%w: chunk %d is %d bytes, want %d", ErrProtocol, i, size, n)
+		if err := lay.verify(i, pieces); err != nil {
+			return fmt.Errorf("%w from %s", err, p.src.Addr())
 		}
 		if d.limit != nil {
 			// Our own limit is no stall of the peer's.
@@ -331,8 +336,7 @@ func (d *Download) fetch(ctx context.Context, p *peerState, req *request) error 
 			d.dup.Add(int64(size))
 			return nil
 		}
-		off, _ := m.ChunkBounds(i)
-		if err := o.write(pieces, off); err != nil {
+		if err := o.writeChunk(i, pieces); err != nil {
 			s.unclaim(i)
 			return fmt.Errorf("%w: %w", ErrDisk, err)
 		}
@@ -357,7 +361,7 @@ func (d *Download) fetch(ctx context.Context, p *peerState, req *request) error 
 			// Not a fault: the peer is never asked for that chunk again.
 			for _, i := range req.chunks {
 				if asked[i] {
-					p.markLacking(i, chunkCount(m))
+					p.markLacking(i, lay.chunks())
 					break
 				}
 			}

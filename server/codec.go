@@ -23,6 +23,7 @@ import (
 // data once it is on the wire; the sender must not touch it after Send.
 type chunkPiece struct {
 	index  uint32
+	file   uint32 // position of the chunk's file in the request's files
 	offset uint64
 	data   mem.Buffer
 }
@@ -34,6 +35,7 @@ var (
 	fieldIndex  = chunkFields.ByName("index").Number()
 	fieldOffset = chunkFields.ByName("offset").Number()
 	fieldData   = chunkFields.ByName("data").Number()
+	fieldFile   = chunkFields.ByName("file").Number()
 )
 
 // codec is the proto codec, except that a *chunkPiece is encoded as a
@@ -59,6 +61,12 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	if p.offset != 0 {
 		hdr = protowire.AppendTag(hdr, fieldOffset, protowire.VarintType)
 		hdr = protowire.AppendVarint(hdr, p.offset)
+	}
+	if p.file != 0 {
+		// Before data, out of field order: the client reads a header
+		// ending at data in place.
+		hdr = protowire.AppendTag(hdr, fieldFile, protowire.VarintType)
+		hdr = protowire.AppendVarint(hdr, uint64(p.file))
 	}
 	if p.data.Len() == 0 {
 		p.data.Free()

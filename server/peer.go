@@ -169,7 +169,8 @@ func (p *PeerService) GetManifest(_ context.Context, req *shoalv1.GetManifestReq
 	return &shoalv1.GetManifestResponse{Manifest: ManifestToWire(m)}, nil
 }
 
-// GetChunks streams the chunks asked for, in order.
+// GetChunks streams the chunks asked for, in order: of one file, or of
+// several (files), each file's reader opened only while its chunks go out.
 func (p *PeerService) GetChunks(req *shoalv1.GetChunksRequest, stream grpc.ServerStreamingServer[shoalv1.GetChunksResponse]) error {
 	ctx := stream.Context()
 	addr, ip := clientAddr(ctx), clientIP(ctx)
@@ -178,21 +179,10 @@ func (p *PeerService) GetChunks(req *shoalv1.GetChunksRequest, stream grpc.Serve
 		return toStatus(err)
 	}
 	defer release()
-	id, err := chunkstore.ParseID(req.GetContentId())
+	files, err := p.requested(req)
 	if err != nil {
 		return toStatus(err)
 	}
-	r, err := p.files.OpenChunks(id)
-	if err != nil {
-		return toStatus(err)
-	}
-	defer r.Close()
-	m := r.Manifest()
-	want, err := chunkList(req, m.NumChunks(), p.cfg.MaxChunksPerRequest)
-	if err != nil {
-		return toStatus(err)
-	}
-	pool := &p.bufs
 	// A client that stops reading loses its slot after SendTimeout, and
 	// the call ends once its send returns.
 	// Its connection is cut too: grpc-go cannot end one stream stuck in a
@@ -204,7 +194,91 @@ func (p *PeerService) GetChunks(req *shoalv1.GetChunksRequest, stream grpc.Serve
 		}
 	})
 	defer send.timer.Stop()
-	for k, i := range want {
+	for k, f := range files {
+		if err := p.sendFile(send, uint32(k), f, addr); err != nil {
+			return err
+		}
+		if k == 0 {
+			p.stats.served(ip)
+		}
+	}
+	return nil
+}
+
+// fileChunks is one file's part of a GetChunks call.
+type fileChunks struct {
+	id     chunkstore.ID
+	chunks []int
+}
+
+// requested checks a GetChunks request: every file held, every chunk in
+// range, and the chunks of all files together within MaxChunksPerRequest.
+func (p *PeerService) requested(req *shoalv1.GetChunksRequest) ([]fileChunks, error) {
+	limit := p.cfg.MaxChunksPerRequest
+	if len(req.GetFiles()) == 0 {
+		id, err := chunkstore.ParseID(req.GetContentId())
+		if err != nil {
+			return nil, err
+		}
+		m, err := p.files.Manifest(id)
+		if err != nil {
+			return nil, err
+		}
+		want, err := chunkList(req, m.NumChunks(), limit)
+		if err != nil {
+			return nil, err
+		}
+		return []fileChunks{{id, want}}, nil
+	}
+	if req.GetContentId() != "" || len(req.GetIndexes()) > 0 || len(req.GetRanges()) > 0 {
+		return nil, fmt.Errorf("%w: a request naming files has no content_id, indexes or ranges of its own", errInvalid)
+	}
+	total := 0
+	for _, f := range req.GetFiles() {
+		total += len(f.GetIndexes())
+	}
+	if total > limit || len(req.GetFiles()) > limit {
+		return nil, fmt.Errorf("%w: more than %d chunks in one request", errTooLarge, limit)
+	}
+	out := make([]fileChunks, 0, len(req.GetFiles()))
+	for k, f := range req.GetFiles() {
+		id, err := chunkstore.ParseID(f.GetContentId())
+		if err != nil {
+			return nil, fmt.Errorf("file %d: %w", k, err)
+		}
+		m, err := p.files.Manifest(id)
+		if err != nil {
+			return nil, err
+		}
+		if len(f.GetIndexes()) == 0 {
+			return nil, fmt.Errorf("%w: file %d: no chunks asked for", errInvalid, k)
+		}
+		want := make([]int, len(f.GetIndexes()))
+		for j, i := range f.GetIndexes() {
+			if int(i) >= m.NumChunks() {
+				return nil, fmt.Errorf("file %d: chunk %d of a %d-chunk file: %w", k, i, m.NumChunks(), chunkstore.ErrOutOfRange)
+			}
+			want[j] = int(i)
+		}
+		out = append(out, fileChunks{id, want})
+	}
+	return out, nil
+}
+
+// sendFile sends the chunks of f, the file at position file of the
+// request.
+func (p *PeerService) sendFile(send *guardedStream, file uint32, f fileChunks, addr string) error {
+	r, err := p.files.OpenChunks(f.id)
+	if err != nil {
+		return toStatus(err)
+	}
+	defer r.Close()
+	m := r.Manifest()
+	pool := &p.bufs
+	for _, i := range f.chunks {
+		if i >= m.NumChunks() { // the file changed since the request was checked
+			return toStatus(fmt.Errorf("chunk %d of a %d-chunk file: %w", i, m.NumChunks(), chunkstore.ErrOutOfRange))
+		}
 		off, n := m.ChunkBounds(i)
 		bp := pool.Get(n)
 		data, err := r.ReadChunk(i, *bp)
@@ -212,7 +286,7 @@ func (p *PeerService) GetChunks(req *shoalv1.GetChunksRequest, stream grpc.Serve
 			pool.Put(bp)
 			return toStatus(err)
 		}
-		err = p.sendChunk(send, i, off, data, mem.NewBuffer(bp, pool))
+		err = p.sendChunk(send, chunkPiece{index: uint32(i), file: file, offset: uint64(off), data: mem.NewBuffer(bp, pool)}, data)
 		if send.stall.Load() {
 			return toStatus(fmt.Errorf("%w: the client read nothing for %v", errBusy, p.cfg.SendTimeout))
 		}
@@ -220,28 +294,27 @@ func (p *PeerService) GetChunks(req *shoalv1.GetChunksRequest, stream grpc.Serve
 			return err
 		}
 		p.stats.ChunksServed.Add(1)
-		if k == 0 {
-			p.stats.served(ip)
-		}
 		if p.seed != nil {
-			p.seed.sent(id, addr, i)
+			p.seed.sent(f.id, addr, i)
 		}
 	}
 	return nil
 }
 
-// sendChunk sends chunk i, read into buf (data is its bytes), in
-// PieceSize pieces, and gives up buf. A whole chunk goes out without a
-// copy: the transport frees buf once it is written. Split chunks copy each
-// piece, since a reference to part of a buffer cannot be handed out.
-func (p *PeerService) sendChunk(stream grpc.ServerStream, i int, off int64, data []byte, buf mem.Buffer) error {
+// sendChunk sends the chunk c holds in c.data (its bytes are data), in
+// PieceSize pieces, and gives up c.data. A whole chunk goes out without a
+// copy: the transport frees the buffer once it is written. Split chunks
+// copy each piece, since a reference to part of a buffer cannot be handed
+// out.
+func (p *PeerService) sendChunk(stream grpc.ServerStream, c chunkPiece, data []byte) error {
 	ctx := stream.Context()
+	buf := c.data
 	if len(data) <= p.cfg.PieceSize {
 		if err := p.cfg.Throttle.Wait(ctx, len(data)); err != nil {
 			buf.Free()
 			return toStatus(err)
 		}
-		if err := stream.SendMsg(&chunkPiece{index: uint32(i), offset: uint64(off), data: buf}); err != nil {
+		if err := stream.SendMsg(&c); err != nil {
 			return err
 		}
 		p.stats.BytesServed.Add(int64(len(data)))
@@ -253,8 +326,8 @@ func (p *PeerService) sendChunk(stream grpc.ServerStream, i int, off int64, data
 		if err := p.cfg.Throttle.Wait(ctx, k); err != nil {
 			return toStatus(err)
 		}
-		piece := mem.Copy(data[sent:sent+k], mem.DefaultBufferPool())
-		if err := stream.SendMsg(&chunkPiece{index: uint32(i), offset: uint64(off) + uint64(sent), data: piece}); err != nil {
+		piece := chunkPiece{index: c.index, file: c.file, offset: c.offset + uint64(sent), data: mem.Copy(data[sent:sent+k], mem.DefaultBufferPool())}
+		if err := stream.SendMsg(&piece); err != nil {
 			return err
 		}
 		p.stats.BytesServed.Add(int64(k))

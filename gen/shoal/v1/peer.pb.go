@@ -302,7 +302,12 @@ type GetChunksRequest struct {
 	// Indexes lists single chunk indexes, served in this order.
 	Indexes []uint32 `protobuf:"varint,2,rep,packed,name=indexes,proto3" json:"indexes,omitempty"`
 	// Ranges lists runs of chunk indexes, served after indexes, in order.
-	Ranges        []*ChunkRange `protobuf:"bytes,3,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	Ranges []*ChunkRange `protobuf:"bytes,3,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	// Files asks for chunks of several files in one call, so that the small
+	// files of a tree do not each pay a round trip. When it is set,
+	// content_id, indexes and ranges are empty, and each response names its
+	// file by its position in files. The chunk limit counts all files.
+	Files         []*FileChunks `protobuf:"bytes,4,rep,name=files,proto3" json:"files,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -358,6 +363,69 @@ func (x *GetChunksRequest) GetRanges() []*ChunkRange {
 	return nil
 }
 
+func (x *GetChunksRequest) GetFiles() []*FileChunks {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+// FileChunks is the part of a GetChunksRequest for one of several files.
+type FileChunks struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Content_id is the file's content address in text form.
+	ContentId string `protobuf:"bytes,1,opt,name=content_id,json=contentId,proto3" json:"content_id,omitempty"`
+	// Indexes lists the file's chunk indexes, served in this order, after
+	// the chunks of the files before it.
+	Indexes       []uint32 `protobuf:"varint,2,rep,packed,name=indexes,proto3" json:"indexes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileChunks) Reset() {
+	*x = FileChunks{}
+	mi := &file_shoal_v1_peer_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileChunks) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileChunks) ProtoMessage() {}
+
+func (x *FileChunks) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_peer_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileChunks.ProtoReflect.Descriptor instead.
+func (*FileChunks) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_peer_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *FileChunks) GetContentId() string {
+	if x != nil {
+		return x.ContentId
+	}
+	return ""
+}
+
+func (x *FileChunks) GetIndexes() []uint32 {
+	if x != nil {
+		return x.Indexes
+	}
+	return nil
+}
+
 // GetChunksResponse carries one piece of one chunk.
 type GetChunksResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -366,14 +434,17 @@ type GetChunksResponse struct {
 	// Offset is the byte offset in the file of data's first byte.
 	Offset uint64 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
 	// Data holds the piece's bytes, at most 1 MiB.
-	Data          []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	Data []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// File is the position, in the request's files, of the file the piece
+	// belongs to; 0 for a request of one file.
+	File          uint32 `protobuf:"varint,4,opt,name=file,proto3" json:"file,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetChunksResponse) Reset() {
 	*x = GetChunksResponse{}
-	mi := &file_shoal_v1_peer_proto_msgTypes[5]
+	mi := &file_shoal_v1_peer_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -385,7 +456,7 @@ func (x *GetChunksResponse) String() string {
 func (*GetChunksResponse) ProtoMessage() {}
 
 func (x *GetChunksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_peer_proto_msgTypes[5]
+	mi := &file_shoal_v1_peer_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -398,7 +469,7 @@ func (x *GetChunksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetChunksResponse.ProtoReflect.Descriptor instead.
 func (*GetChunksResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_peer_proto_rawDescGZIP(), []int{5}
+	return file_shoal_v1_peer_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetChunksResponse) GetIndex() uint32 {
@@ -422,6 +493,13 @@ func (x *GetChunksResponse) GetData() []byte {
 	return nil
 }
 
+func (x *GetChunksResponse) GetFile() uint32 {
+	if x != nil {
+		return x.File
+	}
+	return 0
+}
+
 // WatchHaveRequest names the file whose chunk set the client follows.
 type WatchHaveRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -433,7 +511,7 @@ type WatchHaveRequest struct {
 
 func (x *WatchHaveRequest) Reset() {
 	*x = WatchHaveRequest{}
-	mi := &file_shoal_v1_peer_proto_msgTypes[6]
+	mi := &file_shoal_v1_peer_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -445,7 +523,7 @@ func (x *WatchHaveRequest) String() string {
 func (*WatchHaveRequest) ProtoMessage() {}
 
 func (x *WatchHaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_peer_proto_msgTypes[6]
+	mi := &file_shoal_v1_peer_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -458,7 +536,7 @@ func (x *WatchHaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchHaveRequest.ProtoReflect.Descriptor instead.
 func (*WatchHaveRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_peer_proto_rawDescGZIP(), []int{6}
+	return file_shoal_v1_peer_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *WatchHaveRequest) GetContentId() string {
@@ -486,7 +564,7 @@ type WatchHaveResponse struct {
 
 func (x *WatchHaveResponse) Reset() {
 	*x = WatchHaveResponse{}
-	mi := &file_shoal_v1_peer_proto_msgTypes[7]
+	mi := &file_shoal_v1_peer_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -498,7 +576,7 @@ func (x *WatchHaveResponse) String() string {
 func (*WatchHaveResponse) ProtoMessage() {}
 
 func (x *WatchHaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_peer_proto_msgTypes[7]
+	mi := &file_shoal_v1_peer_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -511,7 +589,7 @@ func (x *WatchHaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchHaveResponse.ProtoReflect.Descriptor instead.
 func (*WatchHaveResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_peer_proto_rawDescGZIP(), []int{7}
+	return file_shoal_v1_peer_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *WatchHaveResponse) GetChunkCount() uint32 {
@@ -558,7 +636,7 @@ type GetTreeRequest struct {
 
 func (x *GetTreeRequest) Reset() {
 	*x = GetTreeRequest{}
-	mi := &file_shoal_v1_peer_proto_msgTypes[8]
+	mi := &file_shoal_v1_peer_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -570,7 +648,7 @@ func (x *GetTreeRequest) String() string {
 func (*GetTreeRequest) ProtoMessage() {}
 
 func (x *GetTreeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_peer_proto_msgTypes[8]
+	mi := &file_shoal_v1_peer_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -583,7 +661,7 @@ func (x *GetTreeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTreeRequest.ProtoReflect.Descriptor instead.
 func (*GetTreeRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_peer_proto_rawDescGZIP(), []int{8}
+	return file_shoal_v1_peer_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetTreeRequest) GetTree() isGetTreeRequest_Tree {
@@ -645,7 +723,7 @@ type GetTreeResponse struct {
 
 func (x *GetTreeResponse) Reset() {
 	*x = GetTreeResponse{}
-	mi := &file_shoal_v1_peer_proto_msgTypes[9]
+	mi := &file_shoal_v1_peer_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -657,7 +735,7 @@ func (x *GetTreeResponse) String() string {
 func (*GetTreeResponse) ProtoMessage() {}
 
 func (x *GetTreeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_peer_proto_msgTypes[9]
+	mi := &file_shoal_v1_peer_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -670,7 +748,7 @@ func (x *GetTreeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTreeResponse.ProtoReflect.Descriptor instead.
 func (*GetTreeResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_peer_proto_rawDescGZIP(), []int{9}
+	return file_shoal_v1_peer_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetTreeResponse) GetTreeId() string {
@@ -714,7 +792,7 @@ type TreeEntry struct {
 
 func (x *TreeEntry) Reset() {
 	*x = TreeEntry{}
-	mi := &file_shoal_v1_peer_proto_msgTypes[10]
+	mi := &file_shoal_v1_peer_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -726,7 +804,7 @@ func (x *TreeEntry) String() string {
 func (*TreeEntry) ProtoMessage() {}
 
 func (x *TreeEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_peer_proto_msgTypes[10]
+	mi := &file_shoal_v1_peer_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -739,7 +817,7 @@ func (x *TreeEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TreeEntry.ProtoReflect.Descriptor instead.
 func (*TreeEntry) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_peer_proto_rawDescGZIP(), []int{10}
+	return file_shoal_v1_peer_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TreeEntry) GetPath() string {
@@ -777,6 +855,98 @@ func (x *TreeEntry) GetExecutable() bool {
 	return false
 }
 
+// GetManifestsRequest names the files whose manifests the client wants.
+type GetManifestsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Content_ids are the files' content addresses in text form, 1 to 1000.
+	ContentIds    []string `protobuf:"bytes,1,rep,name=content_ids,json=contentIds,proto3" json:"content_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetManifestsRequest) Reset() {
+	*x = GetManifestsRequest{}
+	mi := &file_shoal_v1_peer_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetManifestsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetManifestsRequest) ProtoMessage() {}
+
+func (x *GetManifestsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_peer_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetManifestsRequest.ProtoReflect.Descriptor instead.
+func (*GetManifestsRequest) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_peer_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *GetManifestsRequest) GetContentIds() []string {
+	if x != nil {
+		return x.ContentIds
+	}
+	return nil
+}
+
+// GetManifestsResponse carries the next manifests, in the order asked.
+type GetManifestsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Manifests continue the list asked for.
+	Manifests     []*Manifest `protobuf:"bytes,1,rep,name=manifests,proto3" json:"manifests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetManifestsResponse) Reset() {
+	*x = GetManifestsResponse{}
+	mi := &file_shoal_v1_peer_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetManifestsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetManifestsResponse) ProtoMessage() {}
+
+func (x *GetManifestsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_peer_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetManifestsResponse.ProtoReflect.Descriptor instead.
+func (*GetManifestsResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_peer_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GetManifestsResponse) GetManifests() []*Manifest {
+	if x != nil {
+		return x.Manifests
+	}
+	return nil
+}
+
 var File_shoal_v1_peer_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_peer_proto_rawDesc = "" +
@@ -800,16 +970,23 @@ const file_shoal_v1_peer_proto_rawDesc = "" +
 	"\n" +
 	"ChunkRange\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\rR\x05start\x12\x10\n" +
-	"\x03end\x18\x02 \x01(\rR\x03end\"y\n" +
+	"\x03end\x18\x02 \x01(\rR\x03end\"\xa5\x01\n" +
 	"\x10GetChunksRequest\x12\x1d\n" +
 	"\n" +
 	"content_id\x18\x01 \x01(\tR\tcontentId\x12\x18\n" +
 	"\aindexes\x18\x02 \x03(\rR\aindexes\x12,\n" +
-	"\x06ranges\x18\x03 \x03(\v2\x14.shoal.v1.ChunkRangeR\x06ranges\"U\n" +
+	"\x06ranges\x18\x03 \x03(\v2\x14.shoal.v1.ChunkRangeR\x06ranges\x12*\n" +
+	"\x05files\x18\x04 \x03(\v2\x14.shoal.v1.FileChunksR\x05files\"E\n" +
+	"\n" +
+	"FileChunks\x12\x1d\n" +
+	"\n" +
+	"content_id\x18\x01 \x01(\tR\tcontentId\x12\x18\n" +
+	"\aindexes\x18\x02 \x03(\rR\aindexes\"i\n" +
 	"\x11GetChunksResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\fR\x04data\"1\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x12\n" +
+	"\x04file\x18\x04 \x01(\rR\x04file\"1\n" +
 	"\x10WatchHaveRequest\x12\x1d\n" +
 	"\n" +
 	"content_id\x18\x01 \x01(\tR\tcontentId\"~\n" +
@@ -836,12 +1013,18 @@ const file_shoal_v1_peer_proto_rawDesc = "" +
 	"content_id\x18\x04 \x01(\tR\tcontentId\x12\x1e\n" +
 	"\n" +
 	"executable\x18\x05 \x01(\bR\n" +
-	"executable2\xab\x02\n" +
+	"executable\"6\n" +
+	"\x13GetManifestsRequest\x12\x1f\n" +
+	"\vcontent_ids\x18\x01 \x03(\tR\n" +
+	"contentIds\"H\n" +
+	"\x14GetManifestsResponse\x120\n" +
+	"\tmanifests\x18\x01 \x03(\v2\x12.shoal.v1.ManifestR\tmanifests2\xfc\x02\n" +
 	"\vPeerService\x12J\n" +
 	"\vGetManifest\x12\x1c.shoal.v1.GetManifestRequest\x1a\x1d.shoal.v1.GetManifestResponse\x12F\n" +
 	"\tGetChunks\x12\x1a.shoal.v1.GetChunksRequest\x1a\x1b.shoal.v1.GetChunksResponse0\x01\x12F\n" +
 	"\tWatchHave\x12\x1a.shoal.v1.WatchHaveRequest\x1a\x1b.shoal.v1.WatchHaveResponse0\x01\x12@\n" +
-	"\aGetTree\x12\x18.shoal.v1.GetTreeRequest\x1a\x19.shoal.v1.GetTreeResponse0\x01B0Z.github.com/shoalnet/shoal/gen/shoal/v1;shoalv1b\x06proto3"
+	"\aGetTree\x12\x18.shoal.v1.GetTreeRequest\x1a\x19.shoal.v1.GetTreeResponse0\x01\x12O\n" +
+	"\fGetManifests\x12\x1d.shoal.v1.GetManifestsRequest\x1a\x1e.shoal.v1.GetManifestsResponse0\x01B0Z.github.com/shoalnet/shoal/gen/shoal/v1;shoalv1b\x06proto3"
 
 var (
 	file_shoal_v1_peer_proto_rawDescOnce sync.Once
@@ -855,37 +1038,44 @@ func file_shoal_v1_peer_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_peer_proto_rawDescData
 }
 
-var file_shoal_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_shoal_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_shoal_v1_peer_proto_goTypes = []any{
-	(*Manifest)(nil),            // 0: shoal.v1.Manifest
-	(*GetManifestRequest)(nil),  // 1: shoal.v1.GetManifestRequest
-	(*GetManifestResponse)(nil), // 2: shoal.v1.GetManifestResponse
-	(*ChunkRange)(nil),          // 3: shoal.v1.ChunkRange
-	(*GetChunksRequest)(nil),    // 4: shoal.v1.GetChunksRequest
-	(*GetChunksResponse)(nil),   // 5: shoal.v1.GetChunksResponse
-	(*WatchHaveRequest)(nil),    // 6: shoal.v1.WatchHaveRequest
-	(*WatchHaveResponse)(nil),   // 7: shoal.v1.WatchHaveResponse
-	(*GetTreeRequest)(nil),      // 8: shoal.v1.GetTreeRequest
-	(*GetTreeResponse)(nil),     // 9: shoal.v1.GetTreeResponse
-	(*TreeEntry)(nil),           // 10: shoal.v1.TreeEntry
+	(*Manifest)(nil),             // 0: shoal.v1.Manifest
+	(*GetManifestRequest)(nil),   // 1: shoal.v1.GetManifestRequest
+	(*GetManifestResponse)(nil),  // 2: shoal.v1.GetManifestResponse
+	(*ChunkRange)(nil),           // 3: shoal.v1.ChunkRange
+	(*GetChunksRequest)(nil),     // 4: shoal.v1.GetChunksRequest
+	(*FileChunks)(nil),           // 5: shoal.v1.FileChunks
+	(*GetChunksResponse)(nil),    // 6: shoal.v1.GetChunksResponse
+	(*WatchHaveRequest)(nil),     // 7: shoal.v1.WatchHaveRequest
+	(*WatchHaveResponse)(nil),    // 8: shoal.v1.WatchHaveResponse
+	(*GetTreeRequest)(nil),       // 9: shoal.v1.GetTreeRequest
+	(*GetTreeResponse)(nil),      // 10: shoal.v1.GetTreeResponse
+	(*TreeEntry)(nil),            // 11: shoal.v1.TreeEntry
+	(*GetManifestsRequest)(nil),  // 12: shoal.v1.GetManifestsRequest
+	(*GetManifestsResponse)(nil), // 13: shoal.v1.GetManifestsResponse
 }
 var file_shoal_v1_peer_proto_depIdxs = []int32{
 	0,  // 0: shoal.v1.GetManifestResponse.manifest:type_name -> shoal.v1.Manifest
 	3,  // 1: shoal.v1.GetChunksRequest.ranges:type_name -> shoal.v1.ChunkRange
-	10, // 2: shoal.v1.GetTreeResponse.entries:type_name -> shoal.v1.TreeEntry
-	1,  // 3: shoal.v1.PeerService.GetManifest:input_type -> shoal.v1.GetManifestRequest
-	4,  // 4: shoal.v1.PeerService.GetChunks:input_type -> shoal.v1.GetChunksRequest
-	6,  // 5: shoal.v1.PeerService.WatchHave:input_type -> shoal.v1.WatchHaveRequest
-	8,  // 6: shoal.v1.PeerService.GetTree:input_type -> shoal.v1.GetTreeRequest
-	2,  // 7: shoal.v1.PeerService.GetManifest:output_type -> shoal.v1.GetManifestResponse
-	5,  // 8: shoal.v1.PeerService.GetChunks:output_type -> shoal.v1.GetChunksResponse
-	7,  // 9: shoal.v1.PeerService.WatchHave:output_type -> shoal.v1.WatchHaveResponse
-	9,  // 10: shoal.v1.PeerService.GetTree:output_type -> shoal.v1.GetTreeResponse
-	7,  // [7:11] is the sub-list for method output_type
-	3,  // [3:7] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	5,  // 2: shoal.v1.GetChunksRequest.files:type_name -> shoal.v1.FileChunks
+	11, // 3: shoal.v1.GetTreeResponse.entries:type_name -> shoal.v1.TreeEntry
+	0,  // 4: shoal.v1.GetManifestsResponse.manifests:type_name -> shoal.v1.Manifest
+	1,  // 5: shoal.v1.PeerService.GetManifest:input_type -> shoal.v1.GetManifestRequest
+	4,  // 6: shoal.v1.PeerService.GetChunks:input_type -> shoal.v1.GetChunksRequest
+	7,  // 7: shoal.v1.PeerService.WatchHave:input_type -> shoal.v1.WatchHaveRequest
+	9,  // 8: shoal.v1.PeerService.GetTree:input_type -> shoal.v1.GetTreeRequest
+	12, // 9: shoal.v1.PeerService.GetManifests:input_type -> shoal.v1.GetManifestsRequest
+	2,  // 10: shoal.v1.PeerService.GetManifest:output_type -> shoal.v1.GetManifestResponse
+	6,  // 11: shoal.v1.PeerService.GetChunks:output_type -> shoal.v1.GetChunksResponse
+	8,  // 12: shoal.v1.PeerService.WatchHave:output_type -> shoal.v1.WatchHaveResponse
+	10, // 13: shoal.v1.PeerService.GetTree:output_type -> shoal.v1.GetTreeResponse
+	13, // 14: shoal.v1.PeerService.GetManifests:output_type -> shoal.v1.GetManifestsResponse
+	10, // [10:15] is the sub-list for method output_type
+	5,  // [5:10] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_peer_proto_init() }
@@ -897,7 +1087,7 @@ func file_shoal_v1_peer_proto_init() {
 		(*GetManifestRequest_ContentId)(nil),
 		(*GetManifestRequest_Name)(nil),
 	}
-	file_shoal_v1_peer_proto_msgTypes[8].OneofWrappers = []any{
+	file_shoal_v1_peer_proto_msgTypes[9].OneofWrappers = []any{
 		(*GetTreeRequest_TreeId)(nil),
 		(*GetTreeRequest_Path)(nil),
 	}
@@ -907,7 +1097,7 @@ func file_shoal_v1_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_peer_proto_rawDesc), len(file_shoal_v1_peer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,10 +19,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PeerService_GetManifest_FullMethodName = "/shoal.v1.PeerService/GetManifest"
-	PeerService_GetChunks_FullMethodName   = "/shoal.v1.PeerService/GetChunks"
-	PeerService_WatchHave_FullMethodName   = "/shoal.v1.PeerService/WatchHave"
-	PeerService_GetTree_FullMethodName     = "/shoal.v1.PeerService/GetTree"
+	PeerService_GetManifest_FullMethodName  = "/shoal.v1.PeerService/GetManifest"
+	PeerService_GetChunks_FullMethodName    = "/shoal.v1.PeerService/GetChunks"
+	PeerService_WatchHave_FullMethodName    = "/shoal.v1.PeerService/WatchHave"
+	PeerService_GetTree_FullMethodName      = "/shoal.v1.PeerService/GetTree"
+	PeerService_GetManifests_FullMethodName = "/shoal.v1.PeerService/GetManifests"
 )
 
 // PeerServiceClient is the client API for PeerService service.
@@ -49,6 +50,12 @@ type PeerServiceClient interface {
 	// the message limit. A client rebuilds the tree and checks that it
 	// hashes to the tree id.
 	GetTree(ctx context.Context, in *GetTreeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetTreeResponse], error)
+	// GetManifests streams the manifests of several files, in the order
+	// asked, at most 1000 files per call, each message within 1 MiB (a
+	// larger manifest goes alone). A tree's files are described with a few
+	// calls instead of one per file. A file the peer does not hold fails the
+	// call with NOT_FOUND.
+	GetManifests(ctx context.Context, in *GetManifestsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetManifestsResponse], error)
 }
 
 type peerServiceClient struct {
@@ -126,6 +133,25 @@ func (c *peerServiceClient) GetTree(ctx context.Context, in *GetTreeRequest, opt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PeerService_GetTreeClient = grpc.ServerStreamingClient[GetTreeResponse]
 
+func (c *peerServiceClient) GetManifests(ctx context.Context, in *GetManifestsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetManifestsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &PeerService_ServiceDesc.Streams[3], PeerService_GetManifests_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[GetManifestsRequest, GetManifestsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PeerService_GetManifestsClient = grpc.ServerStreamingClient[GetManifestsResponse]
+
 // PeerServiceServer is the server API for PeerService service.
 // All implementations must embed UnimplementedPeerServiceServer
 // for forward compatibility.
@@ -150,6 +176,12 @@ type PeerServiceServer interface {
 	// the message limit. A client rebuilds the tree and checks that it
 	// hashes to the tree id.
 	GetTree(*GetTreeRequest, grpc.ServerStreamingServer[GetTreeResponse]) error
+	// GetManifests streams the manifests of several files, in the order
+	// asked, at most 1000 files per call, each message within 1 MiB (a
+	// larger manifest goes alone). A tree's files are described with a few
+	// calls instead of one per file. A file the peer does not hold fails the
+	// call with NOT_FOUND.
+	GetManifests(*GetManifestsRequest, grpc.ServerStreamingServer[GetManifestsResponse]) error
 	mustEmbedUnimplementedPeerServiceServer()
 }
 
@@ -171,6 +203,9 @@ func (UnimplementedPeerServiceServer) WatchHave(*WatchHaveRequest, grpc.ServerSt
 }
 func (UnimplementedPeerServiceServer) GetTree(*GetTreeRequest, grpc.ServerStreamingServer[GetTreeResponse]) error {
 	return status.Error(codes.Unimplemented, "method GetTree not implemented")
+}
+func (UnimplementedPeerServiceServer) GetManifests(*GetManifestsRequest, grpc.ServerStreamingServer[GetManifestsResponse]) error {
+	return status.Error(codes.Unimplemented, "method GetManifests not implemented")
 }
 func (UnimplementedPeerServiceServer) mustEmbedUnimplementedPeerServiceServer() {}
 func (UnimplementedPeerServiceServer) testEmbeddedByValue()                     {}
@@ -244,6 +279,17 @@ func _PeerService_GetTree_Handler(srv interface{}, stream grpc.ServerStream) err
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PeerService_GetTreeServer = grpc.ServerStreamingServer[GetTreeResponse]
 
+func _PeerService_GetManifests_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(GetManifestsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(PeerServiceServer).GetManifests(m, &grpc.GenericServerStream[GetManifestsRequest, GetManifestsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PeerService_GetManifestsServer = grpc.ServerStreamingServer[GetManifestsResponse]
+
 // PeerService_ServiceDesc is the grpc.ServiceDesc for PeerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -270,6 +316,11 @@ var PeerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "GetTree",
 			Handler:       _PeerService_GetTree_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "GetManifests",
+			Handler:       _PeerService_GetManifests_Handler,
 			ServerStreams: true,
 		},
 	},

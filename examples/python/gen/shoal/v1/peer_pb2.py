@@ -13,7 +13,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13shoal/v1/peer.proto\x12\x08shoal.v1\"\x93\x01\n\x08Manifest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n\x04size\x18\x02 \x01(\x04R\x04size\x12\x1d\n\nchunk_size\x18\x03 \x01(\rR\tchunkSize\x12!\n\x0c\x63hunk_hashes\x18\x04 \x03(\x0cR\x0b\x63hunkHashes\x12\x1d\n\ncontent_id\x18\x05 \x01(\tR\tcontentId\"S\n\x12GetManifestRequest\x12\x1f\n\ncontent_id\x18\x01 \x01(\tH\x00R\tcontentId\x12\x14\n\x04name\x18\x02 \x01(\tH\x00R\x04nameB\x06\n\x04\x66ile\"E\n\x13GetManifestResponse\x12.\n\x08manifest\x18\x01 \x01(\x0b\x32\x12.shoal.v1.ManifestR\x08manifest\"4\n\nChunkRange\x12\x14\n\x05start\x18\x01 \x01(\rR\x05start\x12\x10\n\x03\x65nd\x18\x02 \x01(\rR\x03\x65nd\"y\n\x10GetChunksRequest\x12\x1d\n\ncontent_id\x18\x01 \x01(\tR\tcontentId\x12\x18\n\x07indexes\x18\x02 \x03(\rR\x07indexes\x12,\n\x06ranges\x18\x03 \x03(\x0b\x32\x14.shoal.v1.ChunkRangeR\x06ranges\"U\n\x11GetChunksResponse\x12\x14\n\x05index\x18\x01 \x01(\rR\x05index\x12\x16\n\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x12\n\x04\x64\x61ta\x18\x03 \x01(\x0cR\x04\x64\x61ta\"1\n\x10WatchHaveRequest\x12\x1d\n\ncontent_id\x18\x01 \x01(\tR\tcontentId\"~\n\x11WatchHaveResponse\x12\x1f\n\x0b\x63hunk_count\x18\x01 \x01(\rR\nchunkCount\x12\x16\n\x06\x62itmap\x18\x02 \x01(\x0cR\x06\x62itmap\x12\x14\n\x05\x61\x64\x64\x65\x64\x18\x03 \x03(\rR\x05\x61\x64\x64\x65\x64\x12\x1a\n\x08\x63omplete\x18\x04 \x01(\x08R\x08\x63omplete\"I\n\x0eGetTreeRequest\x12\x19\n\x07tree_id\x18\x01 \x01(\tH\x00R\x06treeId\x12\x14\n\x04path\x18\x02 \x01(\tH\x00R\x04pathB\x06\n\x04tree\"z\n\x0fGetTreeResponse\x12\x17\n\x07tree_id\x18\x01 \x01(\tR\x06treeId\x12\x1f\n\x0b\x65ntry_count\x18\x02 \x01(\x04R\nentryCount\x12-\n\x07\x65ntries\x18\x03 \x03(\x0b\x32\x13.shoal.v1.TreeEntryR\x07\x65ntries\"\x84\x01\n\tTreeEntry\x12\x12\n\x04path\x18\x01 \x01(\tR\x04path\x12\x10\n\x03\x64ir\x18\x02 \x01(\x08R\x03\x64ir\x12\x12\n\x04size\x18\x03 \x01(\x04R\x04size\x12\x1d\n\ncontent_id\x18\x04 \x01(\tR\tcontentId\x12\x1e\n\nexecutable\x18\x05 \x01(\x08R\nexecutable2\xab\x02\n\x0bPeerService\x12J\n\x0bGetManifest\x12\x1c.shoal.v1.GetManifestRequest\x1a\x1d.shoal.v1.GetManifestResponse\x12\x46\n\tGetChunks\x12\x1a.shoal.v1.GetChunksRequest\x1a\x1b.shoal.v1.GetChunksResponse0\x01\x12\x46\n\tWatchHave\x12\x1a.shoal.v1.WatchHaveRequest\x1a\x1b.shoal.v1.WatchHaveResponse0\x01\x12@\n\x07GetTree\x12\x18.shoal.v1.GetTreeRequest\x1a\x19.shoal.v1.GetTreeResponse0\x01\x42\x30Z.github.com/shoalnet/shoal/gen/shoal/v1;shoalv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13shoal/v1/peer.proto\x12\x08shoal.v1\"\x93\x01\n\x08Manifest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n\x04size\x18\x02 \x01(\x04R\x04size\x12\x1d\n\nchunk_size\x18\x03 \x01(\rR\tchunkSize\x12!\n\x0c\x63hunk_hashes\x18\x04 \x03(\x0cR\x0b\x63hunkHashes\x12\x1d\n\ncontent_id\x18\x05 \x01(\tR\tcontentId\"S\n\x12GetManifestRequest\x12\x1f\n\ncontent_id\x18\x01 \x01(\tH\x00R\tcontentId\x12\x14\n\x04name\x18\x02 \x01(\tH\x00R\x04nameB\x06\n\x04\x66ile\"E\n\x13GetManifestResponse\x12.\n\x08manifest\x18\x01 \x01(\x0b\x32\x12.shoal.v1.ManifestR\x08manifest\"4\n\nChunkRange\x12\x14\n\x05start\x18\x01 \x01(\rR\x05start\x12\x10\n\x03\x65nd\x18\x02 \x01(\rR\x03\x65nd\"\xa5\x01\n\x10GetChunksRequest\x12\x1d\n\ncontent_id\x18\x01 \x01(\tR\tcontentId\x12\x18\n\x07indexes\x18\x02 \x03(\rR\x07indexes\x12,\n\x06ranges\x18\x03 \x03(\x0b\x32\x14.shoal.v1.ChunkRangeR\x06ranges\x12*\n\x05\x66iles\x18\x04 \x03(\x0b\x32\x14.shoal.v1.FileChunksR\x05\x66iles\"E\n\nFileChunks\x12\x1d\n\ncontent_id\x18\x01 \x01(\tR\tcontentId\x12\x18\n\x07indexes\x18\x02 \x03(\rR\x07indexes\"i\n\x11GetChunksResponse\x12\x14\n\x05index\x18\x01 \x01(\rR\x05index\x12\x16\n\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x12\n\x04\x64\x61ta\x18\x03 \x01(\x0cR\x04\x64\x61ta\x12\x12\n\x04\x66ile\x18\x04 \x01(\rR\x04\x66ile\"1\n\x10WatchHaveRequest\x12\x1d\n\ncontent_id\x18\x01 \x01(\tR\tcontentId\"~\n\x11WatchHaveResponse\x12\x1f\n\x0b\x63hunk_count\x18\x01 \x01(\rR\nchunkCount\x12\x16\n\x06\x62itmap\x18\x02 \x01(\x0cR\x06\x62itmap\x12\x14\n\x05\x61\x64\x64\x65\x64\x18\x03 \x03(\rR\x05\x61\x64\x64\x65\x64\x12\x1a\n\x08\x63omplete\x18\x04 \x01(\x08R\x08\x63omplete\"I\n\x0eGetTreeRequest\x12\x19\n\x07tree_id\x18\x01 \x01(\tH\x00R\x06treeId\x12\x14\n\x04path\x18\x02 \x01(\tH\x00R\x04pathB\x06\n\x04tree\"z\n\x0fGetTreeResponse\x12\x17\n\x07tree_id\x18\x01 \x01(\tR\x06treeId\x12\x1f\n\x0b\x65ntry_count\x18\x02 \x01(\x04R\nentryCount\x12-\n\x07\x65ntries\x18\x03 \x03(\x0b\x32\x13.shoal.v1.TreeEntryR\x07\x65ntries\"\x84\x01\n\tTreeEntry\x12\x12\n\x04path\x18\x01 \x01(\tR\x04path\x12\x10\n\x03\x64ir\x18\x02 \x01(\x08R\x03\x64ir\x12\x12\n\x04size\x18\x03 \x01(\x04R\x04size\x12\x1d\n\ncontent_id\x18\x04 \x01(\tR\tcontentId\x12\x1e\n\nexecutable\x18\x05 \x01(\x08R\nexecutable\"6\n\x13GetManifestsRequest\x12\x1f\n\x0b\x63ontent_ids\x18\x01 \x03(\tR\ncontentIds\"H\n\x14GetManifestsResponse\x12\x30\n\tmanifests\x18\x01 \x03(\x0b\x32\x12.shoal.v1.ManifestR\tmanifests2\xfc\x02\n\x0bPeerService\x12J\n\x0bGetManifest\x12\x1c.shoal.v1.GetManifestRequest\x1a\x1d.shoal.v1.GetManifestResponse\x12\x46\n\tGetChunks\x12\x1a.shoal.v1.GetChunksRequest\x1a\x1b.shoal.v1.GetChunksResponse0\x01\x12\x46\n\tWatchHave\x12\x1a.shoal.v1.WatchHaveRequest\x1a\x1b.shoal.v1.WatchHaveResponse0\x01\x12@\n\x07GetTree\x12\x18.shoal.v1.GetTreeRequest\x1a\x19.shoal.v1.GetTreeResponse0\x01\x12O\n\x0cGetManifests\x12\x1d.shoal.v1.GetManifestsRequest\x1a\x1e.shoal.v1.GetManifestsResponse0\x01\x42\x30Z.github.com/shoalnet/shoal/gen/shoal/v1;shoalv1b\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shoal.v1.peer_pb2', globals())
@@ -29,20 +29,26 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _GETMANIFESTRESPONSE._serialized_end=337
   _CHUNKRANGE._serialized_start=339
   _CHUNKRANGE._serialized_end=391
-  _GETCHUNKSREQUEST._serialized_start=393
-  _GETCHUNKSREQUEST._serialized_end=514
-  _GETCHUNKSRESPONSE._serialized_start=516
-  _GETCHUNKSRESPONSE._serialized_end=601
-  _WATCHHAVEREQUEST._serialized_start=603
-  _WATCHHAVEREQUEST._serialized_end=652
-  _WATCHHAVERESPONSE._serialized_start=654
-  _WATCHHAVERESPONSE._serialized_end=780
-  _GETTREEREQUEST._serialized_start=782
-  _GETTREEREQUEST._serialized_end=855
-  _GETTREERESPONSE._serialized_start=857
-  _GETTREERESPONSE._serialized_end=979
-  _TREEENTRY._serialized_start=982
-  _TREEENTRY._serialized_end=1114
-  _PEERSERVICE._serialized_start=1117
-  _PEERSERVICE._serialized_end=1416
+  _GETCHUNKSREQUEST._serialized_start=394
+  _GETCHUNKSREQUEST._serialized_end=559
+  _FILECHUNKS._serialized_start=561
+  _FILECHUNKS._serialized_end=630
+  _GETCHUNKSRESPONSE._serialized_start=632
+  _GETCHUNKSRESPONSE._serialized_end=737
+  _WATCHHAVEREQUEST._serialized_start=739
+  _WATCHHAVEREQUEST._serialized_end=788
+  _WATCHHAVERESPONSE._serialized_start=790
+  _WATCHHAVERESPONSE._serialized_end=916
+  _GETTREEREQUEST._serialized_start=918
+  _GETTREEREQUEST._serialized_end=991
+  _GETTREERESPONSE._serialized_start=993
+  _GETTREERESPONSE._serialized_end=1115
+  _TREEENTRY._serialized_start=1118
+  _TREEENTRY._serialized_end=1250
+  _GETMANIFESTSREQUEST._serialized_start=1252
+  _GETMANIFESTSREQUEST._serialized_end=1306
+  _GETMANIFESTSRESPONSE._serialized_start=1308
+  _GETMANIFESTSRESPONSE._serialized_end=1380
+  _PEERSERVICE._serialized_start=1383
+  _PEERSERVICE._serialized_end=1763
 # @@protoc_insertion_point(module_scope)

@@ -36,6 +36,11 @@ class PeerServiceStub(object):
                 request_serializer=shoal_dot_v1_dot_peer__pb2.GetTreeRequest.SerializeToString,
                 response_deserializer=shoal_dot_v1_dot_peer__pb2.GetTreeResponse.FromString,
                 )
+        self.GetManifests = channel.unary_stream(
+                '/shoal.v1.PeerService/GetManifests',
+                request_serializer=shoal_dot_v1_dot_peer__pb2.GetManifestsRequest.SerializeToString,
+                response_deserializer=shoal_dot_v1_dot_peer__pb2.GetManifestsResponse.FromString,
+                )
 
 
 class PeerServiceServicer(object):
@@ -80,6 +85,17 @@ class PeerServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetManifests(self, request, context):
+        """GetManifests streams the manifests of several files, in the order
+        asked, at most 1000 files per call, each message within 1 MiB (a
+        larger manifest goes alone). A tree's files are described with a few
+        calls instead of one per file. A file the peer does not hold fails the
+        call with NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -102,6 +118,11 @@ def add_PeerServiceServicer_to_server(servicer, server):
                     servicer.GetTree,
                     request_deserializer=shoal_dot_v1_dot_peer__pb2.GetTreeRequest.FromString,
                     response_serializer=shoal_dot_v1_dot_peer__pb2.GetTreeResponse.SerializeToString,
+            ),
+            'GetManifests': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetManifests,
+                    request_deserializer=shoal_dot_v1_dot_peer__pb2.GetManifestsRequest.FromString,
+                    response_serializer=shoal_dot_v1_dot_peer__pb2.GetManifestsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -180,5 +201,22 @@ class PeerService(object):
         return grpc.experimental.unary_stream(request, target, '/shoal.v1.PeerService/GetTree',
             shoal_dot_v1_dot_peer__pb2.GetTreeRequest.SerializeToString,
             shoal_dot_v1_dot_peer__pb2.GetTreeResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetManifests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(request, target, '/shoal.v1.PeerService/GetManifests',
+            shoal_dot_v1_dot_peer__pb2.GetManifestsRequest.SerializeToString,
+            shoal_dot_v1_dot_peer__pb2.GetManifestsResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -87,8 +87,15 @@ func treeCallTimeout(base time.Duration, files int) time.Duration {
 // Folder looks the folder up (a name without a trailing '/' is also tried
 // with one) and fetches its tree and manifests from its holders, taking
 // the first holder whose answers all check out. A name or id of a file
-// is ErrIsFile.
+// is ErrIsFile. The folder is kept: later calls return it without asking
+// again.
 func (r *Registry) Folder(ctx context.Context) (*Folder, error) {
+	r.mu.Lock()
+	kept := r.folder
+	r.mu.Unlock()
+	if kept != nil {
+		return kept, nil
+	}
 	resp, err := r.lookup(ctx, r.Target, nil, manifestHedge)
 	if errors.Is(err, ErrNotFound) && !isID(r.Target) && !strings.HasSuffix(r.Target, "/") {
 		if again, aerr := r.lookup(ctx, r.Target+"/", nil, manifestHedge); aerr == nil {
@@ -116,7 +123,7 @@ func (r *Registry) Folder(ctx context.Context) (*Folder, error) {
 	lay := newLayout(f.Files)
 	lay.id = tid.String()
 	r.mu.Lock()
-	r.lay = lay
+	r.lay, r.folder = lay, f
 	r.mu.Unlock()
 	return f, nil
 }

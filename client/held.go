@@ -14,8 +14,25 @@ import (
 // file open: from then on it can serve the chunks it has verified.
 func (d *Download) Ready() <-chan struct{} { return d.ready }
 
-// Manifest is the file's manifest; valid once Ready is closed.
+// Manifest is the file's manifest, nil for a folder; valid once Ready is
+// closed.
 func (d *Download) Manifest() *chunkstore.Manifest { return d.m }
+
+// File finds a file of the download by content id (the file, or one of
+// the folder's files): its manifest and the position of its chunk 0 in the
+// download's chunks (Have, ReadChunk, WatchHave). Valid once Ready is
+// closed.
+func (d *Download) File(id chunkstore.ID) (m *chunkstore.Manifest, first int, ok bool) {
+	k, ok := d.lay.index[id]
+	if !ok {
+		return nil, 0, false
+	}
+	return d.lay.files[k], d.lay.first[k], true
+}
+
+// Size is the bytes of the download's files, each distinct file once.
+// Valid once Ready is closed.
+func (d *Download) Size() int64 { return d.lay.size }
 
 // Have reports which chunks are verified and written.
 func (d *Download) Have() []bool {

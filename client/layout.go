@@ -18,6 +18,7 @@ type layout struct {
 	size  int64                  // bytes over all files
 	mean  int                    // mean chunk length in bytes, at least 1
 	most  int                    // the largest chunk's length in bytes
+	index map[chunkstore.ID]int  // position of each file in files
 }
 
 // maxTreeBatch caps the chunks of one request for small chunks, well
@@ -35,8 +36,9 @@ func fileLayout(m *chunkstore.Manifest) *layout {
 
 // newLayout lays files end to end.
 func newLayout(files []*chunkstore.Manifest) *layout {
-	l := &layout{files: files, first: make([]int, len(files)+1)}
+	l := &layout{files: files, first: make([]int, len(files)+1), index: make(map[chunkstore.ID]int, len(files))}
 	for k, m := range files {
+		l.index[m.ID] = k
 		l.first[k+1] = l.first[k] + chunkCount(m)
 		l.size += m.Size
 		l.most = max(l.most, int(min(int64(m.ChunkSize), m.Size)))

@@ -26,9 +26,10 @@ type Registry struct {
 	// Default 10 s.
 	CallTimeout time.Duration
 
-	mu  sync.Mutex
-	m   *chunkstore.Manifest // set by Manifest; guarded by mu
-	lay *layout              // set by Manifest or Folder; guarded by mu
+	mu     sync.Mutex
+	m      *chunkstore.Manifest // set by Manifest; guarded by mu
+	lay    *layout              // set by Manifest or Folder; guarded by mu
+	folder *Folder              // set by Folder; guarded by mu
 }
 
 // Manifest phase limits: holders asked at once, and holders asked in all

@@ -380,11 +380,13 @@ func (p *PeerService) WatchHave(req *shoalv1.WatchHaveRequest, stream grpc.Serve
 		return toStatus(err)
 	}
 	defer release()
-	id, err := chunkstore.ParseID(req.GetContentId())
+	// A folder's tree id asks for the chunks of all its files, laid end to
+	// end (a downloader serving a folder it is fetching).
+	id, tree, err := parseAnyID(req.GetContentId())
 	if err != nil {
 		return toStatus(err)
 	}
-	if p.seed != nil {
+	if p.seed != nil && !tree {
 		return p.superSeedHave(id, stream)
 	}
 	first := true

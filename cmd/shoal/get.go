@@ -60,9 +60,6 @@ Run the same command again after a crash or Ctrl-C to resume.`,
 			if isLink {
 				target, f.linkName = link.id, link.name
 			}
-			if _, err := chunkstore.ParseTreeID(target); err == nil {
-				return usageError{fmt.Errorf("%s is a folder's tree id: fetching whole folders is not built yet; get its files by name or id", chunkstore.Clip(target))}
-			}
 			reg, err := registryAddr(cmd.Context(), "--registry", firstOf(f.registry, link.registry, os.Getenv("SHOAL_REGISTRY")))
 			if err != nil {
 				return err
@@ -121,9 +118,15 @@ func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
 	// A name whose file is edited while it downloads names new contents:
 	// the download starts over on the new id, keeping the chunks of
 	// OUT.part that the new manifest shares with the old.
+	if isFolderTarget(target, nil) {
+		return getFolder(ctx, g, target, f, cc, dial, nil)
+	}
 	for attempt := 0; ; attempt++ {
 		reg := f.lookup(cc, dial, target)
 		m, err = reg.Manifest(ctx)
+		if attempt == 0 && isFolderTarget(target, err) {
+			return getFolder(ctx, g, target, f, cc, dial, err)
+		}
 		if err != nil {
 			err = downloadError(ctx, "", nil, f.conn.explain(ctx, f.registry, err))
 			if f.json {
@@ -150,7 +153,7 @@ func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
 		cfg := f.config()
 		cfg.Force = f.force
 		if f.serve {
-			rep, err = serveWhileGetting(ctx, g, f, cfg, reg, out)
+			rep, err = serveWhileGetting(ctx, g, f, cfg, reg, out, "")
 		} else {
 			d := client.NewDownload(cfg, reg, out)
 			stop := showProgress(g, d, f.json, m.Size)

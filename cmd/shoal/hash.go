@@ -13,11 +13,20 @@ import (
 
 func newHashCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
-		Use:     "hash FILE",
-		Short:   "Print a file's content id and manifest summary",
-		Example: "  shoal hash ./shared/big.iso",
+		Use:     "hash FILE_OR_FOLDER",
+		Short:   "Print a file's content id and manifest summary, or a folder's tree id",
+		Example: "  shoal hash ./shared/big.iso\n  shoal hash ./shared/photos",
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if fi, err := os.Stat(args[0]); err == nil && fi.IsDir() {
+				t, err := hashTree(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				files, size := t.Files()
+				fmt.Fprintf(g.stdout, "%s\n  files:   %d, %d bytes\n  entries: %d\n", t.ID, files, size, len(t.Entries))
+				return nil
+			}
 			m, err := hashFile(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -45,4 +54,18 @@ func hashFile(ctx context.Context, path string) (*chunkstore.Manifest, error) {
 		return nil, usageError{fmt.Errorf("%s is not a regular file", path)}
 	}
 	return chunkstore.HashReaderAt(ctx, f, fi.Size(), runtime.GOMAXPROCS(0))
+}
+
+// hashTree computes the tree of the folder at dir: every file below it
+// hashed.
+func hashTree(ctx context.Context, dir string) (*chunkstore.Tree, error) {
+	st, err := chunkstore.Open(chunkstore.Config{Dir: dir})
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	if err := st.Scan(ctx); err != nil {
+		return nil, err
+	}
+	return st.Tree("")
 }

@@ -98,7 +98,14 @@ func summary(out string, rep *client.Report, id string) string {
 		return fmt.Sprintf("%s is already complete (%s)", out, id)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %s", out, humanBytes(rep.Size))
+	fmt.Fprintf(&b, "%s: ", out)
+	if rep.Files > 0 {
+		fmt.Fprintf(&b, "%s, ", plural(rep.Files, "file"))
+	}
+	b.WriteString(humanBytes(rep.Size))
+	if rep.FilesReused > 0 {
+		fmt.Fprintf(&b, " (%s kept from the folder there)", plural(rep.FilesReused, "file"))
+	}
 	if rep.BytesResumed > 0 {
 		fmt.Fprintf(&b, " (%s resumed from %s.part, %s fetched)", humanBytes(rep.BytesResumed), out, humanBytes(rep.BytesFetched))
 	}

@@ -13,7 +13,9 @@ import (
 
 // serveWhileGetting downloads as a swarm member: it serves verified chunks,
 // announces itself to the registry, and seeds after finishing.
-func serveWhileGetting(ctx context.Context, g *globals, f getFlags, cfg client.Config, reg *client.Registry, out string) (*client.Report, error) {
+// A folder (folder set to its name on the network) is served and announced
+// by its tree id.
+func serveWhileGetting(ctx context.Context, g *globals, f getFlags, cfg client.Config, reg *client.Registry, out, folder string) (*client.Report, error) {
 	if f.rate < 0 {
 		return nil, usageError{fmt.Errorf("--rate %d: must be 0 (unlimited) or more", f.rate)}
 	}
@@ -46,7 +48,12 @@ func serveWhileGetting(ctx context.Context, g *globals, f getFlags, cfg client.C
 		seedStatus(g, &node, seeding, stopStatus, time.Minute)
 	}()
 	defer func() { close(stopStatus); <-statusDone }()
+	var trees client.TreeDiscoverer
+	if folder != "" {
+		trees = reg
+	}
 	return swarm.Get(ctx, swarm.Config{
+		Folder: trees, FolderName: folder,
 		ServerOptions: srvOpts, DialOptions: dial,
 		Download: cfg, Discoverer: reg, Out: out, Listener: lis, Registry: f.registry,
 		Rate: int64(f.rate), SeedFor: seedFor, Logger: log,

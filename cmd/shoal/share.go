@@ -94,15 +94,7 @@ id or the folder's tree id; the registry is --registry, $SHOAL_REGISTRY, or
 				}
 				link.id = m.ID.String()
 			case fi.IsDir():
-				st, err := chunkstore.Open(chunkstore.Config{Dir: args[0]})
-				if err != nil {
-					return err
-				}
-				defer st.Close()
-				if err := st.Scan(cmd.Context()); err != nil {
-					return err
-				}
-				t, err := st.Tree("")
+				t, err := hashTree(cmd.Context(), args[0])
 				if err != nil {
 					return err
 				}

@@ -19,12 +19,18 @@ import (
 	"github.com/shoalnet/shoal/server"
 )
 
-// Files serves a download's verified chunks. It satisfies server.Files.
-type Files struct{ D *client.Download }
+// Files serves a download's verified chunks: of its file, or of every
+// file of its folder, and the folder's tree. It satisfies server.Files
+// and server.Trees.
+type Files struct {
+	D    *client.Download
+	Name string // the folder's name on the network ("photos/"); a file's is its manifest's
+}
 
-// Manifest returns the download's manifest for its id.
+// Manifest returns the manifest of the download's file, or of one of its
+// folder's files.
 func (f Files) Manifest(id chunkstore.ID) (*chunkstore.Manifest, error) {
-	if m := f.D.Manifest(); m.ID == id {
+	if m, _, ok := f.D.File(id); ok {
 		return m, nil
 	}
 	return nil, fmt.Errorf("%s: %w", id, chunkstore.ErrNotFound)
@@ -32,39 +38,88 @@ func (f Files) Manifest(id chunkstore.ID) (*chunkstore.Manifest, error) {
 
 // ManifestByName returns the download's manifest for its name.
 func (f Files) ManifestByName(name string) (*chunkstore.Manifest, error) {
-	if m := f.D.Manifest(); m.Name == name {
+	if m := f.D.Manifest(); m != nil && m.Name == name {
 		return m, nil
 	}
 	return nil, fmt.Errorf("%q: %w", name, chunkstore.ErrNotFound)
 }
 
-// OpenChunks opens the download's file for reads of verified chunks.
+// OpenChunks opens a file of the download for reads of verified chunks.
 func (f Files) OpenChunks(id chunkstore.ID) (server.ChunkReader, error) {
-	if _, err := f.Manifest(id); err != nil {
-		return nil, err
+	m, first, ok := f.D.File(id)
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", id, chunkstore.ErrNotFound)
 	}
-	return reader{f.D}, nil
+	return reader{f.D, m, first}, nil
 }
 
-// WatchHave follows the download's verified chunks.
+// WatchHave follows the verified chunks of one file of the download, or
+// of all of them when id is the folder's tree id.
 func (f Files) WatchHave(ctx context.Context, id chunkstore.ID, fn func([]bool, []int, bool) error) error {
-	if _, err := f.Manifest(id); err != nil {
-		return err
+	if t := f.D.Tree(); t != nil && chunkstore.TreeID(id) == t.ID {
+		return f.D.WatchHave(ctx, fn)
 	}
-	return f.D.WatchHave(ctx, fn)
+	m, first, ok := f.D.File(id)
+	if !ok {
+		return fmt.Errorf("%s: %w", id, chunkstore.ErrNotFound)
+	}
+	n := m.NumChunks()
+	return f.D.WatchHave(ctx, func(have []bool, added []int, complete bool) error {
+		var mine []int
+		for _, g := range added {
+			if g >= first && g < first+n {
+				mine = append(mine, g-first)
+			}
+		}
+		if len(added) > 0 && len(mine) == 0 && !complete {
+			return nil
+		}
+		return fn(have[first:first+n], mine, complete)
+	})
 }
 
-// Holdings is what the node announces: the file, partial until complete.
+// Tree serves the folder's tree by path: only the folder itself ("").
+func (f Files) Tree(dir string) (*chunkstore.Tree, error) {
+	if t := f.D.Tree(); t != nil && dir == "" {
+		return t, nil
+	}
+	return nil, fmt.Errorf("folder %q: %w", dir, chunkstore.ErrNotFound)
+}
+
+// TreeByID serves the folder's tree.
+func (f Files) TreeByID(id chunkstore.TreeID) (*chunkstore.Tree, error) {
+	if t := f.D.Tree(); t != nil && t.ID == id {
+		return t, nil
+	}
+	return nil, fmt.Errorf("folder %s: %w", id, chunkstore.ErrNotFound)
+}
+
+// Holdings is what the node announces: the file or the folder, partial
+// until complete. A folder's files are found through its tree id.
 func (f Files) Holdings() []server.FileInfo {
+	if t := f.D.Tree(); t != nil {
+		files, _ := t.Files()
+		return []server.FileInfo{{ID: chunkstore.ID(t.ID), Name: f.Name, Size: f.D.Size(), Tree: true, Files: files, Partial: !f.D.Complete()}}
+	}
 	m := f.D.Manifest()
 	return []server.FileInfo{{ID: m.ID, Name: m.Name, Size: m.Size, Partial: !f.D.Complete()}}
 }
 
-type reader struct{ d *client.Download }
+// reader reads one file's verified chunks out of the download's.
+type reader struct {
+	d     *client.Download
+	m     *chunkstore.Manifest
+	first int
+}
 
-func (r reader) Manifest() *chunkstore.Manifest              { return r.d.Manifest() }
-func (r reader) ReadChunk(i int, buf []byte) ([]byte, error) { return r.d.ReadChunk(i, buf) }
-func (r reader) Close() error                                { return nil }
+func (r reader) Manifest() *chunkstore.Manifest { return r.m }
+func (r reader) ReadChunk(i int, buf []byte) ([]byte, error) {
+	if i < 0 || i >= r.m.NumChunks() {
+		return nil, fmt.Errorf("chunk %d of %d: %w", i, r.m.NumChunks(), chunkstore.ErrOutOfRange)
+	}
+	return r.d.ReadChunk(r.first+i, buf)
+}
+func (r reader) Close() error { return nil }
 
 // Config configures a serving download.
 type Config struct {
@@ -72,6 +127,11 @@ type Config struct {
 	Download client.Config
 	// Discoverer finds the file and its peers.
 	Discoverer client.Discoverer
+	// Folder, if set, is fetched instead of Discoverer's file: a folder,
+	// served and announced by its tree id as it arrives.
+	Folder client.TreeDiscoverer
+	// FolderName is the folder's name on the network, announced with it.
+	FolderName string
 	// Out is the output path.
 	Out string
 	// Listener is where the download serves its chunks.
@@ -111,6 +171,9 @@ func Get(ctx context.Context, cfg Config) (*client.Report, error) {
 	dcfg.RarestFirst = true
 	dcfg.Exclude = append(dcfg.Exclude, cfg.PeerID)
 	d := client.NewDownload(dcfg, cfg.Discoverer, cfg.Out)
+	if cfg.Folder != nil {
+		d = client.NewTreeDownload(dcfg, cfg.Folder, cfg.Out)
+	}
 	defer d.Close()
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -139,7 +202,7 @@ func Get(ctx context.Context, cfg Config) (*client.Report, error) {
 			return res.rep, res.err // failed before it could serve
 		}
 	}
-	files := Files{d}
+	files := Files{D: d, Name: cfg.FolderName}
 	pc := server.DefaultPeerConfig()
 	pc.Throttle = server.NewThrottle(cfg.Rate)
 	node, err := server.NewNode(server.NodeConfig{

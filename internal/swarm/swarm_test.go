@@ -6,9 +6,11 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -350,4 +352,78 @@ func TestCompleteFileIsSeeded(t *testing.T) {
 	if err := <-seeded; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Downloaders of a folder serve each other its files' chunks: each gets
+// the folder whole while the slow seeder sends it well under once per
+// downloader.
+func TestFolderSwarm(t *testing.T) {
+	dir := t.TempDir()
+	var total int64
+	for k := range 54 {
+		size := 3000 + k
+		name := fmt.Sprintf("docs/n%02d.txt", k)
+		if k < 4 {
+			size, name = 2<<20, fmt.Sprintf("data/part%d.bin", k)
+		}
+		data := make([]byte, size)
+		rand.Read(data)
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		total += int64(size)
+	}
+	c, err := cluster.Start(context.Background(), cluster.Config{Dir: dir, Peers: []cluster.PeerSpec{{Rate: 4 << 20}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 3
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var finished atomic.Int32
+	allDone := make(chan struct{})
+	ds := startDownloaders(t, ctx, c.Registry.Addr(), "./", n, 0, func() {
+		if finished.Add(1) == n {
+			close(allDone)
+		}
+	}, func(k int, cfg *swarm.Config) context.Context {
+		cfg.Folder, cfg.FolderName = cfg.Discoverer.(*client.Registry), "./"
+		cfg.Out = strings.TrimSuffix(cfg.Out, ".bin")
+		return ctx
+	})
+	select {
+	case <-allDone:
+	case <-ctx.Done():
+		t.Fatalf("only %d of %d downloaders finished", finished.Load(), n)
+	}
+	cancel()
+	for k, d := range ds {
+		<-d.done
+		if d.err != nil {
+			t.Fatalf("downloader %d: %v", k, d.err)
+		}
+		out := strings.TrimSuffix(d.out, ".bin")
+		err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+			if err != nil || e.IsDir() {
+				return err
+			}
+			rel, _ := filepath.Rel(dir, p)
+			want, _ := os.ReadFile(p)
+			if got, _ := os.ReadFile(filepath.Join(out, rel)); !bytes.Equal(got, want) {
+				return fmt.Errorf("%s differs", rel)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("downloader %d: %v", k, err)
+		}
+	}
+	sent := c.Peers[0].Stats().BytesServed.Load()
+	if sent >= 2*total {
+		t.Errorf("the seeder sent %d bytes for a %d-byte folder and %d downloaders: they did not serve each other", sent, total, n)
+	}
+	t.Logf("seeder sent %.2f F to %d downloaders", float64(sent)/float64(total), n)
 }

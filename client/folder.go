@@ -113,7 +113,7 @@ func (r *Registry) Folder(ctx context.Context) (*Folder, error) {
 		return nil, fmt.Errorf("registry answered a bad tree id: %w", err)
 	}
 	timeout := treeCallTimeout(r.callTimeout(), int(resp.GetFile().GetFileCount()))
-	f, err := fromHolders(ctx, r, resp, func(ctx context.Context, addr string) (*Folder, error) {
+	f, err := fromHolders(ctx, r, resp, "tree", func(ctx context.Context, addr string) (*Folder, error) {
 		return r.fetchFolder(ctx, addr, tid, timeout)
 	})
 	if err != nil {

@@ -110,7 +110,7 @@ func (r *Registry) Manifest(ctx context.Context) (*chunkstore.Manifest, error) {
 	// A manifest message may be as large as the file's size implies, not
 	// only one chunk: 3.5 MB for 100 GiB.
 	limit := max(maxMessageBytes, chunkstore.WireBytes(int64(resp.GetFile().GetSize())))
-	m, err = fromHolders(ctx, r, resp, func(ctx context.Context, addr string) (*chunkstore.Manifest, error) {
+	m, err = fromHolders(ctx, r, resp, "manifest", func(ctx context.Context, addr string) (*chunkstore.Manifest, error) {
 		return r.fetchManifest(ctx, addr, id, limit)
 	})
 	if err != nil {
@@ -123,11 +123,11 @@ func (r *Registry) Manifest(ctx context.Context) (*chunkstore.Manifest, error) {
 }
 
 // fromHolders asks the holders of the file or folder that resp found for
-// something with fetch, and returns the first answer. It asks
+// what (a manifest, say) with fetch, and returns the first answer. It asks
 // manifestHedge holders at once, each within CallTimeout, and draws more
 // from the registry while those fail, so junk or silent holders cost one
 // timeout at most, not one each.
-func fromHolders[T any](ctx context.Context, r *Registry, resp *shoalv1.LookupResponse, fetch func(ctx context.Context, addr string) (T, error)) (T, error) {
+func fromHolders[T any](ctx context.Context, r *Registry, resp *shoalv1.LookupResponse, what string, fetch func(ctx context.Context, addr string) (T, error)) (T, error) {
 	id := resp.GetFile().GetContentId()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -187,7 +187,7 @@ func fromHolders[T any](ctx context.Context, r *Registry, resp *shoalv1.LookupRe
 	if len(errs) > 3 {
 		errs = append(errs[:3], fmt.Errorf("and %d more", len(errs)-3))
 	}
-	return zero, fmt.Errorf("%w: none of %d holders gave a valid manifest for %s: %w", ErrNoPeers, len(asked), id, errors.Join(errs...))
+	return zero, fmt.Errorf("%w: none of %d holders gave a valid %s for %s: %w", ErrNoPeers, len(asked), what, id, errors.Join(errs...))
 }
 
 func (r *Registry) dialOptions() []grpc.DialOption {

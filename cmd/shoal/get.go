@@ -41,13 +41,20 @@ func newGetCmd(g *globals) *cobra.Command {
 	var f getFlags
 	cmd := &cobra.Command{
 		Use:   "get NAME_OR_ID_OR_LINK",
-		Short: "Download a file from several peers at once",
-		Long: `get looks a file up in the registry (by content id or by name), fetches it
-from several peers at once through one shared chunk queue, verifies every
-chunk, and renames OUT.part to OUT only once the whole file checks out.
-Run the same command again after a crash or Ctrl-C to resume.`,
+		Short: "Download a file or a folder from several peers at once",
+		Long: `get looks a file or folder up in the registry (by content id, tree id or
+name), fetches it from several peers at once through one shared chunk queue,
+verifies every chunk, and renames OUT.part to OUT only once the whole file
+checks out. Run the same command again after a crash or Ctrl-C to resume.
+
+A folder (a name ending in / as ls shows it, or a tree id) is fetched the
+same way, many small files to a request, into DIR.part/, and moved to DIR
+once every file checks out. -o DIR is the folder itself; -o DIR/ puts it
+inside DIR. A folder already at DIR with other contents is replaced only
+with --force, which keeps the files that match.`,
 		Example: `  shoal get sh1duwmf72tkrepbwt7okzr64vg53njbypmcpugyrfamvg6omdz3sja --registry 127.0.0.1:7000
   shoal get big.iso --registry 127.0.0.1:7000 -o /tmp/big.iso --peers 8
+  shoal get photos/ -o ~/photos            # a folder and everything below it
   SHOAL_REGISTRY=127.0.0.1:7000 shoal get big.iso --json
   shoal get 'shoal:sh1duwmf...?name=big.iso&registry=10.0.0.5:7000'   # a share link (shoal share)`,
 		Args: exactArgs(1),
@@ -74,7 +81,7 @@ Run the same command again after a crash or Ctrl-C to resume.`,
 	cmd.Flags().StringVar(&f.registry, "registry", "", "registry to look the file up in, host[:port] (default $SHOAL_REGISTRY, else "+defaultRegistry+")")
 	cmd.Flags().StringVarP(&f.out, "output", "o", "", "where to write the file; a folder gets the file's name inside it, and a path ending in / is created as a folder; - (or /dev/stdout) writes the file to stdout, each chunk once it is verified, in order (default: the current folder)")
 	cmd.Flags().IntVar(&f.peers, "peers", 5, "how many peers to download from at once")
-	cmd.Flags().BoolVar(&f.force, "force", false, "replace an existing output file with different contents")
+	cmd.Flags().BoolVar(&f.force, "force", false, "replace an existing output file or folder with different contents (a folder's matching files are kept)")
 	cmd.Flags().BoolVar(&f.cache, "page-cache", false, "write through the page cache instead of with O_DIRECT")
 	cmd.Flags().BoolVar(&f.json, "json", false, "print a JSON summary on stdout instead of a progress bar")
 	cmd.Flags().DurationVar(&f.stall, "stall-timeout", 20*time.Second, "drop a peer that sends nothing for this long")

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 
+	"github.com/shoalnet/shoal/chunkstore"
 	"github.com/shoalnet/shoal/client"
 )
 
@@ -22,6 +24,9 @@ func getToStdout(ctx context.Context, g *globals, target string, f getFlags) err
 	defer cc.Close()
 	reg := f.lookup(cc, dial, target)
 	m, err := reg.Manifest(ctx)
+	if errors.Is(err, client.ErrIsFolder) {
+		return usageError{fmt.Errorf("%s is a folder: it cannot be written to stdout; use -o DIR", chunkstore.Clip(target))}
+	}
 	if err != nil {
 		return getError(f.conn.explain(ctx, f.registry, err))
 	}

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for tool in aria2c:aria2 nginx:nginx iperf3:iperf3 opentracker:opentracker mktorrent:mktorrent curl:curl openssl:openssl stdbuf:coreutils; do
+for tool in aria2c:aria2 nginx:nginx iperf3:iperf3 opentracker:opentracker mktorrent:mktorrent curl:curl openssl:openssl stdbuf:coreutils rsync:rsync; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

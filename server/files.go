@@ -37,17 +37,30 @@ func (s StoreFiles) WatchHave(_ context.Context, id chunkstore.ID, fn func([]boo
 	return fn(have, nil, true)
 }
 
-// maxAnnouncedFolders bounds the folders one announce lists, shallowest
-// first: with the files, an announce must stay under the registry's
-// MaxFilesPerPeer.
-const maxAnnouncedFolders = 1000
+// An announce lists at most maxAnnounced entries (a registry's default
+// MaxFilesPerPeer), of them at most maxAnnouncedFolders folders; each kind
+// shallowest first. A folder of more files is still found whole, by its
+// name or tree id: its files are fetched through its tree.
+const (
+	maxAnnounced        = 10_000
+	maxAnnouncedFolders = 1000
+)
 
-// Holdings lists the store's files and folders for announces. A folder is
-// named by its path and a trailing '/', the shared folder itself "./".
+// shallowFirst orders entries by depth, then name.
+func shallowFirst(a, b FileInfo) int {
+	if d := strings.Count(a.Name, "/") - strings.Count(b.Name, "/"); d != 0 {
+		return d
+	}
+	return strings.Compare(a.Name, b.Name)
+}
+
+// Holdings lists the store's folders and files for announces, within
+// maxAnnounced. A folder is named by its path and a trailing '/', the
+// shared folder itself "./".
 func (s StoreFiles) Holdings() []FileInfo {
-	var out []FileInfo
+	var files []FileInfo
 	for _, m := range s.Store.List() {
-		out = append(out, FileInfo{ID: m.ID, Name: m.Name, Size: m.Size})
+		files = append(files, FileInfo{ID: m.ID, Name: m.Name, Size: m.Size})
 	}
 	var folders []FileInfo
 	for id, f := range s.Store.Folders() {
@@ -57,13 +70,13 @@ func (s StoreFiles) Holdings() []FileInfo {
 		}
 		folders = append(folders, FileInfo{ID: chunkstore.ID(id), Name: name, Size: f.Size, Tree: true, Files: f.Files})
 	}
-	slices.SortFunc(folders, func(a, b FileInfo) int {
-		if d := strings.Count(a.Name, "/") - strings.Count(b.Name, "/"); d != 0 {
-			return d
-		}
-		return strings.Compare(a.Name, b.Name)
-	})
-	return append(out, folders[:min(len(folders), maxAnnouncedFolders)]...)
+	slices.SortFunc(folders, shallowFirst)
+	out := folders[:min(len(folders), maxAnnouncedFolders)]
+	if len(files)+len(out) > maxAnnounced {
+		slices.SortFunc(files, shallowFirst)
+		files = files[:maxAnnounced-len(out)]
+	}
+	return append(files, out...)
 }
 
 // Stats counts what a peer served.

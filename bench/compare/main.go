@@ -10,14 +10,17 @@
 //     aria2c from 5 HTTP listeners, each with one token bucket for all its
 //     connections (nginx's limit_rate is per request);
 //  3. a swarm: one capped seeder and N capped downloaders that serve what
-//     they hold, shoal against aria2c BitTorrent peers with opentracker.
+//     they hold, shoal against aria2c BitTorrent peers with opentracker;
+//  4. folders from 5 local sources: 10,000 small files against aria2c -i
+//     (5 nginx mirrors) and an rsync daemon; a 1 GiB tree against one
+//     1 GiB file; a 100,000-entry tree for peak memory.
 //
 // Runs alternate (shoal, other, shoal, other, ...) for -pairs rounds; the
 // table gives medians and the median of the per-round ratios of shoal's
 // time to the other's. Every process is started here and stopped by its
 // PID; only 127.0.0.1 is used. bench/compare.sh installs the tools first.
 //
-//	go run ./bench/compare -scenarios 1,2,3 -pairs 5
+//	go run ./bench/compare -scenarios 1,2,3,4 -pairs 5
 package main
 
 import (
@@ -42,6 +45,12 @@ type options struct {
 	size3 int64
 	rate3 int64
 	n3    int
+	// scenario 4: small files and their size; the large tree's size; the
+	// entries of the tree measured for memory.
+	files4   int
+	small4   int64
+	size4    int64
+	entries4 int
 	shoal string // built binary
 	dir   string // scratch folder
 }
@@ -59,9 +68,14 @@ func main() {
 	)
 	flag.IntVar(&o.pairs, "pairs", 5, "rounds of shoal-then-other per scenario")
 	flag.IntVar(&o.n3, "n3", 8, "scenario 3 downloader count")
+	flag.IntVar(&o.files4, "files4", 10_000, "scenario 4a small file count")
+	small4 := flag.Int64("small4", 4, "scenario 4a small file size in KiB")
+	size4 := flag.Int64("size4", 1024, "scenario 4b tree size in MiB")
+	flag.IntVar(&o.entries4, "entries4", 100_000, "scenario 4c tree entry count")
 	flag.Parse()
 	o.size1, o.size2, o.size3 = *s1<<20, *s2<<20, *s3<<20
 	o.rate2, o.rate3 = int64(*r2*(1<<20)), int64(*r3*(1<<20))
+	o.small4, o.size4 = *small4<<10, *size4<<20
 	if err := run(&o, *scenarios, *tmp); err != nil {
 		fmt.Fprintln(os.Stderr, "compare:", err)
 		os.Exit(1)
@@ -96,6 +110,8 @@ func run(o *options, scenarios, tmp string) error {
 			r, err = scenario2(ctx, o)
 		case "3":
 			r, err = scenario3(ctx, o)
+		case "4":
+			r, err = scenario4(ctx, o)
 		default:
 			return fmt.Errorf("unknown scenario %q", s)
 		}

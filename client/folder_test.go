@@ -153,8 +153,9 @@ func TestFolderArrivesIdentical(t *testing.T) {
 	if rep.Files != 1006 || rep.Size != total-3000 || rep.BytesFetched != rep.Size {
 		t.Errorf("report: %d files, size %d, fetched %d; want 1006 files, %d bytes (one duplicate's fetched once)", rep.Files, rep.Size, rep.BytesFetched, total-3000)
 	}
-	// 1,000 small files in one call each would be over 1,000 calls.
-	if n := calls.Load(); n > 100 {
+	// 1,000 small files in one call each would be over 1,000 calls; the
+	// large files' chunks take a few dozen (a few chunks to a call).
+	if n := calls.Load(); n > 300 {
 		t.Errorf("%d GetChunks calls for %d files", n, rep.Files)
 	}
 	t.Logf("%d files, %d bytes in %.2f s, %d GetChunks calls", rep.Files, rep.Size, rep.Seconds, calls.Load())

@@ -47,3 +47,6 @@ func openDirect(PartFile, string, int) *directWriter { return nil }
 func (*directWriter) write([][]byte, int64) (bool, error) { return false, nil }
 
 func (*directWriter) close() error { return nil }
+
+// openBeneath is not available: the caller opens through an os.Root.
+func openBeneath(*os.File, string, int, os.FileMode) (PartFile, bool, error) { return nil, false, nil }

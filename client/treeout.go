@@ -27,6 +27,7 @@ type treeOutput struct {
 	lay       *layout
 	cfg       Config
 	root      *os.Root   // DIR.part
+	rootDir   *os.File   // DIR.part, for openBeneath
 	paths     [][]string // per layout file, the tree's paths holding it
 	have      []bool     // chunks verified at every path of their file
 	resumed   int64      // their bytes
@@ -104,7 +105,15 @@ func openTreeOutput(ctx context.Context, dir string, t *chunkstore.Tree, lay *la
 		o.close()
 		return nil, fmt.Errorf("open %s: %w", o.part, err)
 	}
+	if o.rootDir, err = o.root.Open("."); err != nil {
+		o.close()
+		return nil, fmt.Errorf("open %s: %w", o.part, err)
+	}
 	if err := o.prune(); err != nil {
+		o.close()
+		return nil, err
+	}
+	if err := o.makeFolders(); err != nil {
 		o.close()
 		return nil, err
 	}
@@ -324,17 +333,40 @@ func mode(executable bool) os.FileMode {
 	return 0o644
 }
 
-// open opens the file at tree path p for writing, creating it and its
-// folders.
-func (o *treeOutput) open(p string, executable bool) (*os.File, error) {
-	f, err := o.root.OpenFile(p, partFlags&^os.O_RDWR|os.O_WRONLY, mode(executable))
-	if errors.Is(err, fs.ErrNotExist) {
+// makeFolders makes every folder that holds a file of the tree, so that
+// a file's first write finds its folder.
+func (o *treeOutput) makeFolders() error {
+	made := map[string]bool{}
+	for _, e := range o.t.Entries {
+		if d := filepath.Dir(e.Path); d != "." && !made[d] {
+			made[d] = true
+			if err := o.root.MkdirAll(d, 0o755); err != nil {
+				return fmt.Errorf("create folder %s in %s: %w", chunkstore.Clip(d), o.part, err)
+			}
+		}
+	}
+	return nil
+}
+
+// openAt opens tree path p in DIR.part, never through a symbolic link
+// and never outside it.
+func (o *treeOutput) openAt(p string, flags int, perm os.FileMode) (PartFile, error) {
+	if f, ok, err := openBeneath(o.rootDir, p, flags, perm); ok {
+		return f, err
+	}
+	return o.root.OpenFile(p, flags|partFlags&^(os.O_RDWR|os.O_CREATE), perm)
+}
+
+// open opens the file at tree path p for writing, creating it.
+func (o *treeOutput) open(p string, executable bool) (PartFile, error) {
+	f, err := o.openAt(p, os.O_WRONLY|os.O_CREATE, mode(executable))
+	if errors.Is(err, fs.ErrNotExist) { // its folder was removed meanwhile
 		if d := filepath.Dir(p); d != "." {
 			if err := o.root.MkdirAll(d, 0o755); err != nil {
 				return nil, fmt.Errorf("create folder %s in %s: %w", d, o.part, err)
 			}
 		}
-		f, err = o.root.OpenFile(p, partFlags&^os.O_RDWR|os.O_WRONLY, mode(executable))
+		f, err = o.openAt(p, os.O_WRONLY|os.O_CREATE, mode(executable))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("create %s in %s: %w", chunkstore.Clip(p), o.part, err)
@@ -388,7 +420,7 @@ func (o *treeOutput) writeChunk(g int, pieces [][]byte) error {
 // readChunk reads verified chunk g into buf, for serving.
 func (o *treeOutput) readChunk(g int, buf []byte) ([]byte, error) {
 	k, off, n := o.lay.bounds(g)
-	f, err := o.root.OpenFile(o.paths[k][0], os.O_RDONLY|partFlags&^(os.O_RDWR|os.O_CREATE), 0)
+	f, err := o.openAt(o.paths[k][0], os.O_RDONLY, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -474,6 +506,10 @@ func (o *treeOutput) finishEntry(e chunkstore.TreeEntry) error {
 
 // close releases DIR.part.
 func (o *treeOutput) close() {
+	if o.rootDir != nil {
+		o.rootDir.Close()
+		o.rootDir = nil
+	}
 	if o.root != nil {
 		o.root.Close()
 		o.root = nil

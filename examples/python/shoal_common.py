@@ -81,3 +81,40 @@ def verify_manifest(m, want_id):
 def chunk_bounds(m, i):
     off = i * m.chunk_size
     return off, min(m.chunk_size, m.size - off)
+
+
+def id_bytes(text, prefix):
+    """The 32 bytes of a content id ("sh1...") or tree id ("st1...")."""
+    if not text.startswith(prefix) or len(text) != len(prefix) + 52:
+        raise ValueError("%r is not a %s... id" % (text, prefix))
+    return base64.b32decode(text[len(prefix):].upper() + "====")
+
+
+def uvarint(n):
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def tree_id(entries):
+    """The tree id of entries (peer_pb2.TreeEntry, in canonical order):
+    SHA-256("shoal/v1 tree" || per entry: uvarint path length, path, a flag
+    byte (1 folder, 2 executable), and for a file uvarint size and the
+    32-byte content id)."""
+    h = hashlib.sha256(b"shoal/v1 tree")
+    for e in entries:
+        path = e.path.encode()
+        h.update(uvarint(len(path)) + path + bytes([(1 if e.dir else 0) | (2 if e.executable else 0)]))
+        if not e.dir:
+            h.update(uvarint(e.size) + id_bytes(e.content_id, "sh1"))
+    return "st1" + base64.b32encode(h.digest()).decode().lower().rstrip("=")
+
+
+def check_path(p):
+    """Raises ValueError for a tree path that could leave its folder."""
+    parts = p.split("/")
+    if not p or p.startswith("/") or "\x00" in p or "\\" in p or any(x in ("", ".", "..") for x in parts):
+        raise ValueError("tree entry %r: absolute, or with an empty, . or .. element" % p)

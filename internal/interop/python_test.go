@@ -119,3 +119,40 @@ func TestPythonAndGoPeersInterop(t *testing.T) {
 		t.Fatal("Python downloader's file differs")
 	}
 }
+
+// The Python folder downloader fetches a folder from Go peers: its tree
+// checked against the tree id, many files to a GetChunks call.
+func TestPythonFolderDownloader(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	shared := t.TempDir()
+	src := filepath.Join(shared, "proj")
+	for name, data := range map[string]string{"a.txt": "a", "sub/b.bin": strings.Repeat("b", 300_000), "sub/deep/c.txt": "c", "zero": ""} {
+		p := filepath.Join(src, filepath.FromSlash(name))
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Chmod(filepath.Join(src, "a.txt"), 0o755)
+	os.MkdirAll(filepath.Join(src, "empty"), 0o755)
+	c, err := cluster.Start(ctx, cluster.Config{Dir: shared, Peers: make([]cluster.PeerSpec, 3)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	out := filepath.Join(t.TempDir(), "copy")
+	cmd := exec.CommandContext(ctx, python, filepath.Join(repoRoot(t), "examples/python/shoal_get_folder.py"), "proj", "--registry", c.Registry.Addr(), "-o", out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("python folder downloader: %v\n%s", err, b)
+	}
+	if b, err := exec.Command("diff", "-r", src, out).CombinedOutput(); err != nil {
+		t.Fatalf("folders differ: %v\n%s", err, b)
+	}
+	if fi, err := os.Stat(filepath.Join(out, "a.txt")); err != nil || fi.Mode()&0o111 == 0 {
+		t.Fatalf("executable bit lost: %v", err)
+	}
+	if fi, err := os.Stat(filepath.Join(out, "empty")); err != nil || !fi.IsDir() {
+		t.Fatalf("empty folder lost: %v", err)
+	}
+}

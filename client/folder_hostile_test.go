@@ -49,7 +49,9 @@ func TestHostileFolderWritesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	file := func(p string) chunkstore.TreeEntry { return chunkstore.TreeEntry{Path: p, Size: real.Size, File: real.ID} }
+	file := func(p string) chunkstore.TreeEntry {
+		return chunkstore.TreeEntry{Path: p, Size: real.Size, File: real.ID}
+	}
 	for name, entries := range map[string][]chunkstore.TreeEntry{
 		"dot dot":         {file("../../escape.txt")},
 		"absolute":        {file("/tmp/escape.txt")},

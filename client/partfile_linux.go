@@ -2,8 +2,8 @@ package client
 
 import (
 	"errors"
-	"io"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"

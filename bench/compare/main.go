@@ -51,8 +51,8 @@ type options struct {
 	small4   int64
 	size4    int64
 	entries4 int
-	shoal string // built binary
-	dir   string // scratch folder
+	shoal    string // built binary
+	dir      string // scratch folder
 }
 
 func main() {

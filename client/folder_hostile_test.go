@@ -1,7 +1,6 @@
 package client_test
 
 import (
-	"context"
 	"errors"
 	"io/fs"
 	"os"
@@ -37,14 +36,7 @@ func TestHostileFolderWritesNothing(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(src, "real.txt"), []byte("real"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	st, err := chunkstore.Open(chunkstore.Config{Dir: src})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Scan(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := scannedStore(t, src)
 	real, err := st.ManifestByName("real.txt")
 	if err != nil {
 		t.Fatal(err)
@@ -98,14 +90,7 @@ func TestHostileFolderWritesNothing(t *testing.T) {
 // folder arrives whole from the honest ones.
 func TestFolderFromALiar(t *testing.T) {
 	src, _ := makeTree(t, 200)
-	st, err := chunkstore.Open(chunkstore.Config{Dir: src})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Scan(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := scannedStore(t, src)
 	holdings := server.StoreFiles{Store: st}.Holdings
 	liar := hookFiles{server.StoreFiles{Store: st}, func(i int, b []byte) []byte {
 		b[len(b)/2] ^= 0xff

@@ -178,14 +178,7 @@ func TestFolderArrivesIdentical(t *testing.T) {
 // the first did not keep, over every file.
 func TestFolderResumesAcrossFiles(t *testing.T) {
 	src, _ := makeTree(t, 300)
-	st, err := chunkstore.Open(chunkstore.Config{Dir: src})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Scan(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := scannedStore(t, src)
 	ctx, cancel := context.WithCancel(testCtx(t))
 	var served atomic.Int64
 	files := hookFiles{server.StoreFiles{Store: st}, func(i int, b []byte) []byte {
@@ -259,4 +252,18 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// scannedStore opens and hashes the folder dir.
+func scannedStore(t *testing.T, dir string) *chunkstore.Store {
+	t.Helper()
+	st, err := chunkstore.Open(chunkstore.Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Scan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }

@@ -141,15 +141,7 @@ func lockPart(path string) (func(), error) {
 		}
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		holder := lockHolder(f)
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%s: %w%s", path, ErrBusyOutput, holder)
-		}
-		return nil, fmt.Errorf("lock %s: %w", path, err)
-	}
-	return func() { f.Close() }, nil
+	return lockOpen(f, path)
 }
 
 // lockDir takes an exclusive lock on the folder at path, as lockPart
@@ -159,6 +151,11 @@ func lockDir(path string) (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
+	return lockOpen(f, path)
+}
+
+// lockOpen takes an exclusive flock on f, opened at path, or closes it.
+func lockOpen(f *os.File, path string) (func(), error) {
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		holder := lockHolder(f)
 		f.Close()

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -45,6 +46,77 @@ func FuzzChunkList(f *testing.F) {
 			if i < 0 || i >= int(n) {
 				t.Fatalf("chunk %d accepted for a %d-chunk file", i, n)
 			}
+		}
+	})
+}
+
+// manifestFiles serves manifests only, for request validation.
+type manifestFiles struct {
+	byID map[chunkstore.ID]*chunkstore.Manifest
+}
+
+func (manifestFiles) ManifestByName(string) (*chunkstore.Manifest, error) {
+	return nil, chunkstore.ErrNotFound
+}
+func (manifestFiles) OpenChunks(chunkstore.ID) (ChunkReader, error) {
+	return nil, chunkstore.ErrNotFound
+}
+func (manifestFiles) WatchHave(context.Context, chunkstore.ID, func([]bool, []int, bool) error) error {
+	return chunkstore.ErrNotFound
+}
+
+func (m manifestFiles) Manifest(id chunkstore.ID) (*chunkstore.Manifest, error) {
+	if x, ok := m.byID[id]; ok {
+		return x, nil
+	}
+	return nil, chunkstore.ErrNotFound
+}
+
+// FuzzGetChunksFiles feeds GetChunks requests naming several files: they
+// must never panic, never pass a file the peer does not hold or a chunk
+// outside its file, and never more chunks than the limit over all files.
+func FuzzGetChunksFiles(f *testing.F) {
+	files := manifestFiles{byID: map[chunkstore.ID]*chunkstore.Manifest{}}
+	var ids []string
+	for k, size := range []int64{1, 100_000, 3 << 20} {
+		m := &chunkstore.Manifest{Name: fmt.Sprint(k), Size: size, ChunkSize: chunkstore.ChunkSizeFor(size)}
+		m.Hashes = make([]chunkstore.Hash, (size+int64(m.ChunkSize)-1)/int64(m.ChunkSize))
+		m.ID = chunkstore.ComputeID(m.Size, m.ChunkSize, m.Hashes)
+		files.byID[m.ID] = m
+		ids = append(ids, m.ID.String())
+	}
+	seed := func(r *shoalv1.GetChunksRequest) {
+		b, _ := proto.Marshal(r)
+		f.Add(b)
+	}
+	seed(&shoalv1.GetChunksRequest{Files: []*shoalv1.FileChunks{{ContentId: ids[0], Indexes: []uint32{0}}, {ContentId: ids[2], Indexes: []uint32{3, 1, 40}}}})
+	seed(&shoalv1.GetChunksRequest{ContentId: ids[1], Files: []*shoalv1.FileChunks{{ContentId: ids[1], Indexes: []uint32{0}}}})
+	seed(&shoalv1.GetChunksRequest{Files: []*shoalv1.FileChunks{{ContentId: ids[1]}, {ContentId: "sh1nope", Indexes: []uint32{1}}}})
+	p := NewPeerService(files, PeerConfig{MaxChunksPerRequest: 64}, nil)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var req shoalv1.GetChunksRequest
+		if proto.Unmarshal(b, &req) != nil {
+			return
+		}
+		got, err := p.requested(&req)
+		if err != nil {
+			return
+		}
+		total := 0
+		for _, fc := range got {
+			m, ok := files.byID[fc.id]
+			if !ok {
+				t.Fatalf("file %s passed, not held", fc.id)
+			}
+			for _, i := range fc.chunks {
+				if i < 0 || i >= m.NumChunks() {
+					t.Fatalf("chunk %d of a %d-chunk file passed", i, m.NumChunks())
+				}
+			}
+			total += len(fc.chunks)
+		}
+		if total == 0 || total > 64 {
+			t.Fatalf("%d chunks passed, limit 64", total)
 		}
 	})
 }

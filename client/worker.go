@@ -271,18 +271,22 @@ func (d *Download) followHave(ctx context.Context, p *peerState, hs HaveSource, 
 	}
 }
 
-// batchUnit is the least a chunk counts for in a request's budget: below
-// it, each request's own cost outweighs its bytes, so a tree's small
-// files go many to a request.
+// batchUnit is the least a chunk of a folder counts for in a request's
+// budget: below it, each request's own cost outweighs its bytes, so a
+// tree's small files go many to a request. A file's chunks count their
+// size (MaxBatch caps them).
 const batchUnit = 64 << 10
 
 // batchBytes is how many bytes of chunks a request to p should hold:
 // BatchTarget of work at p's measured rate, two of the largest chunks
-// before a rate is known, at most MaxBatch of them (each counted as at
-// least batchUnit). Counted in bytes, a request holds a few of a large
+// before a rate is known, at most MaxBatch of them (for a folder, each
+// counted as at least batchUnit). Counted in bytes, a request holds a few of a large
 // file's chunks or many small files (up to maxTreeBatch chunks).
 func (d *Download) batchBytes(p *peerState) int64 {
-	most := int64(max(batchUnit, d.lay.most))
+	most := int64(max(1, d.lay.most))
+	if len(d.lay.files) > 1 {
+		most = max(most, batchUnit)
+	}
 	rate := p.rate.Load()
 	if rate == 0 {
 		return 2 * most

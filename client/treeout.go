@@ -58,7 +58,10 @@ func openTreeOutput(ctx context.Context, dir string, t *chunkstore.Tree, lay *la
 	if fi, err := os.Stat(parent); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("output folder %s does not exist", parent)
 	}
-	var old *os.Root // an existing DIR
+	var (
+		old     *os.Root // an existing DIR
+		oldHave [][]bool // what of the tree it holds
+	)
 	if fi, err := os.Lstat(dir); err == nil {
 		switch {
 		case fi.Mode()&os.ModeSymlink != 0:
@@ -70,8 +73,9 @@ func openTreeOutput(ctx context.Context, dir string, t *chunkstore.Tree, lay *la
 			return nil, fmt.Errorf("open %s: %w", dir, err)
 		}
 		defer old.Close()
-		have, _, extra := o.scan(ctx, old)
-		if !extra && all(have) {
+		var extra bool
+		oldHave, _, extra = o.scan(ctx, old)
+		if !extra && all(oldHave) {
 			o.already = true
 			if cfg.Serve { // seed it as it is: read-only, never moved
 				if o.root, err = os.OpenRoot(dir); err != nil {
@@ -119,7 +123,7 @@ func openTreeOutput(ctx context.Context, dir string, t *chunkstore.Tree, lay *la
 	}
 	have, sizes, _ := o.scan(ctx, o.root)
 	if old != nil {
-		o.reuse(ctx, old, have)
+		o.reuse(old, oldHave, have)
 	}
 	o.have = make([]bool, lay.chunks())
 	for k, m := range lay.files {
@@ -145,13 +149,21 @@ func openTreeOutput(ctx context.Context, dir string, t *chunkstore.Tree, lay *la
 // all reports whether every file's every chunk is held.
 func all(have [][]bool) bool {
 	for _, h := range have {
-		if h == nil {
+		if !whole(h) {
 			return false
 		}
-		for _, ok := range h {
-			if !ok {
-				return false
-			}
+	}
+	return true
+}
+
+// whole reports whether one file's every chunk is held (nil: none is).
+func whole(h []bool) bool {
+	if h == nil {
+		return false
+	}
+	for _, ok := range h {
+		if !ok {
+			return false
 		}
 	}
 	return true
@@ -212,6 +224,7 @@ func (o *treeOutput) prune() error {
 func (o *treeOutput) scan(ctx context.Context, root *os.Root) (have [][]bool, sizes map[string]int64, extra bool) {
 	want := o.wanted()
 	sizes = map[string]int64{}
+	exec := map[string]bool{}
 	fs.WalkDir(root.FS(), ".", func(p string, e fs.DirEntry, err error) error {
 		if err != nil || p == "." {
 			return nil
@@ -225,16 +238,12 @@ func (o *treeOutput) scan(ctx context.Context, root *os.Root) (have [][]bool, si
 			return nil
 		}
 		if fi, err := e.Info(); err == nil && !e.IsDir() {
-			sizes[p] = fi.Size()
+			sizes[p], exec[p] = fi.Size(), fi.Mode()&0o111 != 0
 		}
 		return nil
 	})
 	for _, e := range o.t.Entries {
-		if e.Dir {
-			continue
-		}
-		fi, err := root.Lstat(e.Path)
-		if err != nil || !fi.Mode().IsRegular() || fi.Size() != e.Size || (fi.Mode()&0o111 != 0) != e.Executable {
+		if size, ok := sizes[e.Path]; !e.Dir && (!ok || size != e.Size || exec[e.Path] != e.Executable) {
 			extra = true // missing, or not yet the tree's: not yet done
 		}
 	}
@@ -271,11 +280,11 @@ func (o *treeOutput) scan(ctx context.Context, root *os.Root) (have [][]bool, si
 }
 
 // reuse links into DIR.part every file of the old DIR that matches the
-// tree and that DIR.part does not hold whole yet, and marks it held.
-func (o *treeOutput) reuse(ctx context.Context, old *os.Root, have [][]bool) {
-	oldHave, _, _ := o.scan(ctx, old)
+// tree (oldHave, its scan) and that DIR.part does not hold whole yet, and
+// marks it held.
+func (o *treeOutput) reuse(old *os.Root, oldHave, have [][]bool) {
 	for k, h := range oldHave {
-		if h == nil || !all([][]bool{h}) || all([][]bool{have[k]}) {
+		if !whole(h) || whole(have[k]) {
 			continue
 		}
 		ok := true

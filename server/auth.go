@@ -19,21 +19,9 @@ var registryWrites = map[string]bool{
 	"/shoal.v1.RegistryService/Leave":    true,
 }
 
-// federationCalls are the calls only other registries make. They carry
-// other registries' entries, so a peer's token never grants them: with a
-// federation token set they need it, and with only a peer token set they
-// are refused.
-var federationCalls = map[string]bool{
-	"/shoal.v1.RegistryService/Exchange": true,
-}
-
-// federationHeader carries the federation token.
-const federationHeader = "shoal-federation-token"
-
-// tokenOptions require "authorization: Bearer TOKEN" on registry writes
-// and the federation token on exchanges.
-func tokenOptions(token, federation string) []grpc.ServerOption {
-	if token == "" && federation == "" {
+// tokenOptions require "authorization: Bearer TOKEN" on registry writes.
+func tokenOptions(token string) []grpc.ServerOption {
+	if token == "" {
 		return nil
 	}
 	check := func(ctx context.Context, method string) error {
@@ -44,11 +32,6 @@ func tokenOptions(token, federation string) []grpc.ServerOption {
 				return nil
 			}
 			return status.Error(codes.Unauthenticated, "this registry needs a token to announce (--token or SHOAL_TOKEN)")
-		case federationCalls[method]:
-			if federation != "" && presents(md.Get(federationHeader), federation) {
-				return nil
-			}
-			return status.Error(codes.Unauthenticated, "this registry federates only with registries holding its --federation-token")
 		}
 		return nil
 	}
@@ -76,21 +59,6 @@ func presents(vals []string, want string) bool {
 		}
 	}
 	return false
-}
-
-// federationCreds sends the federation token with every call.
-type federationCreds struct{ token string }
-
-func (f federationCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{federationHeader: f.token}, nil
-}
-
-func (federationCreds) RequireTransportSecurity() bool { return false }
-
-// FederationDialOption sends the federation token on a registry's calls
-// to other registries.
-func FederationDialOption(token string) grpc.DialOption {
-	return grpc.WithPerRPCCredentials(federationCreds{token: token})
 }
 
 // tokenCreds sends the registry token with every call.

@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/shoalnet/shoal/chunkstore"
 	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
 )
@@ -173,8 +176,7 @@ func FuzzRegistryHandlers(f *testing.F) {
 	seed(2, &shoalv1.LeaveRequest{PeerId: "victim", Address: "127.0.0.1:9001"})
 	seed(3, &shoalv1.ListFilesRequest{PageToken: "!!", PageSize: 1 << 31})
 	seed(3, &shoalv1.ListFilesRequest{PageToken: pageToken("v", victimID)})
-	seed(4, &shoalv1.ExchangeRequest{Peers: []*shoalv1.LeasedPeer{{Peer: &shoalv1.PeerInfo{PeerId: "victim", Address: "127.0.0.1:1"}, RemainingMs: 30_000, Left: true}}})
-	seed(4, &shoalv1.ExchangeRequest{From: "nothostport", Peers: []*shoalv1.LeasedPeer{{RemainingMs: -5}}})
+	seed(4, &shoalv1.MembersRequest{})
 	f.Fuzz(func(t *testing.T, which uint8, b []byte) {
 		leases := NewLeases(LeaseConfig{MaxPeers: 16, MaxFilesPerPeer: 8})
 		victim := Peer{ID: "victim", Addr: "127.0.0.1:9001", Files: []FileInfo{{ID: chunkstore.ID{7}, Name: "v", Size: 1}}}
@@ -210,11 +212,11 @@ func FuzzRegistryHandlers(f *testing.F) {
 			}
 			_, err = r.ListFiles(ctx, &req)
 		case 4:
-			var req shoalv1.ExchangeRequest
+			var req shoalv1.MembersRequest
 			if proto.Unmarshal(b, &req) != nil {
 				return
 			}
-			_, err = r.Exchange(ctx, &req)
+			_, err = r.Members(ctx, &req)
 		}
 		if c := status.Code(err); c == codes.Internal || c == codes.Unknown {
 			t.Fatalf("handler %d answered %v", which%5, err)
@@ -226,6 +228,47 @@ func FuzzRegistryHandlers(f *testing.F) {
 		}
 		if lerr != nil || !found {
 			t.Fatalf("handler %d with %x removed or re-pointed the owned registration: %v %v", which%5, b, peers, lerr)
+		}
+	})
+}
+
+// FuzzGossipMessage feeds the gossip receiver messages built from fuzz
+// bytes (another registry's, or anyone's who reached the gossip port
+// without a key): none may panic, outlive a lease, or touch a registration
+// announced here.
+func FuzzGossipMessage(f *testing.F) {
+	entry := func(w *shoalv1.GossipEntry) []byte {
+		b, _ := proto.Marshal(w)
+		return append([]byte{gossipEntry}, b...)
+	}
+	batch := func(w *shoalv1.GossipBatch) []byte {
+		b, _ := proto.Marshal(w)
+		return append([]byte{gossipBatch}, b...)
+	}
+	victimID := chunkstore.ID{7}.String()
+	f.Add(entry(&shoalv1.GossipEntry{RemainingMs: 30_000, Peer: &shoalv1.PeerInfo{PeerId: "victim", Address: "127.0.0.1:1"}, Left: true}))
+	f.Add(entry(&shoalv1.GossipEntry{RemainingMs: 20_000, Peer: &shoalv1.PeerInfo{PeerId: "other", Address: "127.0.0.1:2", Files: []*shoalv1.FileInfo{{ContentId: victimID, Name: "v"}}}}))
+	f.Add(entry(&shoalv1.GossipEntry{RemainingMs: 1 << 31, Peer: &shoalv1.PeerInfo{PeerId: "long", Address: "127.0.0.1:3"}}))
+	f.Add(batch(&shoalv1.GossipBatch{Refreshes: []*shoalv1.GossipRefresh{{RemainingMs: 29_000, PeerId: "victim", Digest: 1}}, Entries: []*shoalv1.GossipEntry{{RemainingMs: 30_000, Peer: &shoalv1.PeerInfo{PeerId: "victim", Address: "127.0.0.1:1"}}}}))
+	f.Add([]byte{9, 1, 2})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		leases := NewLeases(LeaseConfig{Lease: 30 * time.Second, MaxPeers: 16, MaxFilesPerPeer: 8})
+		victim := Peer{ID: "victim", Addr: "127.0.0.1:9001", Files: []FileInfo{{ID: chunkstore.ID{7}, Name: "v", Size: 1}}}
+		if _, _, err := leases.Announce(victim, ""); err != nil {
+			t.Fatal(err)
+		}
+		g := &Gossip{leases: leases, pending: map[string]*entryBroadcast{}, queue: &memberlist.TransmitLimitedQueue{NumNodes: func() int { return 2 }, RetransmitMult: 1}}
+		g.receive(msg)
+		g.receive(msg) // a second copy changes nothing more
+		for _, e := range leases.Snapshot(100) {
+			if e.Expires.After(time.Now().Add(30 * time.Second)) {
+				t.Fatalf("entry %s learned with more than a lease: %v", e.ID, time.Until(e.Expires))
+			}
+		}
+		_, peers, _, err := leases.Lookup(chunkstore.ID{7}, "", false, 16, nil)
+		if err != nil || !slices.ContainsFunc(peers, func(p Peer) bool { return p.ID == "victim" && p.Addr == victim.Addr }) {
+			t.Fatalf("gossip %x removed or re-pointed the registration announced here: %v %v", msg, peers, err)
 		}
 	})
 }

@@ -50,13 +50,10 @@ type Config struct {
 	KeepaliveTime time.Duration
 	// Limits bound what one client can make the server do.
 	Limits Limits
-	// Token, if set, is required on registry writes (Announce, Leave,
-	// Exchange) as "authorization: Bearer TOKEN".
+	// Token, if set, is required on registry writes (Announce, Leave) as
+	// "authorization: Bearer TOKEN". Registries gossip apart from it, with
+	// their own key (GossipConfig.Key).
 	Token string
-	// FederationToken, if set, is required on Exchange: registries
-	// authenticate each other with it, apart from the peers' Token. With
-	// only Token set, Exchange is refused.
-	FederationToken string
 	// Options are appended to the server's options (credentials, say).
 	Options []grpc.ServerOption
 }
@@ -132,7 +129,7 @@ func New(cfg Config, peer shoalv1.PeerServiceServer, registry shoalv1.RegistrySe
 		grpc.ForceServerCodecV2(newCodec(bad)),
 	}
 	opts = append(opts, limitOptions(cfg.Limits)...)
-	opts = append(opts, tokenOptions(cfg.Token, cfg.FederationToken)...)
+	opts = append(opts, tokenOptions(cfg.Token)...)
 	opts = append(opts, cfg.Options...)
 	s := &Server{cfg: cfg, grpc: grpc.NewServer(opts...), health: health.NewServer(), conns: newConnTable()}
 	if ps, ok := peer.(*PeerService); ok {

@@ -1,10 +1,17 @@
 package server
 
-// Entries registries exchange: a sample of the table out, learned entries
-// in, under the invariants in doc.go.
+import (
+	"container/heap"
+	"encoding/binary"
+	"hash/fnv"
+	"time"
+)
+
+// Entries registries gossip: the table out, learned entries in, under the
+// invariants in doc.go.
 
 // Snapshot returns up to max live entries and tombstones, a random sample
-// when there are more, for an exchange with another registry.
+// when there are more, for a push-pull with another registry.
 func (l *Leases) Snapshot(max int) []LeasedPeer {
 	now := l.cfg.Now()
 	l.mu.Lock()
@@ -49,6 +56,62 @@ func (l *Leases) Merge(in []LeasedPeer) int {
 		}
 	}
 	return n
+}
+
+// Extend applies a refresh learned from another registry: the entry id,
+// if learned (not announced here), live, and with the digest given, gets
+// the later expiry, never longer than a lease from now. It reports whether
+// the entry changed.
+func (l *Leases) Extend(id string, digest uint64, expires time.Time) bool {
+	now := l.cfg.Now()
+	if !expires.After(now) || expires.After(now.Add(l.cfg.Lease)) {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sweepLocked(now)
+	cur, ok := l.peers[id]
+	if !ok || cur.Left || cur.secret != "" || cur.digest != digest || !expires.After(cur.Expires) {
+		return false
+	}
+	cur.Expires = expires
+	heap.Fix(&l.expiry, cur.heapIdx)
+	return true
+}
+
+// Entry returns the table's entry for id, and its digest.
+func (l *Leases) Entry(id string) (LeasedPeer, uint64, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sweepLocked(l.cfg.Now())
+	cur, ok := l.peers[id]
+	if !ok {
+		return LeasedPeer{}, 0, false
+	}
+	return cur.LeasedPeer, cur.digest, true
+}
+
+// digestOf identifies an entry's address and files (FNV-1a, 64 bits).
+func digestOf(e LeasedPeer) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(e.Addr))
+	var b [8]byte
+	for _, f := range e.Files {
+		h.Write(f.ID[:])
+		binary.LittleEndian.PutUint64(b[:], uint64(f.Size))
+		h.Write(b[:])
+		flags := byte(0)
+		for i, on := range []bool{f.Partial, f.HidesChunks, f.Tree} {
+			if on {
+				flags |= 1 << i
+			}
+		}
+		binary.LittleEndian.PutUint32(b[:], uint32(f.Files))
+		h.Write(append(b[:4], flags))
+		h.Write([]byte(f.Name))
+		h.Write([]byte{0})
+	}
+	return h.Sum64()
 }
 
 // newer reports whether e supersedes cur: its lease ends later, or it is

@@ -113,8 +113,12 @@ func (h *holders) remove(id string) {
 type leaseEntry struct {
 	LeasedPeer
 	heapIdx int
-	secret  string // proves ownership; empty for entries learned by exchange
+	secret  string // proves ownership; empty for entries learned by gossip
 	bytes   int    // what the entry costs the table, by entryBytes
+	digest  uint64 // of the address and files, by digestOf
+	// gossiped is the expiry the other registries were last told of, for
+	// an entry announced here.
+	gossiped time.Time
 }
 
 // entryBytes estimates the memory an entry costs the table, indexes
@@ -140,6 +144,24 @@ type Leases struct {
 	bytes    int                        // sum of the entries' bytes, at most cfg.MaxBytes
 	rnd      *rand.Rand                 // lookup sampling
 	onExpire func(n int)                // called with mu held, for metrics
+	gossip   func(Change)               // told of changes made here, without mu held
+}
+
+// Change is a change to the table made at this registry, for gossip: an
+// announce that added or altered an entry or ended its tombstone (Full),
+// a leave (Full, Left), or an announce that only extended the lease.
+type Change struct {
+	LeasedPeer
+	Full   bool
+	Digest uint64
+}
+
+// OnChange sets the function told of every change announced or left here
+// (Gossip's).
+func (l *Leases) OnChange(fn func(Change)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.gossip = fn
 }
 
 // NewLeases returns an empty table.
@@ -234,24 +256,48 @@ func (l *Leases) Announce(p Peer, secret string) (time.Duration, string, error) 
 	case cur.secret == "" && cur.Addr != p.Addr:
 		err = fmt.Errorf("%w: %s is registered at %s", errNotOwner, p.ID, cur.Addr)
 	}
+	// putLocked updates cur in place: what it was is read first.
+	wasLive := ok && !cur.Left
+	var was uint64
+	if ok {
+		was = cur.digest
+	}
 	if err == nil {
 		err = l.putLocked(LeasedPeer{Peer: p, Expires: now.Add(l.cfg.Lease)})
 	}
+	var change *Change
 	if err == nil {
 		e := l.peers[p.ID]
-		if !ok || cur.Left || e.secret == "" {
+		if !wasLive || e.secret == "" {
 			e.secret = newSecret()
 		}
 		secret = e.secret
+		change = l.changeLocked(e, wasLive && was == e.digest, now)
 	}
+	gossip := l.gossip
 	l.mu.Unlock()
 	if err != nil {
 		return 0, "", err
+	}
+	if change != nil && gossip != nil {
+		gossip(*change)
 	}
 	if l.cfg.OnAnnounce != nil {
 		l.cfg.OnAnnounce(p)
 	}
 	return l.cfg.Lease, secret, nil
+}
+
+// changeLocked is what the other registries must hear of e, announced
+// here: all of it if it is new or changed, else its lease when their
+// copies have less than half a lease left (peers re-announce every third
+// of one, so every second refresh travels), else nothing.
+func (l *Leases) changeLocked(e *leaseEntry, same bool, now time.Time) *Change {
+	if same && e.gossiped.Sub(now) >= l.cfg.Lease/2 {
+		return nil
+	}
+	e.gossiped = e.Expires
+	return &Change{LeasedPeer: e.LeasedPeer, Full: !same, Digest: e.digest}
 }
 
 // newSecret returns 128 random bits in hex.
@@ -283,9 +329,10 @@ func (l *Leases) putLocked(e LeasedPeer) error {
 		l.unindexLocked(cur)
 		cur.LeasedPeer = e
 		cur.bytes = size
+		cur.digest = digestOf(e)
 		heap.Fix(&l.expiry, cur.heapIdx)
 	} else {
-		cur = &leaseEntry{LeasedPeer: e, bytes: size}
+		cur = &leaseEntry{LeasedPeer: e, bytes: size, digest: digestOf(e)}
 		l.peers[e.ID] = cur
 		heap.Push(&l.expiry, cur)
 	}
@@ -341,7 +388,16 @@ func (l *Leases) Leave(id, secret string) error {
 	if cur.secret == "" || cur.secret != secret {
 		return fmt.Errorf("%w: only the holder of %s's registration may remove it", errNotOwner, id)
 	}
-	return l.putLocked(LeasedPeer{Peer: Peer{ID: id, Addr: cur.Addr}, Expires: now.Add(l.cfg.Lease), Left: true})
+	tomb := LeasedPeer{Peer: Peer{ID: id, Addr: cur.Addr}, Expires: now.Add(l.cfg.Lease), Left: true}
+	if err := l.putLocked(tomb); err != nil {
+		return err
+	}
+	if l.gossip != nil {
+		// Told with mu held, unlike an announce: a leave is rare, and the
+		// gossip queue never calls back into the table.
+		l.gossip(Change{LeasedPeer: tomb, Full: true})
+	}
+	return nil
 }
 
 // sweepLocked drops entries whose lease ended.

@@ -38,10 +38,15 @@ type NodeConfig struct {
 	PeerID string
 	// Registries are remote registries to announce this node's files to.
 	Registries []string
-	// Join lists registries whose entries this node's registry exchanges.
+	// Join lists registries (gRPC addresses) this node's registry joins
+	// in a federation (gossip).
 	Join []string
-	// ExchangeInterval is the time between federation rounds. Default 2 s.
-	ExchangeInterval time.Duration
+	// Federate makes the registry gossip without Join, so that others can
+	// join it (`shoal registry`).
+	Federate bool
+	// Gossip configures the federation, which runs with Join or Federate.
+	// With Server.Token set it needs Gossip.Key.
+	Gossip GossipConfig
 	// RescanInterval is how often the folder is rescanned for changes (a
 	// file seen changed is rescanned at once). Default 1 min.
 	RescanInterval time.Duration
@@ -72,7 +77,7 @@ type Node struct {
 	cfg    NodeConfig
 	store  *chunkstore.Store
 	leases *Leases
-	fed    *Federation
+	gossip *Gossip
 	srv    *Server
 	stats  Stats
 
@@ -126,17 +131,21 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 		n.cfg.Files = cfg.Files
 	}
 	n.leases = NewLeases(cfg.Lease)
-	if len(cfg.Join) > 0 {
-		dial := cfg.DialOptions
-		if cfg.Server.FederationToken != "" {
-			dial = append(slices.Clone(dial), FederationDialOption(cfg.Server.FederationToken))
+	if len(cfg.Join) > 0 || cfg.Federate {
+		if cfg.Server.Token != "" && len(cfg.Gossip.Key) == 0 {
+			n.closeStore()
+			return nil, fmt.Errorf("a registry with a token federates only with a gossip key (--gossip-key): without one, anyone reaching its gossip port could add entries")
 		}
-		n.fed = NewFederation(FederationConfig{
-			Self: cfg.Advertise, Join: cfg.Join, Interval: cfg.ExchangeInterval,
-			DialOptions: dial, Logger: cfg.Logger,
-		}, n.leases)
+		gc := cfg.Gossip
+		gc.Join = cfg.Join
+		g, err := NewGossip(gc, cfg.Listener.Addr().String(), cfg.Advertise, n.leases, cfg.DialOptions, cfg.Logger)
+		if err != nil {
+			n.closeStore()
+			return nil, err
+		}
+		n.gossip = g
 	}
-	reg := NewRegistryService(n.leases, n.fed)
+	reg := NewRegistryService(n.leases, n.gossip)
 	if cfg.Metrics != nil {
 		// A peer that announces elsewhere keeps a registry mostly of itself;
 		// counting it too would count that peer twice.
@@ -212,6 +221,9 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- n.srv.Serve(ctx, n.cfg.Listener) }()
+	if n.gossip != nil {
+		wg.Go(func() { n.gossip.Run(ctx) })
+	}
 
 	if n.store != nil {
 		if err := n.store.Scan(ctx); err != nil {
@@ -227,9 +239,6 @@ func (n *Node) Run(ctx context.Context) error {
 		close(n.ready)
 	}
 	n.srv.SetServing(true)
-	if n.fed != nil {
-		wg.Go(func() { n.fed.Run(ctx) })
-	}
 	var (
 		pending    sync.WaitGroup
 		rejectOnce sync.Once
@@ -300,9 +309,14 @@ func (n *Node) selfAnnounce(ctx context.Context) {
 	}
 }
 
-// Federation is the node's exchange with other registries, nil without
-// Join. Tests call its Round directly.
-func (n *Node) Federation() *Federation { return n.fed }
+// Gossip is the node's federation, nil when it does not federate.
+func (n *Node) Gossip() *Gossip { return n.gossip }
+
+func (n *Node) closeStore() {
+	if n.store != nil {
+		n.store.Close()
+	}
+}
 
 // Kill stops the node abruptly, as a crash would: connections are cut at
 // once and no registry is told. Run returns after Kill.

@@ -8,6 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/shoalnet/shoal/chunkstore"
 	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
 )
@@ -16,14 +19,14 @@ import (
 type RegistryService struct {
 	shoalv1.UnimplementedRegistryServiceServer
 	leases *Leases
-	fed    *Federation // nil when not federated
+	gossip *Gossip // nil when the registry does not federate
 	now    func() time.Time
 }
 
-// NewRegistryService serves leases. fed, if not nil, learns the callers of
-// Exchange as registries to exchange with.
-func NewRegistryService(leases *Leases, fed *Federation) *RegistryService {
-	return &RegistryService{leases: leases, fed: fed, now: leases.cfg.Now}
+// NewRegistryService serves leases; gossip, if not nil, is the registry's
+// federation, listed by Members.
+func NewRegistryService(leases *Leases, gossip *Gossip) *RegistryService {
+	return &RegistryService{leases: leases, gossip: gossip, now: leases.cfg.Now}
 }
 
 // Announce registers or refreshes a peer.
@@ -166,25 +169,12 @@ func parsePageToken(tok string) (pageKey, error) {
 	return pageKey{name: name, id: id}, nil
 }
 
-// Exchange merges the caller's entries and answers with a sample of ours.
-func (r *RegistryService) Exchange(_ context.Context, req *shoalv1.ExchangeRequest) (*shoalv1.ExchangeResponse, error) {
-	max := maxExchange
-	if r.fed != nil {
-		max = r.fed.cfg.MaxEntries
+// Members lists the registries this one gossips with.
+func (r *RegistryService) Members(context.Context, *shoalv1.MembersRequest) (*shoalv1.MembersResponse, error) {
+	if r.gossip == nil {
+		return nil, status.Error(codes.FailedPrecondition, "this registry does not federate (a peer's registry gossips only with --join)")
 	}
-	if len(req.GetPeers()) > max {
-		return nil, toStatus(fmt.Errorf("%w: %d entries in one exchange, at most %d", errTooLarge, len(req.GetPeers()), max))
-	}
-	if from := req.GetFrom(); from != "" {
-		if err := validateAddr(from); err != nil {
-			return nil, toStatus(err)
-		}
-		if r.fed != nil {
-			r.fed.learn(from)
-		}
-	}
-	r.leases.Merge(leasedFromWire(req.GetPeers(), r.now()))
-	return &shoalv1.ExchangeResponse{Peers: leasedToWire(r.leases.Snapshot(max), r.now())}, nil
+	return &shoalv1.MembersResponse{Members: r.gossip.Members()}, nil
 }
 
 func fileToWire(f FileInfo) *shoalv1.FileInfo {
@@ -226,15 +216,7 @@ func peerFromWire(w *shoalv1.PeerInfo) (Peer, error) {
 // table applies its own, configurable, limit.
 const maxWireFiles = 100_000
 
-func leasedToWire(in []LeasedPeer, now time.Time) []*shoalv1.LeasedPeer {
-	out := make([]*shoalv1.LeasedPeer, 0, len(in))
-	for _, e := range in {
-		out = append(out, &shoalv1.LeasedPeer{Peer: peerToWire(e.Peer), RemainingMs: e.Expires.Sub(now).Milliseconds(), Left: e.Left})
-	}
-	return out
-}
-
-// leasedFromWire converts exchanged entries, dropping malformed ones.
+// leasedFromWire converts gossiped entries, dropping malformed ones.
 func leasedFromWire(in []*shoalv1.LeasedPeer, now time.Time) []LeasedPeer {
 	out := make([]LeasedPeer, 0, len(in))
 	for _, w := range in {

@@ -64,6 +64,8 @@ func TestFlagMistakes(t *testing.T) {
 		{[]string{"ls", "--log-level", "verbose"}, exitUsage, "--log-level"},
 		{[]string{"ls", "--log-format", "yaml"}, exitUsage, "--log-format"},
 		{[]string{"ls", "--registry", "http://127.0.0.1:7200"}, exitUsage, "not a URL (try --registry 127.0.0.1:7200)"},
+		{[]string{"registry", "--listen", "127.0.0.1:0", "--token", "t"}, exitUsage, "--token needs --gossip-key"},
+		{[]string{"registry", "--listen", "127.0.0.1:0", "--gossip-key", "c2hvcnQ="}, exitUsage, "--gossip-key must be base64 of 16, 24 or 32 bytes"},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		var stderr bytes.Buffer
@@ -78,7 +80,7 @@ func TestFlagMistakes(t *testing.T) {
 // --help never prints a secret from the environment.
 func TestHelpPrintsNoToken(t *testing.T) {
 	t.Setenv("SHOAL_TOKEN", "s3cret-token")
-	t.Setenv("SHOAL_FEDERATION_TOKEN", "s3cret-fed")
+	t.Setenv("SHOAL_GOSSIP_KEY", "s3cret-gossip-key")
 	t.Setenv("SHOAL_REGISTRY", "10.9.8.7:7000")
 	for _, cmd := range []string{"serve", "registry", "get", "ls", "cluster"} {
 		var out bytes.Buffer
@@ -129,7 +131,7 @@ func TestTLSMistakesNameTheCause(t *testing.T) {
 
 // serve with a token the registry refuses stops at once, saying so.
 func TestServeWithWrongTokenFails(t *testing.T) {
-	addr := startRegistry(t, "--token", "right")
+	addr := startRegistry(t, "--token", "right", "--gossip-key", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
 	dir := t.TempDir()
 	var err2 error
 	var stderr bytes.Buffer

@@ -17,7 +17,8 @@ func newRegistryCmd(g *globals) *cobra.Command {
 		Use:   "registry",
 		Short: "Run a registry alone, as a bootstrap node for discovery",
 		Example: `  shoal registry --listen 127.0.0.1:7000
-  shoal registry --listen 127.0.0.1:7001 --join 127.0.0.1:7000`,
+  shoal registry --listen 127.0.0.1:7001 --join 127.0.0.1:7000
+  shoal registry --listen 10.0.0.2:7000 --gossip 10.0.0.2:7946 --join 10.0.0.1:7000 --token T --gossip-key K`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.logger()
@@ -33,6 +34,11 @@ func newRegistryCmd(g *globals) *cobra.Command {
 				return fmt.Errorf("listen: %w", err)
 			}
 			lc := nf.leaseConfig()
+			gc, err := nf.gossipConfig(true)
+			if err != nil {
+				lis.Close()
+				return err
+			}
 			stop, cancel := context.WithCancel(cmd.Context())
 			jobs, ctx := errgroup.WithContext(stop)
 			defer jobs.Wait()
@@ -43,14 +49,14 @@ func newRegistryCmd(g *globals) *cobra.Command {
 				return err
 			}
 			node, err := server.NewNode(server.NodeConfig{
-				Metrics: metrics, Listener: lis, Advertise: nf.advertise, Join: nf.join, Lease: lc,
+				Metrics: metrics, Listener: lis, Advertise: nf.advertise, Join: nf.join, Federate: true, Gossip: gc, Lease: lc,
 				Server: scfg, DialOptions: dial, Logger: log,
 			})
 			if err != nil {
 				lis.Close()
 				return err
 			}
-			log.Info("registry serving", "addr", node.Addr(), "join", nf.join, "tls", nf.conn.tls.Enabled(), "token", nf.conn.token != "", "federation_token", nf.fedToken != "")
+			log.Info("registry serving", "addr", node.Addr(), "gossip", node.Gossip().Addr(), "join", nf.join, "tls", nf.conn.tls.Enabled(), "token", nf.conn.token != "", "gossip_key", len(gc.Key) > 0)
 			jobs.Go(func() error { return node.Run(ctx) })
 			err = jobs.Wait()
 			log.Info("stopped", "addr", node.Addr(), "err", err)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -32,14 +33,16 @@ type nodeFlags struct {
 	advertise string
 	join      []string
 	lease     time.Duration
-	fedToken  string
+	gossip    string
+	gossipKey string
 }
 
 func (f *nodeFlags) register(cmd *cobra.Command, defListen string) {
 	cmd.Flags().StringVar(&f.listen, "listen", defListen, "address to serve gRPC on (host:port; port 0 picks a free one)")
 	cmd.Flags().StringVar(&f.advertise, "advertise", "", "address other peers should use to reach this one (default: the listen address)")
-	cmd.Flags().StringSliceVar(&f.join, "join", nil, "registries to federate with, comma-separated host:port list")
-	cmd.Flags().StringVar(&f.fedToken, "federation-token", "", "token registries exchange entries with, apart from the peers' --token; required to federate registries that use a --token (default $SHOAL_FEDERATION_TOKEN)")
+	cmd.Flags().StringSliceVar(&f.join, "join", nil, "registries to federate with (gossip), comma-separated host:port list of their gRPC addresses; one member is enough")
+	cmd.Flags().StringVar(&f.gossip, "gossip", "", "address to gossip with other registries on, UDP and TCP (host:port; default: the listen host and a free port)")
+	cmd.Flags().StringVar(&f.gossipKey, "gossip-key", "", "base64 key of 16, 24 or 32 bytes that encrypts and authenticates gossip between registries; required with --token (default $SHOAL_GOSSIP_KEY; make one with: head -c 32 /dev/urandom | base64)")
 	f.conn.register(cmd, true)
 	def := server.DefaultLimits()
 	cmd.Flags().Float64Var(&f.limits.RequestsPerSecond, "max-rps", def.RequestsPerSecond, "calls per second one client IP may start (health and reflection exempt); 0 or less: no limit")
@@ -116,6 +119,11 @@ func newServeCmd(g *globals) *cobra.Command {
 				pc.MaxUploadsPerClient = -1
 			}
 			lc := nf.leaseConfig()
+			gc, err := nf.gossipConfig(len(nf.join) > 0 || nf.gossip != "")
+			if err != nil {
+				lis.Close()
+				return err
+			}
 			// Every goroutine of the command is one of jobs: the node, the
 			// metrics and course servers; each error ends them all.
 			stop, cancel := context.WithCancel(cmd.Context())
@@ -129,7 +137,7 @@ func newServeCmd(g *globals) *cobra.Command {
 			}
 			node, err := server.NewNode(server.NodeConfig{
 				Metrics: metrics, Dir: dir, IndexPath: index, Listener: lis, Advertise: nf.advertise,
-				Registries: registries, Join: nf.join, Lease: lc, Peer: pc,
+				Registries: registries, Join: nf.join, Federate: nf.gossip != "", Gossip: gc, Lease: lc, Peer: pc,
 				Server: scfg, DialOptions: dial, Logger: log,
 			})
 			if err != nil {
@@ -236,7 +244,6 @@ func (f *nodeFlags) serverConfig(ctx context.Context, log *slog.Logger) (server.
 		return server.Config{}, nil, err
 	}
 	f.join = join
-	f.fedToken = firstOf(f.fedToken, os.Getenv("SHOAL_FEDERATION_TOKEN"))
 	opts, err := f.conn.serverOptions()
 	if err != nil {
 		return server.Config{}, nil, err
@@ -252,5 +259,22 @@ func (f *nodeFlags) serverConfig(ctx context.Context, log *slog.Logger) (server.
 	if l.StreamsPerConn <= 0 {
 		l.StreamsPerConn = -1
 	}
-	return server.Config{Logger: log, Limits: l, Token: f.conn.token, FederationToken: f.fedToken, Options: opts}, dial, nil
+	return server.Config{Logger: log, Limits: l, Token: f.conn.token, Options: opts}, dial, nil
+}
+
+// gossipConfig is the federation's configuration from the flags, for a
+// node that federates (a registry, or a peer with --join or --gossip).
+func (f *nodeFlags) gossipConfig(federates bool) (server.GossipConfig, error) {
+	gc := server.GossipConfig{Bind: f.gossip}
+	if k := firstOf(f.gossipKey, os.Getenv("SHOAL_GOSSIP_KEY")); k != "" {
+		key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(k))
+		if err != nil || (len(key) != 16 && len(key) != 24 && len(key) != 32) {
+			return gc, usageError{fmt.Errorf("--gossip-key must be base64 of 16, 24 or 32 bytes (head -c 32 /dev/urandom | base64)")}
+		}
+		gc.Key = key
+	}
+	if federates && f.conn.token != "" && gc.Key == nil {
+		return gc, usageError{fmt.Errorf("--token needs --gossip-key on a registry that federates: without a key anyone reaching its gossip port could add entries (make one with: head -c 32 /dev/urandom | base64)")}
+	}
+	return gc, nil
 }

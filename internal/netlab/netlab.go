@@ -10,27 +10,45 @@ package netlab
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
+
+// TB is what the lab needs of its caller: a test, a benchmark, or a
+// program's stand-in (see Main).
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Cleanup(func())
+}
+
+var _ TB = testing.TB(nil)
 
 // Lab is a set of hosts on one bridge.
 type Lab struct {
-	t      testing.TB
+	t      TB
 	prefix string // namespace and link name prefix, unique per lab
 	bridge string // the bridge's namespace
 	Hosts  []*Host
 
-	mu    sync.Mutex
-	procs []*Proc // started processes; guarded by mu
+	mu         sync.Mutex
+	procs      []*Proc    // started processes; guarded by mu
+	blackholes [][2]*Host // routes Partition added: on [0], to [1]; guarded by mu
 }
 
 // Host is one namespace of the lab.
@@ -39,10 +57,13 @@ type Host struct {
 	Name string     // h1, h2, ...
 	NS   string     // its namespace
 	IP   netip.Addr // its address in the lab
+
+	nsOnce sync.Once
+	nsFD   int // its namespace, opened for Dial; -1 if that failed
 }
 
 // New makes a lab of n hosts (at most 200), removed when t ends.
-func New(t testing.TB, n int) *Lab {
+func New(t TB, n int) *Lab {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("netlab needs root (network namespaces, veth, tc): run the lab tests as root, as .ci/run does")
@@ -95,6 +116,9 @@ func (l *Lab) close() {
 		p.Stop()
 	}
 	for _, h := range l.Hosts {
+		if h.nsFD > 0 {
+			unix.Close(h.nsFD)
+		}
 		exec.Command("ip", "netns", "del", h.NS).Run()
 	}
 	exec.Command("ip", "netns", "del", l.bridge).Run()
@@ -201,3 +225,143 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// Partition splits the lab: hosts in different groups cannot reach each
+// other, hosts in no group reach every host. Each host of a group gets a
+// blackhole route to every host of the other groups (this kernel has no tc
+// drop action), so links stay up and established connections see their
+// packets vanish; a new connection across fails at once. Heal ends it.
+func (l *Lab) Partition(groups ...[]*Host) {
+	l.t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for gi, g := range groups {
+		for _, h := range g {
+			var b strings.Builder
+			for gj, other := range groups {
+				for _, x := range other {
+					if gj != gi {
+						fmt.Fprintf(&b, "route add blackhole %s/32\n", x.IP)
+						l.blackholes = append(l.blackholes, [2]*Host{h, x})
+					}
+				}
+			}
+			l.batch(h, b.String())
+		}
+	}
+}
+
+// Heal removes every partition.
+func (l *Lab) Heal() {
+	l.t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	by := map[*Host]*strings.Builder{}
+	for _, bh := range l.blackholes {
+		if by[bh[0]] == nil {
+			by[bh[0]] = &strings.Builder{}
+		}
+		fmt.Fprintf(by[bh[0]], "route del blackhole %s/32\n", bh[1].IP)
+	}
+	l.blackholes = nil
+	for h, b := range by {
+		l.batch(h, b.String())
+	}
+}
+
+// batch runs ip commands in h's namespace.
+func (l *Lab) batch(h *Host, cmds string) {
+	l.t.Helper()
+	cmd := exec.Command("ip", "-n", h.NS, "-batch", "-")
+	cmd.Stdin = strings.NewReader(cmds)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		l.t.Fatalf("ip -n %s -batch: %v: %s", h.NS, err, out)
+	}
+}
+
+// Dial opens a TCP connection from h's namespace, from this process: the
+// socket is made on a thread switched into the namespace for the call, and
+// stays there. It lets a test or bench program act as a client on a host
+// without a process of its own (grpc.WithContextDialer).
+func (h *Host) Dial(ctx context.Context, addr string) (net.Conn, error) {
+	h.nsOnce.Do(func() {
+		fd, err := unix.Open("/run/netns/"+h.NS, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			fd = -1
+		}
+		h.nsFD = fd
+	})
+	if h.nsFD < 0 {
+		return nil, fmt.Errorf("netlab: namespace %s cannot be opened", h.NS)
+	}
+	runtime.LockOSThread()
+	self, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return nil, err
+	}
+	defer unix.Close(self)
+	if err := unix.Setns(h.nsFD, unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("netlab: setns %s: %w", h.NS, err)
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if unix.Setns(self, unix.CLONE_NEWNET) == nil {
+		runtime.UnlockOSThread()
+	} // else the thread stays locked and dies with this goroutine's end
+	return c, err
+}
+
+// Main is the lab's TB for a program (a bench): Errorf prints and marks a
+// failure, Fatal and Fatalf also run the cleanups and exit with status 1.
+// The program defers Close.
+type Main struct {
+	mu       sync.Mutex
+	cleanups []func()
+	failed   bool
+}
+
+func (m *Main) Helper() {}
+
+func (m *Main) Fatal(args ...any) { m.Fatalf("%s", fmt.Sprint(args...)) }
+
+func (m *Main) Fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, format+"\n", args...)
+	m.Close()
+	os.Exit(1)
+}
+
+func (m *Main) Errorf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, format+"\n", args...)
+	m.mu.Lock()
+	m.failed = true
+	m.mu.Unlock()
+}
+
+func (m *Main) Cleanup(f func()) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cleanups = append(m.cleanups, f)
+}
+
+// Failed reports whether Errorf was called.
+func (m *Main) Failed() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.failed
+}
+
+// Close runs the cleanups, last first, once.
+func (m *Main) Close() {
+	m.mu.Lock()
+	fs := m.cleanups
+	m.cleanups = nil
+	m.mu.Unlock()
+	for i := len(fs) - 1; i >= 0; i-- {
+		fs[i]()
+	}
+}
+
+// Pid is the process's id (ip netns exec runs the command in its place).
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }

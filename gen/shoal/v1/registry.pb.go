@@ -816,31 +816,27 @@ func (x *LeasedPeer) GetLeft() bool {
 	return false
 }
 
-// ExchangeRequest carries the caller's entries.
-type ExchangeRequest struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// From is the caller's registry address, so the callee can call back.
-	From string `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
-	// Peers is a sample of the caller's live entries.
-	Peers         []*LeasedPeer `protobuf:"bytes,2,rep,name=peers,proto3" json:"peers,omitempty"`
+// MembersRequest is empty.
+type MembersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *ExchangeRequest) Reset() {
-	*x = ExchangeRequest{}
+func (x *MembersRequest) Reset() {
+	*x = MembersRequest{}
 	mi := &file_shoal_v1_registry_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *ExchangeRequest) String() string {
+func (x *MembersRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*ExchangeRequest) ProtoMessage() {}
+func (*MembersRequest) ProtoMessage() {}
 
-func (x *ExchangeRequest) ProtoReflect() protoreflect.Message {
+func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 	mi := &file_shoal_v1_registry_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -852,69 +848,128 @@ func (x *ExchangeRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use ExchangeRequest.ProtoReflect.Descriptor instead.
-func (*ExchangeRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
+func (*MembersRequest) Descriptor() ([]byte, []int) {
 	return file_shoal_v1_registry_proto_rawDescGZIP(), []int{12}
 }
 
-func (x *ExchangeRequest) GetFrom() string {
+// MembersResponse lists the federation as this registry sees it.
+type MembersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Members are the registries known, this one first.
+	Members       []*Member `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MembersResponse) Reset() {
+	*x = MembersResponse{}
+	mi := &file_shoal_v1_registry_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MembersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MembersResponse) ProtoMessage() {}
+
+func (x *MembersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_registry_proto_msgTypes[13]
 	if x != nil {
-		return x.From
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
+func (*MembersResponse) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_registry_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *MembersResponse) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+// Member is one registry of the federation.
+type Member struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name is the member's unique name in the gossip cluster.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Address is host:port of its gRPC server.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// Gossip_address is host:port of its gossip (UDP and TCP).
+	GossipAddress string `protobuf:"bytes,3,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
+	// State is "alive", "suspect", "dead" or "left".
+	State         string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Member) Reset() {
+	*x = Member{}
+	mi := &file_shoal_v1_registry_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Member) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Member) ProtoMessage() {}
+
+func (x *Member) ProtoReflect() protoreflect.Message {
+	mi := &file_shoal_v1_registry_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Member.ProtoReflect.Descriptor instead.
+func (*Member) Descriptor() ([]byte, []int) {
+	return file_shoal_v1_registry_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Member) GetName() string {
+	if x != nil {
+		return x.Name
 	}
 	return ""
 }
 
-func (x *ExchangeRequest) GetPeers() []*LeasedPeer {
+func (x *Member) GetAddress() string {
 	if x != nil {
-		return x.Peers
+		return x.Address
 	}
-	return nil
+	return ""
 }
 
-// ExchangeResponse carries the callee's entries.
-type ExchangeResponse struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// Peers is a sample of the callee's live entries.
-	Peers         []*LeasedPeer `protobuf:"bytes,1,rep,name=peers,proto3" json:"peers,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ExchangeResponse) Reset() {
-	*x = ExchangeResponse{}
-	mi := &file_shoal_v1_registry_proto_msgTypes[13]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ExchangeResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ExchangeResponse) ProtoMessage() {}
-
-func (x *ExchangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_registry_proto_msgTypes[13]
+func (x *Member) GetGossipAddress() string {
 	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
+		return x.GossipAddress
 	}
-	return mi.MessageOf(x)
+	return ""
 }
 
-// Deprecated: Use ExchangeResponse.ProtoReflect.Descriptor instead.
-func (*ExchangeResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_registry_proto_rawDescGZIP(), []int{13}
-}
-
-func (x *ExchangeResponse) GetPeers() []*LeasedPeer {
+func (x *Member) GetState() string {
 	if x != nil {
-		return x.Peers
+		return x.State
 	}
-	return nil
+	return ""
 }
 
 var File_shoal_v1_registry_proto protoreflect.FileDescriptor
@@ -974,18 +1029,21 @@ const file_shoal_v1_registry_proto_rawDesc = "" +
 	"LeasedPeer\x12&\n" +
 	"\x04peer\x18\x01 \x01(\v2\x12.shoal.v1.PeerInfoR\x04peer\x12!\n" +
 	"\fremaining_ms\x18\x02 \x01(\x03R\vremainingMs\x12\x12\n" +
-	"\x04left\x18\x03 \x01(\bR\x04left\"Q\n" +
-	"\x0fExchangeRequest\x12\x12\n" +
-	"\x04from\x18\x01 \x01(\tR\x04from\x12*\n" +
-	"\x05peers\x18\x02 \x03(\v2\x14.shoal.v1.LeasedPeerR\x05peers\">\n" +
-	"\x10ExchangeResponse\x12*\n" +
-	"\x05peers\x18\x01 \x03(\v2\x14.shoal.v1.LeasedPeerR\x05peers2\xd4\x02\n" +
+	"\x04left\x18\x03 \x01(\bR\x04left\"\x10\n" +
+	"\x0eMembersRequest\"=\n" +
+	"\x0fMembersResponse\x12*\n" +
+	"\amembers\x18\x01 \x03(\v2\x10.shoal.v1.MemberR\amembers\"s\n" +
+	"\x06Member\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12%\n" +
+	"\x0egossip_address\x18\x03 \x01(\tR\rgossipAddress\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state2\xd1\x02\n" +
 	"\x0fRegistryService\x12A\n" +
 	"\bAnnounce\x12\x19.shoal.v1.AnnounceRequest\x1a\x1a.shoal.v1.AnnounceResponse\x12;\n" +
 	"\x06Lookup\x12\x17.shoal.v1.LookupRequest\x1a\x18.shoal.v1.LookupResponse\x128\n" +
 	"\x05Leave\x12\x16.shoal.v1.LeaveRequest\x1a\x17.shoal.v1.LeaveResponse\x12D\n" +
-	"\tListFiles\x12\x1a.shoal.v1.ListFilesRequest\x1a\x1b.shoal.v1.ListFilesResponse\x12A\n" +
-	"\bExchange\x12\x19.shoal.v1.ExchangeRequest\x1a\x1a.shoal.v1.ExchangeResponseB0Z.github.com/shoalnet/shoal/gen/shoal/v1;shoalv1b\x06proto3"
+	"\tListFiles\x12\x1a.shoal.v1.ListFilesRequest\x1a\x1b.shoal.v1.ListFilesResponse\x12>\n" +
+	"\aMembers\x12\x18.shoal.v1.MembersRequest\x1a\x19.shoal.v1.MembersResponseB0Z.github.com/shoalnet/shoal/gen/shoal/v1;shoalv1b\x06proto3"
 
 var (
 	file_shoal_v1_registry_proto_rawDescOnce sync.Once
@@ -999,7 +1057,7 @@ func file_shoal_v1_registry_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_registry_proto_rawDescData
 }
 
-var file_shoal_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_shoal_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_shoal_v1_registry_proto_goTypes = []any{
 	(*FileInfo)(nil),          // 0: shoal.v1.FileInfo
 	(*PeerInfo)(nil),          // 1: shoal.v1.PeerInfo
@@ -1013,8 +1071,9 @@ var file_shoal_v1_registry_proto_goTypes = []any{
 	(*ListFilesResponse)(nil), // 9: shoal.v1.ListFilesResponse
 	(*ListedFile)(nil),        // 10: shoal.v1.ListedFile
 	(*LeasedPeer)(nil),        // 11: shoal.v1.LeasedPeer
-	(*ExchangeRequest)(nil),   // 12: shoal.v1.ExchangeRequest
-	(*ExchangeResponse)(nil),  // 13: shoal.v1.ExchangeResponse
+	(*MembersRequest)(nil),    // 12: shoal.v1.MembersRequest
+	(*MembersResponse)(nil),   // 13: shoal.v1.MembersResponse
+	(*Member)(nil),            // 14: shoal.v1.Member
 }
 var file_shoal_v1_registry_proto_depIdxs = []int32{
 	0,  // 0: shoal.v1.PeerInfo.files:type_name -> shoal.v1.FileInfo
@@ -1024,23 +1083,22 @@ var file_shoal_v1_registry_proto_depIdxs = []int32{
 	10, // 4: shoal.v1.ListFilesResponse.files:type_name -> shoal.v1.ListedFile
 	0,  // 5: shoal.v1.ListedFile.file:type_name -> shoal.v1.FileInfo
 	1,  // 6: shoal.v1.LeasedPeer.peer:type_name -> shoal.v1.PeerInfo
-	11, // 7: shoal.v1.ExchangeRequest.peers:type_name -> shoal.v1.LeasedPeer
-	11, // 8: shoal.v1.ExchangeResponse.peers:type_name -> shoal.v1.LeasedPeer
-	2,  // 9: shoal.v1.RegistryService.Announce:input_type -> shoal.v1.AnnounceRequest
-	4,  // 10: shoal.v1.RegistryService.Lookup:input_type -> shoal.v1.LookupRequest
-	6,  // 11: shoal.v1.RegistryService.Leave:input_type -> shoal.v1.LeaveRequest
-	8,  // 12: shoal.v1.RegistryService.ListFiles:input_type -> shoal.v1.ListFilesRequest
-	12, // 13: shoal.v1.RegistryService.Exchange:input_type -> shoal.v1.ExchangeRequest
-	3,  // 14: shoal.v1.RegistryService.Announce:output_type -> shoal.v1.AnnounceResponse
-	5,  // 15: shoal.v1.RegistryService.Lookup:output_type -> shoal.v1.LookupResponse
-	7,  // 16: shoal.v1.RegistryService.Leave:output_type -> shoal.v1.LeaveResponse
-	9,  // 17: shoal.v1.RegistryService.ListFiles:output_type -> shoal.v1.ListFilesResponse
-	13, // 18: shoal.v1.RegistryService.Exchange:output_type -> shoal.v1.ExchangeResponse
-	14, // [14:19] is the sub-list for method output_type
-	9,  // [9:14] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	14, // 7: shoal.v1.MembersResponse.members:type_name -> shoal.v1.Member
+	2,  // 8: shoal.v1.RegistryService.Announce:input_type -> shoal.v1.AnnounceRequest
+	4,  // 9: shoal.v1.RegistryService.Lookup:input_type -> shoal.v1.LookupRequest
+	6,  // 10: shoal.v1.RegistryService.Leave:input_type -> shoal.v1.LeaveRequest
+	8,  // 11: shoal.v1.RegistryService.ListFiles:input_type -> shoal.v1.ListFilesRequest
+	12, // 12: shoal.v1.RegistryService.Members:input_type -> shoal.v1.MembersRequest
+	3,  // 13: shoal.v1.RegistryService.Announce:output_type -> shoal.v1.AnnounceResponse
+	5,  // 14: shoal.v1.RegistryService.Lookup:output_type -> shoal.v1.LookupResponse
+	7,  // 15: shoal.v1.RegistryService.Leave:output_type -> shoal.v1.LeaveResponse
+	9,  // 16: shoal.v1.RegistryService.ListFiles:output_type -> shoal.v1.ListFilesResponse
+	13, // 17: shoal.v1.RegistryService.Members:output_type -> shoal.v1.MembersResponse
+	13, // [13:18] is the sub-list for method output_type
+	8,  // [8:13] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_registry_proto_init() }
@@ -1058,7 +1116,7 @@ func file_shoal_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_registry_proto_rawDesc), len(file_shoal_v1_registry_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,7 +23,7 @@ const (
 	RegistryService_Lookup_FullMethodName    = "/shoal.v1.RegistryService/Lookup"
 	RegistryService_Leave_FullMethodName     = "/shoal.v1.RegistryService/Leave"
 	RegistryService_ListFiles_FullMethodName = "/shoal.v1.RegistryService/ListFiles"
-	RegistryService_Exchange_FullMethodName  = "/shoal.v1.RegistryService/Exchange"
+	RegistryService_Members_FullMethodName   = "/shoal.v1.RegistryService/Members"
 )
 
 // RegistryServiceClient is the client API for RegistryService service.
@@ -31,8 +31,9 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // RegistryService does discovery. Peers announce the files they hold under a
-// lease, clients look files up and get live peers at random, and registries
-// that know each other exchange their entries.
+// lease and clients look files up and get live peers at random. Registries
+// share their entries by gossip (hashicorp/memberlist, on a port of their
+// own; see gossip.proto), not over this service.
 type RegistryServiceClient interface {
 	// Announce registers or refreshes a peer and replaces its file list.
 	Announce(ctx context.Context, in *AnnounceRequest, opts ...grpc.CallOption) (*AnnounceResponse, error)
@@ -42,9 +43,10 @@ type RegistryServiceClient interface {
 	Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error)
 	// ListFiles lists the files the network holds, with holder counts.
 	ListFiles(ctx context.Context, in *ListFilesRequest, opts ...grpc.CallOption) (*ListFilesResponse, error)
-	// Exchange is the federation push-pull: the caller sends a sample of its
-	// live entries and receives a sample of the callee's.
-	Exchange(ctx context.Context, in *ExchangeRequest, opts ...grpc.CallOption) (*ExchangeResponse, error)
+	// Members lists the registries this one gossips with, itself first, with
+	// their gossip addresses: a registry joins a federation through any
+	// member's gRPC address by asking it.
+	Members(ctx context.Context, in *MembersRequest, opts ...grpc.CallOption) (*MembersResponse, error)
 }
 
 type registryServiceClient struct {
@@ -95,10 +97,10 @@ func (c *registryServiceClient) ListFiles(ctx context.Context, in *ListFilesRequ
 	return out, nil
 }
 
-func (c *registryServiceClient) Exchange(ctx context.Context, in *ExchangeRequest, opts ...grpc.CallOption) (*ExchangeResponse, error) {
+func (c *registryServiceClient) Members(ctx context.Context, in *MembersRequest, opts ...grpc.CallOption) (*MembersResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(ExchangeResponse)
-	err := c.cc.Invoke(ctx, RegistryService_Exchange_FullMethodName, in, out, cOpts...)
+	out := new(MembersResponse)
+	err := c.cc.Invoke(ctx, RegistryService_Members_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -110,8 +112,9 @@ func (c *registryServiceClient) Exchange(ctx context.Context, in *ExchangeReques
 // for forward compatibility.
 //
 // RegistryService does discovery. Peers announce the files they hold under a
-// lease, clients look files up and get live peers at random, and registries
-// that know each other exchange their entries.
+// lease and clients look files up and get live peers at random. Registries
+// share their entries by gossip (hashicorp/memberlist, on a port of their
+// own; see gossip.proto), not over this service.
 type RegistryServiceServer interface {
 	// Announce registers or refreshes a peer and replaces its file list.
 	Announce(context.Context, *AnnounceRequest) (*AnnounceResponse, error)
@@ -121,9 +124,10 @@ type RegistryServiceServer interface {
 	Leave(context.Context, *LeaveRequest) (*LeaveResponse, error)
 	// ListFiles lists the files the network holds, with holder counts.
 	ListFiles(context.Context, *ListFilesRequest) (*ListFilesResponse, error)
-	// Exchange is the federation push-pull: the caller sends a sample of its
-	// live entries and receives a sample of the callee's.
-	Exchange(context.Context, *ExchangeRequest) (*ExchangeResponse, error)
+	// Members lists the registries this one gossips with, itself first, with
+	// their gossip addresses: a registry joins a federation through any
+	// member's gRPC address by asking it.
+	Members(context.Context, *MembersRequest) (*MembersResponse, error)
 	mustEmbedUnimplementedRegistryServiceServer()
 }
 
@@ -146,8 +150,8 @@ func (UnimplementedRegistryServiceServer) Leave(context.Context, *LeaveRequest) 
 func (UnimplementedRegistryServiceServer) ListFiles(context.Context, *ListFilesRequest) (*ListFilesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListFiles not implemented")
 }
-func (UnimplementedRegistryServiceServer) Exchange(context.Context, *ExchangeRequest) (*ExchangeResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method Exchange not implemented")
+func (UnimplementedRegistryServiceServer) Members(context.Context, *MembersRequest) (*MembersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Members not implemented")
 }
 func (UnimplementedRegistryServiceServer) mustEmbedUnimplementedRegistryServiceServer() {}
 func (UnimplementedRegistryServiceServer) testEmbeddedByValue()                         {}
@@ -242,20 +246,20 @@ func _RegistryService_ListFiles_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
-func _RegistryService_Exchange_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ExchangeRequest)
+func _RegistryService_Members_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MembersRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(RegistryServiceServer).Exchange(ctx, in)
+		return srv.(RegistryServiceServer).Members(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: RegistryService_Exchange_FullMethodName,
+		FullMethod: RegistryService_Members_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(RegistryServiceServer).Exchange(ctx, req.(*ExchangeRequest))
+		return srv.(RegistryServiceServer).Members(ctx, req.(*MembersRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -284,8 +288,8 @@ var RegistryService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _RegistryService_ListFiles_Handler,
 		},
 		{
-			MethodName: "Exchange",
-			Handler:    _RegistryService_Exchange_Handler,
+			MethodName: "Members",
+			Handler:    _RegistryService_Members_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -7,8 +7,9 @@ from shoal.v1 import registry_pb2 as shoal_dot_v1_dot_registry__pb2
 
 class RegistryServiceStub(object):
     """RegistryService does discovery. Peers announce the files they hold under a
-    lease, clients look files up and get live peers at random, and registries
-    that know each other exchange their entries.
+    lease and clients look files up and get live peers at random. Registries
+    share their entries by gossip (hashicorp/memberlist, on a port of their
+    own; see gossip.proto), not over this service.
     """
 
     def __init__(self, channel):
@@ -37,17 +38,18 @@ class RegistryServiceStub(object):
                 request_serializer=shoal_dot_v1_dot_registry__pb2.ListFilesRequest.SerializeToString,
                 response_deserializer=shoal_dot_v1_dot_registry__pb2.ListFilesResponse.FromString,
                 )
-        self.Exchange = channel.unary_unary(
-                '/shoal.v1.RegistryService/Exchange',
-                request_serializer=shoal_dot_v1_dot_registry__pb2.ExchangeRequest.SerializeToString,
-                response_deserializer=shoal_dot_v1_dot_registry__pb2.ExchangeResponse.FromString,
+        self.Members = channel.unary_unary(
+                '/shoal.v1.RegistryService/Members',
+                request_serializer=shoal_dot_v1_dot_registry__pb2.MembersRequest.SerializeToString,
+                response_deserializer=shoal_dot_v1_dot_registry__pb2.MembersResponse.FromString,
                 )
 
 
 class RegistryServiceServicer(object):
     """RegistryService does discovery. Peers announce the files they hold under a
-    lease, clients look files up and get live peers at random, and registries
-    that know each other exchange their entries.
+    lease and clients look files up and get live peers at random. Registries
+    share their entries by gossip (hashicorp/memberlist, on a port of their
+    own; see gossip.proto), not over this service.
     """
 
     def Announce(self, request, context):
@@ -78,9 +80,12 @@ class RegistryServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Exchange(self, request, context):
-        """Exchange is the federation push-pull: the caller sends a sample of its
-        live entries and receives a sample of the callee's.
+    def Members(self, request, context):
+        """Members lists the registries this one gossips with, itself first, with
+        their gossip addresses: a registry joins a federation through any
+        member's gRPC address by asking it.
+        The method name Exchange is retired (registries exchanged entries over
+        it before gossip) and must not be reused.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -109,10 +114,10 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     request_deserializer=shoal_dot_v1_dot_registry__pb2.ListFilesRequest.FromString,
                     response_serializer=shoal_dot_v1_dot_registry__pb2.ListFilesResponse.SerializeToString,
             ),
-            'Exchange': grpc.unary_unary_rpc_method_handler(
-                    servicer.Exchange,
-                    request_deserializer=shoal_dot_v1_dot_registry__pb2.ExchangeRequest.FromString,
-                    response_serializer=shoal_dot_v1_dot_registry__pb2.ExchangeResponse.SerializeToString,
+            'Members': grpc.unary_unary_rpc_method_handler(
+                    servicer.Members,
+                    request_deserializer=shoal_dot_v1_dot_registry__pb2.MembersRequest.FromString,
+                    response_serializer=shoal_dot_v1_dot_registry__pb2.MembersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -123,8 +128,9 @@ def add_RegistryServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class RegistryService(object):
     """RegistryService does discovery. Peers announce the files they hold under a
-    lease, clients look files up and get live peers at random, and registries
-    that know each other exchange their entries.
+    lease and clients look files up and get live peers at random. Registries
+    share their entries by gossip (hashicorp/memberlist, on a port of their
+    own; see gossip.proto), not over this service.
     """
 
     @staticmethod
@@ -196,7 +202,7 @@ class RegistryService(object):
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
     @staticmethod
-    def Exchange(request,
+    def Members(request,
             target,
             options=(),
             channel_credentials=None,
@@ -206,8 +212,8 @@ class RegistryService(object):
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(request, target, '/shoal.v1.RegistryService/Exchange',
-            shoal_dot_v1_dot_registry__pb2.ExchangeRequest.SerializeToString,
-            shoal_dot_v1_dot_registry__pb2.ExchangeResponse.FromString,
+        return grpc.experimental.unary_unary(request, target, '/shoal.v1.RegistryService/Members',
+            shoal_dot_v1_dot_registry__pb2.MembersRequest.SerializeToString,
+            shoal_dot_v1_dot_registry__pb2.MembersResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -1,0 +1,683 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log"
+	"log/slog"
+	"math"
+	mrand "math/rand/v2"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
+)
+
+// Federation runs on hashicorp/memberlist, the SWIM implementation under
+// Consul and Serf: a joiner learns of every member through any one,
+// members that stop answering are found and dropped, and entries spread
+// without all-to-all calls:
+//
+//   - an announce that adds or alters an entry, and a leave (a tombstone),
+//     spread as gossip (a GossipEntry in memberlist's UDP packets); a
+//     registry that takes one passes it on, so it reaches all in a few
+//     gossip rounds.
+//   - refreshes (announces that only extend a lease) are the bulk: one per
+//     peer every third of a lease. Each registry sends the refreshes it
+//     took, only every second one per peer (when the others' copies have
+//     less than half a lease left), once a second in one GossipBatch to
+//     every member over memberlist's TCP channel: each refresh crosses the
+//     network once per member, where gossip would send it six times and
+//     fill the packets announces need. Entries too large for a packet, and
+//     announces arriving faster than gossip drains, go in the batch too.
+//   - memberlist's push-pull carries the whole table, for anti-entropy, on
+//     join, and with every member that comes back (a partition healing).
+//   - a member found dead is asked to join again every ReconnectInterval
+//     (memberlist alone gives up on it), so a partition heals by itself.
+//
+// Leases keep their rules (doc.go): a learned entry carries the time its
+// lease has left, less gossipMargin a hop, so it never outlives the lease
+// its peer was granted; a tombstone keeps a leave from being undone.
+
+// GossipConfig configures a registry's federation.
+type GossipConfig struct {
+	// Bind is where gossip listens, UDP and TCP on one port (host:port);
+	// port 0 picks a free one. Default: the gRPC listener's host, port 0.
+	Bind string
+	// Advertise is the gossip address others use (an IP and port); default
+	// Bind's, or when Bind's host is unspecified the gRPC advertise
+	// address's host if that is an IP.
+	Advertise string
+	// Key, 16, 24 or 32 bytes, encrypts and authenticates gossip (AES-GCM):
+	// only registries holding it join. Required when the node has a token.
+	Key []byte
+	// Join lists registries (gRPC addresses) to join through.
+	Join []string
+	// Interval is the time between gossip rounds. Default 100 ms.
+	Interval time.Duration
+	// PushPullInterval is the time between full-table exchanges with one
+	// random member. Default 10 s.
+	PushPullInterval time.Duration
+	// ReconnectInterval is how often members found dead, and the Join
+	// list when this registry is alone, are tried again. Default 2 s.
+	ReconnectInterval time.Duration
+	// ReconnectTimeout is how long a dead member is tried. Default 1 h.
+	ReconnectTimeout time.Duration
+	// BatchInterval is how often the batch of refreshes (and of entries
+	// gossip cannot take) goes to every member. Default 1 s, or an eighth
+	// of the lease if that is shorter.
+	BatchInterval time.Duration
+	// ProbeInterval is memberlist's failure-detection period; 0 keeps
+	// memberlist's LAN default (1 s).
+	ProbeInterval time.Duration
+	// MaxState caps a push-pull's table, in bytes (a random sample beyond).
+	// Default 16 MiB, under memberlist's 20 MiB.
+	MaxState int
+}
+
+const (
+	gossipEntry = 1
+	gossipBatch = 3 // 2 was a refresh on its own, before batches
+	// gossipMargin is taken off a learned lease at each hop, for the time
+	// the message was in flight: an entry expires early, never late.
+	gossipMargin = 250 * time.Millisecond
+	// maxGossipMsg is the largest message sent as gossip (memberlist's UDP
+	// packets are 1400 bytes); larger entries go over TCP.
+	maxGossipMsg = 1200
+	// maxQueued bounds the broadcast queue; past it the oldest messages
+	// are dropped and push-pull repairs what they carried.
+	maxQueued = 100_000
+	// busyQueue is the queue length past which new entries go in the
+	// next batch rather than gossip (a burst of announces).
+	busyQueue = 2000
+	// maxBatch caps one batch message, in bytes.
+	maxBatch = 4 << 20
+)
+
+// Gossip is a registry's membership in its federation.
+type Gossip struct {
+	cfg    GossipConfig
+	name   string
+	grpc   string // this registry's gRPC address
+	leases *Leases
+	dial   []grpc.DialOption
+	log    *slog.Logger
+	ml     *memberlist.Memberlist
+	queue  *memberlist.TransmitLimitedQueue
+	sync   chan string // members to push-pull with, by gossip address
+
+	mu      sync.Mutex
+	pending map[string]*entryBroadcast // queued full entries by peer id; guarded by mu
+	failed  map[string]failedMember    // members found dead, by name; guarded by mu
+	batch   map[string]Change          // for the next batch, by peer id; guarded by mu
+}
+
+type failedMember struct {
+	addr, grpc string
+	since      time.Time
+}
+
+// NewGossip starts the gossip (it listens at once) of the registry serving
+// leases on listen and reached at grpcAddr; Run joins the federation and
+// keeps it.
+func NewGossip(cfg GossipConfig, listen, grpcAddr string, leases *Leases, dial []grpc.DialOption, logger *slog.Logger) (*Gossip, error) {
+	if cfg.Interval <= 0 {
+		cfg.Interval = 100 * time.Millisecond
+	}
+	if cfg.PushPullInterval <= 0 {
+		cfg.PushPullInterval = 10 * time.Second
+	}
+	if cfg.ReconnectInterval <= 0 {
+		cfg.ReconnectInterval = 2 * time.Second
+	}
+	if cfg.ReconnectTimeout <= 0 {
+		cfg.ReconnectTimeout = time.Hour
+	}
+	if cfg.MaxState <= 0 {
+		cfg.MaxState = 16 << 20
+	}
+	if cfg.BatchInterval <= 0 {
+		// Refreshes leave when the others' copies have half a lease left.
+		cfg.BatchInterval = min(time.Second, leases.Lease()/8)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if dial == nil {
+		dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	switch len(cfg.Key) {
+	case 0, 16, 24, 32:
+	default:
+		return nil, fmt.Errorf("gossip key: %d bytes, want 16, 24 or 32", len(cfg.Key))
+	}
+	grpcHost, _, err := net.SplitHostPort(grpcAddr)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: registry address %s: %w", grpcAddr, err)
+	}
+	if cfg.Bind == "" {
+		host, _, err := net.SplitHostPort(listen)
+		if err != nil {
+			return nil, fmt.Errorf("gossip: listen address %s: %w", listen, err)
+		}
+		cfg.Bind = net.JoinHostPort(host, "0")
+	}
+	bindHost, bindPort, err := splitPort(cfg.Bind)
+	if err != nil {
+		return nil, fmt.Errorf("gossip address %s: %w", cfg.Bind, err)
+	}
+	var suffix [3]byte
+	rand.Read(suffix[:])
+	g := &Gossip{
+		cfg: cfg, name: grpcAddr + "#" + hex.EncodeToString(suffix[:]), grpc: grpcAddr,
+		leases: leases, dial: dial, log: logger, sync: make(chan string, 64),
+		pending: map[string]*entryBroadcast{}, failed: map[string]failedMember{}, batch: map[string]Change{},
+	}
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = g.name
+	mc.BindAddr, mc.BindPort = bindHost, bindPort
+	if ip := net.ParseIP(bindHost); (ip == nil || ip.IsUnspecified()) && net.ParseIP(grpcHost) != nil {
+		mc.AdvertiseAddr = grpcHost // reachable where the gRPC address is
+	}
+	if cfg.Advertise != "" {
+		host, port, err := splitPort(cfg.Advertise)
+		if err != nil {
+			return nil, fmt.Errorf("gossip advertise address %s: %w", cfg.Advertise, err)
+		}
+		mc.AdvertiseAddr, mc.AdvertisePort = host, port
+	}
+	if len(cfg.Key) > 0 {
+		mc.SecretKey = cfg.Key
+	}
+	mc.GossipInterval = cfg.Interval
+	mc.GossipNodes = 4
+	mc.RetransmitMult = 3
+	mc.PushPullInterval = cfg.PushPullInterval
+	if cfg.ProbeInterval > 0 {
+		mc.ProbeInterval = cfg.ProbeInterval
+		mc.ProbeTimeout = min(mc.ProbeTimeout, cfg.ProbeInterval/2)
+	}
+	mc.TCPTimeout = 5 * time.Second
+	mc.HandoffQueueDepth = 16384
+	mc.EnableCompression = false // LAN gossip; the CPU is better spent elsewhere
+	mc.Delegate = (*gossipDelegate)(g)
+	mc.Events = (*gossipEvents)(g)
+	mc.Logger = log.New(memberlistLog{logger}, "", 0)
+	g.queue = &memberlist.TransmitLimitedQueue{NumNodes: func() int { return g.ml.NumMembers() }, RetransmitMult: mc.RetransmitMult}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("gossip on %s: %w", cfg.Bind, err)
+	}
+	g.ml = ml
+	leases.OnChange(g.changed)
+	return g, nil
+}
+
+func splitPort(hostport string) (string, int, error) {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return "", 0, err
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", port)
+	}
+	return host, n, nil
+}
+
+// Addr is the gossip address others reach this registry at.
+func (g *Gossip) Addr() string {
+	n := g.ml.LocalNode()
+	return n.Address()
+}
+
+// Run joins the federation and keeps it until ctx ends, then leaves it.
+func (g *Gossip) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait() // last: Shutdown ends the joins under way
+	defer func() {
+		g.leases.OnChange(nil)
+		g.ml.Leave(time.Second)
+		g.ml.Shutdown()
+	}()
+	wg.Go(func() { g.syncer(ctx) })
+	wg.Go(func() { g.batcher(ctx) })
+	if len(g.cfg.Join) > 0 {
+		g.joinSeeds(ctx)
+	}
+	t := time.NewTicker(g.cfg.ReconnectInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if g.queue.NumQueued() > maxQueued {
+			g.queue.Prune(maxQueued)
+		}
+		if g.ml.NumMembers() <= 1 && len(g.cfg.Join) > 0 {
+			g.joinSeeds(ctx)
+		}
+		g.reconnect(ctx, &wg)
+	}
+}
+
+// joinSeeds joins through the Join registries: it asks each for its
+// members' gossip addresses and joins them. It reports whether any join
+// succeeded.
+func (g *Gossip) joinSeeds(ctx context.Context) bool {
+	var addrs []string
+	for _, seed := range g.cfg.Join {
+		if seed == g.grpc {
+			continue
+		}
+		members, err := fetchMembers(ctx, seed, g.dial)
+		if err != nil {
+			g.log.Info("gossip: registry to join does not answer", "registry", seed, "err", err)
+			continue
+		}
+		for i, m := range members {
+			if i == 0 || m.GetState() == "alive" {
+				addrs = append(addrs, m.GetGossipAddress())
+			}
+		}
+	}
+	addrs = slices.Compact(slices.DeleteFunc(addrs, func(a string) bool { return a == "" || a == g.Addr() }))
+	if len(addrs) == 0 {
+		return false
+	}
+	n, err := g.ml.Join(addrs)
+	if n == 0 {
+		g.log.Info("gossip: join failed", "members", addrs, "err", err)
+		return false
+	}
+	g.log.Info("gossip: joined", "through", g.cfg.Join, "members", g.ml.NumMembers())
+	return true
+}
+
+// fetchMembers asks a registry for its members, itself first.
+func fetchMembers(ctx context.Context, addr string, dial []grpc.DialOption) ([]*shoalv1.Member, error) {
+	cc, err := grpc.NewClient(addr, append(slices.Clone(dial), registryLinkOptions...)...)
+	if err != nil {
+		return nil, err
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	resp, err := shoalv1.NewRegistryServiceClient(cc).Members(ctx, &shoalv1.MembersRequest{})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetMembers(), nil
+}
+
+// reconnect asks members found dead to join again, each in its own
+// goroutine (an unreachable one takes a TCP timeout), at most one at a
+// time per member.
+func (g *Gossip) reconnect(ctx context.Context, wg *sync.WaitGroup) {
+	now := time.Now()
+	alive := map[string]bool{}
+	for _, m := range g.ml.Members() {
+		alive[string(m.Meta)] = true
+	}
+	g.mu.Lock()
+	for name, f := range g.failed {
+		switch {
+		case now.Sub(f.since) > g.cfg.ReconnectTimeout, alive[f.grpc]:
+			delete(g.failed, name) // given up, or back under a new name
+		case f.addr != "":
+			addr := f.addr
+			f.addr = "" // marks the attempt running
+			g.failed[name] = f
+			wg.Go(func() {
+				if _, err := g.ml.Join([]string{addr}); err != nil {
+					g.log.Debug("gossip: dead member still unreachable", "member", name, "err", err)
+				}
+				g.mu.Lock()
+				if f, ok := g.failed[name]; ok {
+					f.addr = addr
+					g.failed[name] = f
+				}
+				g.mu.Unlock()
+			})
+		}
+	}
+	g.mu.Unlock()
+}
+
+// syncer runs the push-pulls asked for by members joining, one at a time.
+func (g *Gossip) syncer(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case addr := <-g.sync:
+			if _, err := g.ml.Join([]string{addr}); err != nil {
+				g.log.Debug("gossip: push-pull failed", "member", addr, "err", err)
+			}
+		}
+	}
+}
+
+// Members lists the federation as this registry sees it, itself first.
+func (g *Gossip) Members() []*shoalv1.Member {
+	local := g.ml.LocalNode()
+	out := []*shoalv1.Member{memberToWire(local, "alive")}
+	for _, n := range g.ml.Members() {
+		if n.Name != local.Name {
+			out = append(out, memberToWire(n, ""))
+		}
+	}
+	return out
+}
+
+func memberToWire(n *memberlist.Node, state string) *shoalv1.Member {
+	if state == "" {
+		state = map[memberlist.NodeStateType]string{
+			memberlist.StateAlive: "alive", memberlist.StateSuspect: "suspect",
+			memberlist.StateDead: "dead", memberlist.StateLeft: "left",
+		}[n.State]
+	}
+	return &shoalv1.Member{Name: n.Name, Address: string(n.Meta), GossipAddress: n.Address(), State: state}
+}
+
+// changed queues a change made at this registry: an entry as gossip,
+// unless it is too large for a packet or gossip is backed up (then in the
+// next batch); a refresh in the next batch.
+func (g *Gossip) changed(c Change) {
+	if c.Full && g.queue.NumQueued() < busyQueue {
+		b := &entryBroadcast{g: g, e: c.LeasedPeer}
+		if len(b.Message()) <= maxGossipMsg {
+			g.mu.Lock()
+			g.pending[c.ID] = b
+			delete(g.batch, c.ID)
+			g.mu.Unlock()
+			g.queue.QueueBroadcast(b)
+			return
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !c.Full {
+		if b := g.pending[c.ID]; b != nil && b.digest() == c.Digest {
+			b.extend(c.Expires) // for members the entry reaches after the refresh
+		}
+		if cur, ok := g.batch[c.ID]; ok && cur.Full {
+			cur.Expires = c.Expires // the batch's entry carries the new lease
+			g.batch[c.ID] = cur
+			return
+		}
+	}
+	g.batch[c.ID] = c
+}
+
+// batcher sends the batch to every member each BatchInterval.
+func (g *Gossip) batcher(ctx context.Context) {
+	t := time.NewTicker(g.cfg.BatchInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		g.flush(ctx)
+	}
+}
+
+// flush sends the batch to every other member over TCP, in parallel.
+func (g *Gossip) flush(ctx context.Context) {
+	g.mu.Lock()
+	changes := g.batch
+	g.batch = map[string]Change{}
+	g.mu.Unlock()
+	if len(changes) == 0 {
+		return
+	}
+	var msgs [][]byte
+	w := &shoalv1.GossipBatch{}
+	size := 0
+	for _, c := range changes {
+		if c.Full {
+			e := &shoalv1.GossipEntry{RemainingMs: remaining(c.Expires), Peer: peerToWire(c.Peer), Left: c.Left}
+			w.Entries = append(w.Entries, e)
+			size += proto.Size(e) + 4
+		} else {
+			w.Refreshes = append(w.Refreshes, &shoalv1.GossipRefresh{RemainingMs: remaining(c.Expires), PeerId: c.ID, Digest: c.Digest})
+			size += len(c.ID) + 24
+		}
+		if size > maxBatch {
+			msgs = append(msgs, marshalBatch(w))
+			w, size = &shoalv1.GossipBatch{}, 0
+		}
+	}
+	msgs = append(msgs, marshalBatch(w))
+	var wg sync.WaitGroup
+	for _, n := range g.ml.Members() {
+		if n.Name == g.name || ctx.Err() != nil {
+			continue
+		}
+		wg.Go(func() {
+			for _, m := range msgs {
+				if err := g.ml.SendReliable(n, m); err != nil {
+					g.log.Debug("gossip: batch not delivered", "member", n.Name, "err", err)
+					return // push-pull repairs it
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func marshalBatch(w *shoalv1.GossipBatch) []byte {
+	b, _ := proto.Marshal(w)
+	return append([]byte{gossipBatch}, b...)
+}
+
+// queueEntry passes on an entry learned by gossip.
+func (g *Gossip) queueEntry(e LeasedPeer) {
+	b := &entryBroadcast{g: g, e: e}
+	if len(b.Message()) > maxGossipMsg || g.queue.NumQueued() >= busyQueue {
+		return // only its origin sends those, to every member
+	}
+	g.mu.Lock()
+	g.pending[e.ID] = b
+	g.mu.Unlock()
+	g.queue.QueueBroadcast(b)
+}
+
+// remaining is the wire form of the time left until expires.
+func remaining(expires time.Time) uint32 {
+	ms := time.Until(expires).Milliseconds()
+	return uint32(max(1, min(ms, math.MaxUint32))) // never 0: the size stays fixed
+}
+
+// learnedExpiry is when a lease received with ms left ends here.
+func learnedExpiry(now time.Time, ms uint32) time.Time {
+	return now.Add(time.Duration(ms)*time.Millisecond - gossipMargin)
+}
+
+// entryBroadcast is a whole entry in the broadcast queue, named by its peer
+// id so that a newer one replaces it.
+type entryBroadcast struct {
+	g  *Gossip
+	mu sync.Mutex
+	e  LeasedPeer // Expires extended by queued refreshes; guarded by mu
+}
+
+func (b *entryBroadcast) Name() string                          { return "e/" + b.e.ID }
+func (b *entryBroadcast) Invalidates(memberlist.Broadcast) bool { return false }
+
+func (b *entryBroadcast) Finished() {
+	b.g.mu.Lock()
+	if b.g.pending[b.e.ID] == b {
+		delete(b.g.pending, b.e.ID)
+	}
+	b.g.mu.Unlock()
+}
+
+func (b *entryBroadcast) Message() []byte {
+	b.mu.Lock()
+	e := b.e
+	b.mu.Unlock()
+	msg, _ := proto.Marshal(&shoalv1.GossipEntry{RemainingMs: remaining(e.Expires), Peer: peerToWire(e.Peer), Left: e.Left})
+	return append([]byte{gossipEntry}, msg...)
+}
+
+func (b *entryBroadcast) digest() uint64 {
+	if b.e.Left {
+		return 0
+	}
+	return digestOf(b.e)
+}
+
+func (b *entryBroadcast) extend(expires time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if expires.After(b.e.Expires) {
+		b.e.Expires = expires
+	}
+}
+
+// receive applies one gossip message and passes on what changed the table.
+func (g *Gossip) receive(msg []byte) {
+	if len(msg) < 1 {
+		return
+	}
+	now := time.Now()
+	switch msg[0] {
+	case gossipEntry:
+		var w shoalv1.GossipEntry
+		if proto.Unmarshal(msg[1:], &w) != nil {
+			return
+		}
+		p, err := peerFromWire(w.GetPeer())
+		if err != nil {
+			return
+		}
+		e := LeasedPeer{Peer: p, Expires: learnedExpiry(now, w.GetRemainingMs()), Left: w.GetLeft()}
+		if g.leases.Merge([]LeasedPeer{e}) == 1 {
+			g.queueEntry(e)
+		}
+	case gossipBatch:
+		var w shoalv1.GossipBatch
+		if proto.Unmarshal(msg[1:], &w) != nil {
+			return
+		}
+		in := make([]LeasedPeer, 0, len(w.GetEntries()))
+		for _, e := range w.GetEntries() {
+			if p, err := peerFromWire(e.GetPeer()); err == nil {
+				in = append(in, LeasedPeer{Peer: p, Expires: learnedExpiry(now, e.GetRemainingMs()), Left: e.GetLeft()})
+			}
+		}
+		g.leases.Merge(in)
+		for _, r := range w.GetRefreshes() {
+			g.leases.Extend(r.GetPeerId(), r.GetDigest(), learnedExpiry(now, r.GetRemainingMs()))
+		}
+	}
+}
+
+// state is the table for a push-pull, within MaxState bytes.
+func (g *Gossip) state() []byte {
+	entries := g.leases.Snapshot(math.MaxInt)
+	mrand.Shuffle(len(entries), func(i, j int) { entries[i], entries[j] = entries[j], entries[i] })
+	now := time.Now()
+	st := &shoalv1.GossipState{}
+	size := 0
+	for _, e := range entries {
+		w := &shoalv1.LeasedPeer{Peer: peerToWire(e.Peer), RemainingMs: e.Expires.Sub(now).Milliseconds(), Left: e.Left}
+		size += proto.Size(w) + 4
+		if size > g.cfg.MaxState {
+			break
+		}
+		st.Peers = append(st.Peers, w)
+	}
+	b, _ := proto.Marshal(st)
+	return b
+}
+
+func (g *Gossip) mergeState(buf []byte) {
+	var st shoalv1.GossipState
+	if len(buf) > g.cfg.MaxState+(1<<20) || proto.Unmarshal(buf, &st) != nil {
+		return
+	}
+	now := time.Now()
+	in := leasedFromWire(st.GetPeers(), now)
+	for i := range in {
+		in[i].Expires = in[i].Expires.Add(-gossipMargin)
+	}
+	g.leases.Merge(in)
+}
+
+// gossipDelegate is memberlist's view of the registry.
+type gossipDelegate Gossip
+
+func (d *gossipDelegate) NodeMeta(limit int) []byte {
+	return []byte(d.grpc)[:min(len(d.grpc), limit)]
+}
+func (d *gossipDelegate) NotifyMsg(msg []byte) { (*Gossip)(d).receive(msg) }
+func (d *gossipDelegate) GetBroadcasts(overhead, limit int) [][]byte {
+	return d.queue.GetBroadcasts(overhead, limit)
+}
+func (d *gossipDelegate) LocalState(bool) []byte                 { return (*Gossip)(d).state() }
+func (d *gossipDelegate) MergeRemoteState(buf []byte, join bool) { (*Gossip)(d).mergeState(buf) }
+
+// gossipEvents follows members coming and going.
+type gossipEvents Gossip
+
+// NotifyJoin: a member new or back (a partition healing) gets our table
+// and gives us its own at once, rather than at the next random push-pull.
+func (ev *gossipEvents) NotifyJoin(n *memberlist.Node) {
+	if n.Name == ev.name {
+		return
+	}
+	ev.mu.Lock()
+	delete(ev.failed, n.Name)
+	ev.mu.Unlock()
+	select {
+	case ev.sync <- n.Address():
+	default: // many at once: the periodic push-pull covers the rest
+	}
+}
+
+// NotifyLeave: a member that died (not one that left) is tried again.
+func (ev *gossipEvents) NotifyLeave(n *memberlist.Node) {
+	if n.State != memberlist.StateDead {
+		return
+	}
+	ev.mu.Lock()
+	ev.failed[n.Name] = failedMember{addr: n.Address(), grpc: string(n.Meta), since: time.Now()}
+	ev.mu.Unlock()
+	ev.log.Info("gossip: member failed", "member", n.Name)
+}
+
+func (ev *gossipEvents) NotifyUpdate(*memberlist.Node) {}
+
+// memberlistLog passes memberlist's log lines ("[LEVEL] memberlist: ...")
+// to slog at their level; errors, mostly unreachable members, as warnings.
+type memberlistLog struct{ l *slog.Logger }
+
+func (w memberlistLog) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	level := slog.LevelDebug
+	for prefix, l := range map[string]slog.Level{"[INFO]": slog.LevelInfo, "[WARN]": slog.LevelWarn, "[ERR]": slog.LevelWarn} {
+		if rest, ok := strings.CutPrefix(line, prefix); ok {
+			line, level = strings.TrimSpace(rest), l
+		}
+	}
+	line = strings.TrimPrefix(line, "[DEBUG] ")
+	w.l.Log(context.Background(), level, line)
+	return len(p), nil
+}

@@ -125,7 +125,7 @@ func Announce(ctx context.Context, cfg AnnouncerConfig) {
 }
 
 // registryLinkOptions are how connections to registries (a peer's
-// announces, a registry's exchanges) notice a lost link and come back once
+// announces, a joining registry's Members call) notice a lost link and come back once
 // it heals. Pings every 6 s, answered within 2 s, close a connection whose
 // packets vanish (a cut link resets nothing, and TCP's own retries space
 // out to tens of seconds); new attempts come at most 2 s apart, not

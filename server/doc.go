@@ -9,9 +9,9 @@
 //     domain (chunkstore or the lease table) and send. Every domain error
 //     passes through one table, toStatus (status.go), on its way out, with
 //     an ErrorInfo reason where one code has several meanings.
-//   - gRPC clients of other shoal servers: the announcer (announcer.go)
-//     keeps a peer registered at a registry; the federation (federation.go)
-//     exchanges lease tables between registries.
+//   - Links to other shoal servers: the announcer (announcer.go) keeps a
+//     peer registered at a registry; the federation (gossip.go) spreads
+//     lease tables between registries over hashicorp/memberlist.
 //   - The composition root, Node (node.go): one listener serving a peer, a
 //     registry, or both, with its store, announcers and federation.
 //
@@ -33,12 +33,12 @@
 //     from another registry has no secret, and an announce from its own
 //     address takes it over.
 //   - A leave leaves a tombstone until the old lease would have ended, so
-//     that an exchange carrying the older live entry cannot bring the peer
-//     back.
-//   - A learned entry never outlives the lease its peer was granted: an
-//     entry whose remaining lease exceeds our own lease is refused, and it
-//     replaces ours only when its lease ends later (the newest announce or
-//     leave wins). It never replaces an entry owned here.
+//     that gossip carrying the older live entry cannot bring the peer back.
+//   - A learned entry never outlives the lease its peer was granted: it
+//     ends a margin before the lease's end as its registry sent it, an
+//     entry whose lease exceeds our own lease is refused, and it replaces
+//     ours only when its lease ends later (the newest announce or leave
+//     wins). It never replaces an entry owned here.
 //   - Memory is bounded: MaxPeers registrations (tombstones included),
 //     MaxFilesPerPeer files each.
 //

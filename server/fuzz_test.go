@@ -246,10 +246,10 @@ func FuzzGossipMessage(f *testing.F) {
 		return append([]byte{gossipBatch}, b...)
 	}
 	victimID := chunkstore.ID{7}.String()
-	f.Add(entry(&shoalv1.GossipEntry{RemainingMs: 30_000, Peer: &shoalv1.PeerInfo{PeerId: "victim", Address: "127.0.0.1:1"}, Left: true}))
-	f.Add(entry(&shoalv1.GossipEntry{RemainingMs: 20_000, Peer: &shoalv1.PeerInfo{PeerId: "other", Address: "127.0.0.1:2", Files: []*shoalv1.FileInfo{{ContentId: victimID, Name: "v"}}}}))
-	f.Add(entry(&shoalv1.GossipEntry{RemainingMs: 1 << 31, Peer: &shoalv1.PeerInfo{PeerId: "long", Address: "127.0.0.1:3"}}))
-	f.Add(batch(&shoalv1.GossipBatch{Refreshes: []*shoalv1.GossipRefresh{{RemainingMs: 29_000, PeerId: "victim", Digest: 1}}, Entries: []*shoalv1.GossipEntry{{RemainingMs: 30_000, Peer: &shoalv1.PeerInfo{PeerId: "victim", Address: "127.0.0.1:1"}}}}))
+	f.Add(entry(&shoalv1.GossipEntry{ExpiresUnixMs: uint64(time.Now().Add(30 * time.Second).UnixMilli()), Peer: &shoalv1.PeerInfo{PeerId: "victim", Address: "127.0.0.1:1"}, Left: true}))
+	f.Add(entry(&shoalv1.GossipEntry{ExpiresUnixMs: uint64(time.Now().Add(20 * time.Second).UnixMilli()), Peer: &shoalv1.PeerInfo{PeerId: "other", Address: "127.0.0.1:2", Files: []*shoalv1.FileInfo{{ContentId: victimID, Name: "v"}}}}))
+	f.Add(entry(&shoalv1.GossipEntry{ExpiresUnixMs: 1 << 63, Peer: &shoalv1.PeerInfo{PeerId: "long", Address: "127.0.0.1:3"}}))
+	f.Add(batch(&shoalv1.GossipBatch{Refreshes: []*shoalv1.GossipRefresh{{ExpiresUnixMs: uint64(time.Now().Add(29 * time.Second).UnixMilli()), PeerId: "victim", Digest: 1}}, Entries: []*shoalv1.GossipEntry{{ExpiresUnixMs: uint64(time.Now().Add(30 * time.Second).UnixMilli()), Peer: &shoalv1.PeerInfo{PeerId: "victim", Address: "127.0.0.1:1"}}}}))
 	f.Add([]byte{9, 1, 2})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, msg []byte) {

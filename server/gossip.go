@@ -26,29 +26,31 @@ import (
 
 // Federation runs on hashicorp/memberlist, the SWIM implementation under
 // Consul and Serf: a joiner learns of every member through any one,
-// members that stop answering are found and dropped, and entries spread
-// without all-to-all calls:
+// members that stop answering are found and dropped, and the lease table
+// spreads without calls of our own:
 //
-//   - an announce that adds or alters an entry, and a leave (a tombstone),
-//     spread as gossip (a GossipEntry in memberlist's UDP packets); a
-//     registry that takes one passes it on, so it reaches all in a few
-//     gossip rounds.
-//   - refreshes (announces that only extend a lease) are the bulk: one per
-//     peer every third of a lease. Each registry sends the refreshes it
-//     took, only every second one per peer (when the others' copies have
-//     less than half a lease left), once a second in one GossipBatch to
-//     every member over memberlist's TCP channel: each refresh crosses the
-//     network once per member, where gossip would send it six times and
-//     fill the packets announces need. Entries too large for a packet, and
-//     announces arriving faster than gossip drains, go in the batch too.
+//   - every change made here (an announce that adds or alters an entry, a
+//     leave's tombstone, a refresh) goes in a GossipBatch that each
+//     registry sends every member once a second over memberlist's TCP
+//     channel. Refreshes are the bulk (one per peer every third of a
+//     lease) and travel only every second time per peer, when the others'
+//     copies have less than half a lease left.
+//   - an announce or leave also goes out at once as gossip (a GossipEntry
+//     in memberlist's UDP packets, passed on by each registry that takes
+//     it) when gossip is quiet, so most members see it within a few rounds;
+//     a burst of announces goes by batch alone, so it cannot crowd out the
+//     next one.
 //   - memberlist's push-pull carries the whole table, for anti-entropy, on
-//     join, and with every member that comes back (a partition healing).
-//   - a member found dead is asked to join again every ReconnectInterval
-//     (memberlist alone gives up on it), so a partition heals by itself.
+//     join, and with a member that comes back (a partition healing).
+//   - each ReconnectInterval one member found dead, at random, is asked to
+//     join again (memberlist alone gives up on it), so a partition heals
+//     by itself.
 //
-// Leases keep their rules (doc.go): a learned entry carries the time its
-// lease has left, less gossipMargin a hop, so it never outlives the lease
-// its peer was granted; a tombstone keeps a leave from being undone.
+// Leases keep their rules (doc.go): a learned entry carries when its lease
+// ends, in wall-clock time (a time left would grow stale in queues, and
+// a loaded host delays messages by seconds), and ends learnMargin early
+// for clocks that disagree, so it never outlives the lease its peer was
+// granted; a tombstone keeps a leave from being undone.
 
 // GossipConfig configures a registry's federation.
 type GossipConfig struct {
@@ -64,10 +66,11 @@ type GossipConfig struct {
 	Key []byte
 	// Join lists registries (gRPC addresses) to join through.
 	Join []string
-	// Interval is the time between gossip rounds. Default 100 ms.
+	// Interval is the time between gossip rounds. Default 200 ms.
 	Interval time.Duration
 	// PushPullInterval is the time between full-table exchanges with one
-	// random member. Default 10 s.
+	// random member. Default 30 s (memberlist scales it up past 32
+	// members).
 	PushPullInterval time.Duration
 	// ReconnectInterval is how often members found dead, and the Join
 	// list when this registry is alone, are tried again. Default 2 s.
@@ -89,18 +92,19 @@ type GossipConfig struct {
 const (
 	gossipEntry = 1
 	gossipBatch = 3 // 2 was a refresh on its own, before batches
-	// gossipMargin is taken off a learned lease at each hop, for the time
-	// the message was in flight: an entry expires early, never late.
-	gossipMargin = 250 * time.Millisecond
+	// learnMargin is taken off a lease learned from another registry (at
+	// most a tenth of the lease): the most registries' clocks are taken to
+	// disagree. A learned entry expires early, never late.
+	learnMargin = time.Second
 	// maxGossipMsg is the largest message sent as gossip (memberlist's UDP
 	// packets are 1400 bytes); larger entries go over TCP.
 	maxGossipMsg = 1200
 	// maxQueued bounds the broadcast queue; past it the oldest messages
 	// are dropped and push-pull repairs what they carried.
 	maxQueued = 100_000
-	// busyQueue is the queue length past which new entries go in the
-	// next batch rather than gossip (a burst of announces).
-	busyQueue = 2000
+	// quietQueue is the queue length under which a new entry is gossiped
+	// as well as batched; a burst of announces goes by batch alone.
+	quietQueue = 100
 	// maxBatch caps one batch message, in bytes.
 	maxBatch = 4 << 20
 )
@@ -117,6 +121,11 @@ type Gossip struct {
 	queue  *memberlist.TransmitLimitedQueue
 	sync   chan string // members to push-pull with, by gossip address
 
+	// stateMu lets one push-pull encode or merge a whole table at a time:
+	// a healing partition brings many at once, and each costs a table's
+	// size in memory.
+	stateMu sync.Mutex
+
 	mu      sync.Mutex
 	pending map[string]*entryBroadcast // queued full entries by peer id; guarded by mu
 	failed  map[string]failedMember    // members found dead, by name; guarded by mu
@@ -124,8 +133,8 @@ type Gossip struct {
 }
 
 type failedMember struct {
-	addr, grpc string
-	since      time.Time
+	addr, grpc  string
+	since, last time.Time // failed; last tried
 }
 
 // NewGossip starts the gossip (it listens at once) of the registry serving
@@ -133,10 +142,10 @@ type failedMember struct {
 // keeps it.
 func NewGossip(cfg GossipConfig, listen, grpcAddr string, leases *Leases, dial []grpc.DialOption, logger *slog.Logger) (*Gossip, error) {
 	if cfg.Interval <= 0 {
-		cfg.Interval = 100 * time.Millisecond
+		cfg.Interval = 200 * time.Millisecond
 	}
 	if cfg.PushPullInterval <= 0 {
-		cfg.PushPullInterval = 10 * time.Second
+		cfg.PushPullInterval = 30 * time.Second
 	}
 	if cfg.ReconnectInterval <= 0 {
 		cfg.ReconnectInterval = 2 * time.Second
@@ -201,15 +210,22 @@ func NewGossip(cfg GossipConfig, listen, grpcAddr string, leases *Leases, dial [
 		mc.SecretKey = cfg.Key
 	}
 	mc.GossipInterval = cfg.Interval
-	mc.GossipNodes = 4
-	mc.RetransmitMult = 3
+	mc.GossipNodes = 3
+	// Each member that takes an entry sends it this many times log10(N+1):
+	// at 6 a member misses every relay of an entry less than once in 10^7
+	// (at memberlist's 4, once in 3,000 at 20 members), and gossip carries
+	// only announces and leaves, a few a second.
+	mc.RetransmitMult = 6
 	mc.PushPullInterval = cfg.PushPullInterval
 	if cfg.ProbeInterval > 0 {
 		mc.ProbeInterval = cfg.ProbeInterval
 		mc.ProbeTimeout = min(mc.ProbeTimeout, cfg.ProbeInterval/2)
 	}
 	mc.TCPTimeout = 5 * time.Second
-	mc.HandoffQueueDepth = 16384
+	// memberlist's default: past it messages are dropped rather than
+	// delayed (a delayed entry would arrive with its lease overstated);
+	// the batches and push-pull repair what is dropped.
+	mc.HandoffQueueDepth = 1024
 	mc.EnableCompression = false // LAN gossip; the CPU is better spent elsewhere
 	mc.Delegate = (*gossipDelegate)(g)
 	mc.Events = (*gossipEvents)(g)
@@ -270,7 +286,7 @@ func (g *Gossip) Run(ctx context.Context) {
 		if g.ml.NumMembers() <= 1 && len(g.cfg.Join) > 0 {
 			g.joinSeeds(ctx)
 		}
-		g.reconnect(ctx, &wg)
+		g.reconnect(&wg)
 	}
 }
 
@@ -288,8 +304,10 @@ func (g *Gossip) joinSeeds(ctx context.Context) bool {
 			g.log.Info("gossip: registry to join does not answer", "registry", seed, "err", err)
 			continue
 		}
+		// The seed itself, and two more in case it is leaving: the rest
+		// are learned from them (a join is a push-pull of the whole table).
 		for i, m := range members {
-			if i == 0 || m.GetState() == "alive" {
+			if i == 0 || m.GetState() == "alive" && len(addrs) < 3 {
 				addrs = append(addrs, m.GetGossipAddress())
 			}
 		}
@@ -323,50 +341,84 @@ func fetchMembers(ctx context.Context, addr string, dial []grpc.DialOption) ([]*
 	return resp.GetMembers(), nil
 }
 
-// reconnect asks members found dead to join again, each in its own
-// goroutine (an unreachable one takes a TCP timeout), at most one at a
-// time per member.
-func (g *Gossip) reconnect(ctx context.Context, wg *sync.WaitGroup) {
+// reconnect asks one member found dead, at random, to join again (in its
+// own goroutine: an unreachable one takes a TCP timeout). One a round
+// from every registry is enough: a join is a push-pull, and the members
+// it brings back alive tell the rest.
+func (g *Gossip) reconnect(wg *sync.WaitGroup) {
 	now := time.Now()
 	alive := map[string]bool{}
 	for _, m := range g.ml.Members() {
 		alive[string(m.Meta)] = true
 	}
 	g.mu.Lock()
+	defer g.mu.Unlock()
+	var names []string
 	for name, f := range g.failed {
 		switch {
 		case now.Sub(f.since) > g.cfg.ReconnectTimeout, alive[f.grpc]:
 			delete(g.failed, name) // given up, or back under a new name
+		case now.Sub(f.since) > 5*time.Minute && now.Sub(f.last) < 30*time.Second:
+			// gone long: tried less often (it may have left for good)
 		case f.addr != "":
-			addr := f.addr
-			f.addr = "" // marks the attempt running
-			g.failed[name] = f
-			wg.Go(func() {
-				if _, err := g.ml.Join([]string{addr}); err != nil {
-					g.log.Debug("gossip: dead member still unreachable", "member", name, "err", err)
-				}
-				g.mu.Lock()
-				if f, ok := g.failed[name]; ok {
-					f.addr = addr
-					g.failed[name] = f
-				}
-				g.mu.Unlock()
-			})
+			names = append(names, name)
 		}
 	}
-	g.mu.Unlock()
+	if len(names) == 0 {
+		return
+	}
+	name := names[mrand.IntN(len(names))]
+	f := g.failed[name]
+	addr := f.addr
+	f.addr, f.last = "", now // marks the attempt running
+	g.failed[name] = f
+	wg.Go(func() {
+		if _, err := g.ml.Join([]string{addr}); err != nil {
+			g.log.Info("gossip: member gone still unreachable", "member", name, "err", err)
+		} else {
+			// Each side saw the other dead: this push-pull made both refute
+			// it (a new incarnation), and only the next carries that, which
+			// brings each back alive for the other at once.
+			g.ml.Join([]string{addr})
+			g.log.Info("gossip: member back", "member", name)
+		}
+		g.mu.Lock()
+		if f, ok := g.failed[name]; ok {
+			f.addr = addr
+			g.failed[name] = f
+		}
+		g.mu.Unlock()
+	})
 }
 
-// syncer runs the push-pulls asked for by members joining, one at a time.
+// syncer runs the push-pulls asked for by members joining: after one
+// joins it waits a moment for others (a healed partition brings many
+// back at once) and syncs with one of them at random.
 func (g *Gossip) syncer(ctx context.Context) {
 	for {
+		var joined []string
 		select {
 		case <-ctx.Done():
 			return
 		case addr := <-g.sync:
-			if _, err := g.ml.Join([]string{addr}); err != nil {
-				g.log.Debug("gossip: push-pull failed", "member", addr, "err", err)
+			joined = append(joined, addr)
+		}
+		window := time.NewTimer(300 * time.Millisecond)
+	collect:
+		for {
+			select {
+			case <-ctx.Done():
+				window.Stop()
+				return
+			case addr := <-g.sync:
+				joined = append(joined, addr)
+			case <-window.C:
+				break collect
 			}
+		}
+		addr := joined[mrand.IntN(len(joined))]
+		if _, err := g.ml.Join([]string{addr}); err != nil {
+			g.log.Debug("gossip: push-pull failed", "member", addr, "err", err)
 		}
 	}
 }
@@ -393,23 +445,12 @@ func memberToWire(n *memberlist.Node, state string) *shoalv1.Member {
 	return &shoalv1.Member{Name: n.Name, Address: string(n.Meta), GossipAddress: n.Address(), State: state}
 }
 
-// changed queues a change made at this registry: an entry as gossip,
-// unless it is too large for a packet or gossip is backed up (then in the
-// next batch); a refresh in the next batch.
+// changed queues a change made at this registry. Every change goes in
+// the next batch, sent to every member over TCP: that is what delivers
+// it. An entry also goes out as gossip at once when gossip is quiet and
+// it fits a packet, which brings it to most members within a few rounds.
 func (g *Gossip) changed(c Change) {
-	if c.Full && g.queue.NumQueued() < busyQueue {
-		b := &entryBroadcast{g: g, e: c.LeasedPeer}
-		if len(b.Message()) <= maxGossipMsg {
-			g.mu.Lock()
-			g.pending[c.ID] = b
-			delete(g.batch, c.ID)
-			g.mu.Unlock()
-			g.queue.QueueBroadcast(b)
-			return
-		}
-	}
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	if !c.Full {
 		if b := g.pending[c.ID]; b != nil && b.digest() == c.Digest {
 			b.extend(c.Expires) // for members the entry reaches after the refresh
@@ -417,10 +458,15 @@ func (g *Gossip) changed(c Change) {
 		if cur, ok := g.batch[c.ID]; ok && cur.Full {
 			cur.Expires = c.Expires // the batch's entry carries the new lease
 			g.batch[c.ID] = cur
+			g.mu.Unlock()
 			return
 		}
 	}
 	g.batch[c.ID] = c
+	g.mu.Unlock()
+	if c.Full && g.queue.NumQueued() < quietQueue {
+		g.queueEntry(c.LeasedPeer)
+	}
 }
 
 // batcher sends the batch to every member each BatchInterval.
@@ -451,11 +497,11 @@ func (g *Gossip) flush(ctx context.Context) {
 	size := 0
 	for _, c := range changes {
 		if c.Full {
-			e := &shoalv1.GossipEntry{RemainingMs: remaining(c.Expires), Peer: peerToWire(c.Peer), Left: c.Left}
+			e := entryToWire(c.LeasedPeer)
 			w.Entries = append(w.Entries, e)
 			size += proto.Size(e) + 4
 		} else {
-			w.Refreshes = append(w.Refreshes, &shoalv1.GossipRefresh{RemainingMs: remaining(c.Expires), PeerId: c.ID, Digest: c.Digest})
+			w.Refreshes = append(w.Refreshes, &shoalv1.GossipRefresh{ExpiresUnixMs: unixMs(c.Expires), PeerId: c.ID, Digest: c.Digest})
 			size += len(c.ID) + 24
 		}
 		if size > maxBatch {
@@ -486,11 +532,11 @@ func marshalBatch(w *shoalv1.GossipBatch) []byte {
 	return append([]byte{gossipBatch}, b...)
 }
 
-// queueEntry passes on an entry learned by gossip.
+// queueEntry gossips an entry that fits a packet.
 func (g *Gossip) queueEntry(e LeasedPeer) {
 	b := &entryBroadcast{g: g, e: e}
-	if len(b.Message()) > maxGossipMsg || g.queue.NumQueued() >= busyQueue {
-		return // only its origin sends those, to every member
+	if len(b.Message()) > maxGossipMsg {
+		return // the batch carries it
 	}
 	g.mu.Lock()
 	g.pending[e.ID] = b
@@ -498,16 +544,36 @@ func (g *Gossip) queueEntry(e LeasedPeer) {
 	g.queue.QueueBroadcast(b)
 }
 
-// remaining is the wire form of the time left until expires.
-func remaining(expires time.Time) uint32 {
-	ms := time.Until(expires).Milliseconds()
-	return uint32(max(1, min(ms, math.MaxUint32))) // never 0: the size stays fixed
+// unixMs is t's wall-clock time in Unix milliseconds, as the wire carries
+// an expiry.
+func unixMs(t time.Time) uint64 { return uint64(max(0, t.UnixMilli())) }
+
+// entryToWire is an entry as gossip carries it.
+func entryToWire(e LeasedPeer) *shoalv1.GossipEntry {
+	return &shoalv1.GossipEntry{ExpiresUnixMs: unixMs(e.Expires), Peer: peerToWire(e.Peer), Left: e.Left}
 }
 
-// learnedExpiry is when a lease received with ms left ends here.
-func learnedExpiry(now time.Time, ms uint32) time.Time {
-	return now.Add(time.Duration(ms)*time.Millisecond - gossipMargin)
+// learnedExpiry is when a lease another registry says ends at ms (Unix
+// milliseconds, its clock) ends here: learnMargin earlier, for clocks that
+// disagree. The result reads this host's monotonic clock.
+func (g *Gossip) learnedExpiry(ms uint64) time.Time {
+	now := time.Now()
+	if ms > math.MaxInt64 {
+		return now // expired: Merge drops it
+	}
+	return now.Add(time.UnixMilli(int64(ms)).Sub(now) - g.margin())
 }
+
+// entryFromWire reads a gossiped entry; false if malformed.
+func (g *Gossip) entryFromWire(w *shoalv1.GossipEntry) (LeasedPeer, bool) {
+	p, err := peerFromWire(w.GetPeer())
+	if err != nil {
+		return LeasedPeer{}, false
+	}
+	return LeasedPeer{Peer: p, Expires: g.learnedExpiry(w.GetExpiresUnixMs()), Left: w.GetLeft()}, true
+}
+
+func (g *Gossip) margin() time.Duration { return min(learnMargin, g.leases.Lease()/10) }
 
 // entryBroadcast is a whole entry in the broadcast queue, named by its peer
 // id so that a newer one replaces it.
@@ -532,7 +598,7 @@ func (b *entryBroadcast) Message() []byte {
 	b.mu.Lock()
 	e := b.e
 	b.mu.Unlock()
-	msg, _ := proto.Marshal(&shoalv1.GossipEntry{RemainingMs: remaining(e.Expires), Peer: peerToWire(e.Peer), Left: e.Left})
+	msg, _ := proto.Marshal(entryToWire(e))
 	return append([]byte{gossipEntry}, msg...)
 }
 
@@ -551,24 +617,19 @@ func (b *entryBroadcast) extend(expires time.Time) {
 	}
 }
 
-// receive applies one gossip message and passes on what changed the table.
+// receive applies one gossip message and passes on an entry that changed
+// the table.
 func (g *Gossip) receive(msg []byte) {
 	if len(msg) < 1 {
 		return
 	}
-	now := time.Now()
 	switch msg[0] {
 	case gossipEntry:
 		var w shoalv1.GossipEntry
 		if proto.Unmarshal(msg[1:], &w) != nil {
 			return
 		}
-		p, err := peerFromWire(w.GetPeer())
-		if err != nil {
-			return
-		}
-		e := LeasedPeer{Peer: p, Expires: learnedExpiry(now, w.GetRemainingMs()), Left: w.GetLeft()}
-		if g.leases.Merge([]LeasedPeer{e}) == 1 {
+		if e, ok := g.entryFromWire(&w); ok && g.leases.Merge([]LeasedPeer{e}) == 1 {
 			g.queueEntry(e)
 		}
 	case gossipBatch:
@@ -577,46 +638,50 @@ func (g *Gossip) receive(msg []byte) {
 			return
 		}
 		in := make([]LeasedPeer, 0, len(w.GetEntries()))
-		for _, e := range w.GetEntries() {
-			if p, err := peerFromWire(e.GetPeer()); err == nil {
-				in = append(in, LeasedPeer{Peer: p, Expires: learnedExpiry(now, e.GetRemainingMs()), Left: e.GetLeft()})
+		for _, we := range w.GetEntries() {
+			if e, ok := g.entryFromWire(we); ok {
+				in = append(in, e)
 			}
 		}
 		g.leases.Merge(in)
 		for _, r := range w.GetRefreshes() {
-			g.leases.Extend(r.GetPeerId(), r.GetDigest(), learnedExpiry(now, r.GetRemainingMs()))
+			g.leases.Extend(r.GetPeerId(), r.GetDigest(), g.learnedExpiry(r.GetExpiresUnixMs()))
 		}
 	}
 }
 
 // state is the table for a push-pull, within MaxState bytes.
 func (g *Gossip) state() []byte {
+	g.stateMu.Lock()
+	defer g.stateMu.Unlock()
 	entries := g.leases.Snapshot(math.MaxInt)
 	mrand.Shuffle(len(entries), func(i, j int) { entries[i], entries[j] = entries[j], entries[i] })
-	now := time.Now()
 	st := &shoalv1.GossipState{}
 	size := 0
 	for _, e := range entries {
-		w := &shoalv1.LeasedPeer{Peer: peerToWire(e.Peer), RemainingMs: e.Expires.Sub(now).Milliseconds(), Left: e.Left}
+		w := entryToWire(e)
 		size += proto.Size(w) + 4
 		if size > g.cfg.MaxState {
 			break
 		}
-		st.Peers = append(st.Peers, w)
+		st.Entries = append(st.Entries, w)
 	}
 	b, _ := proto.Marshal(st)
 	return b
 }
 
 func (g *Gossip) mergeState(buf []byte) {
+	g.stateMu.Lock()
+	defer g.stateMu.Unlock()
 	var st shoalv1.GossipState
 	if len(buf) > g.cfg.MaxState+(1<<20) || proto.Unmarshal(buf, &st) != nil {
 		return
 	}
-	now := time.Now()
-	in := leasedFromWire(st.GetPeers(), now)
-	for i := range in {
-		in[i].Expires = in[i].Expires.Add(-gossipMargin)
+	in := make([]LeasedPeer, 0, len(st.GetEntries()))
+	for _, we := range st.GetEntries() {
+		if e, ok := g.entryFromWire(we); ok {
+			in = append(in, e)
+		}
 	}
 	g.leases.Merge(in)
 }
@@ -638,7 +703,8 @@ func (d *gossipDelegate) MergeRemoteState(buf []byte, join bool) { (*Gossip)(d).
 type gossipEvents Gossip
 
 // NotifyJoin: a member new or back (a partition healing) gets our table
-// and gives us its own at once, rather than at the next random push-pull.
+// and gives us its own soon (syncer), rather than at the next random
+// push-pull.
 func (ev *gossipEvents) NotifyJoin(n *memberlist.Node) {
 	if n.Name == ev.name {
 		return
@@ -652,15 +718,15 @@ func (ev *gossipEvents) NotifyJoin(n *memberlist.Node) {
 	}
 }
 
-// NotifyLeave: a member that died (not one that left) is tried again.
+// NotifyLeave: a member gone is tried again. memberlist does not tell a
+// failed member from one that left (n.State is not kept up to date here):
+// one that left fails each try at once, and is tried less often after a
+// while.
 func (ev *gossipEvents) NotifyLeave(n *memberlist.Node) {
-	if n.State != memberlist.StateDead {
-		return
-	}
 	ev.mu.Lock()
 	ev.failed[n.Name] = failedMember{addr: n.Address(), grpc: string(n.Meta), since: time.Now()}
 	ev.mu.Unlock()
-	ev.log.Info("gossip: member failed", "member", n.Name)
+	ev.log.Info("gossip: member gone", "member", n.Name)
 }
 
 func (ev *gossipEvents) NotifyUpdate(*memberlist.Node) {}

@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/shoalnet/shoal/chunkstore"
 	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
@@ -48,16 +50,31 @@ func throughout(t *testing.T, d time.Duration, what string, check func() bool) {
 
 // holds reports whether the registry at addr lists a live holder of name.
 func holds(t *testing.T, addr, name string) bool {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	resp, err := lookupName(ctx, registryClient(t, addr), name)
+	resp, err := lookupName(ctx, shoalv1.NewRegistryServiceClient(cc), name)
+	if err != nil && status.Code(err) != codes.NotFound {
+		t.Fatalf("lookup at %s: %v", addr, err)
+	}
 	return err == nil && len(resp.GetPeers()) > 0
 }
 
 func members(t *testing.T, addr string) []*shoalv1.Member {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	resp, err := registryClient(t, addr).Members(ctx, &shoalv1.MembersRequest{})
+	resp, err := shoalv1.NewRegistryServiceClient(cc).Members(ctx, &shoalv1.MembersRequest{})
 	if err != nil {
 		t.Fatalf("members of %s: %v", addr, err)
 	}

@@ -45,10 +45,17 @@ func (l *Leases) Merge(in []LeasedPeer) int {
 		if !e.Expires.After(now) || e.Expires.After(now.Add(l.cfg.Lease)) {
 			continue // expired, or longer than any lease we grant
 		}
+		cur, ok := l.peers[e.ID]
+		if ok && (cur.secret != "" || !newer(e, cur.LeasedPeer)) {
+			continue // the common case in a push-pull: nothing new
+		}
 		if err := l.ValidatePeer(e.Peer); err != nil {
 			continue
 		}
-		if cur, ok := l.peers[e.ID]; ok && (cur.secret != "" || !newer(e, cur.LeasedPeer)) {
+		if ok && !cur.Left && !e.Left && cur.digest == digestOf(e) {
+			cur.Expires = e.Expires // the same entry, a later lease: no reindexing
+			heap.Fix(&l.expiry, cur.heapIdx)
+			n++
 			continue
 		}
 		if l.putLocked(e) == nil {

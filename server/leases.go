@@ -46,7 +46,7 @@ type Peer struct {
 	Files []FileInfo // what it holds
 }
 
-// LeasedPeer is a registration with its expiry, as registries exchange it.
+// LeasedPeer is a registration with its expiry, as registries gossip it.
 type LeasedPeer struct {
 	Peer
 	Expires time.Time
@@ -145,6 +145,9 @@ type Leases struct {
 	rnd      *rand.Rand                 // lookup sampling
 	onExpire func(n int)                // called with mu held, for metrics
 	gossip   func(Change)               // told of changes made here, without mu held
+	version  uint64                     // counts changes to the file index
+	listed   []ListedFile               // List's answer at listedAt, read-only
+	listedAt uint64                     // the version listed was made at
 }
 
 // Change is a change to the table made at this registry, for gossip: an
@@ -325,6 +328,15 @@ func (l *Leases) putLocked(e LeasedPeer) error {
 		return fmt.Errorf("%w: the table holds %d MiB, at most %d", errFull, l.bytes>>20, l.cfg.MaxBytes>>20)
 	}
 	l.bytes += size - old
+	if ok && !cur.Left && !e.Left && cur.digest == digestOf(e) {
+		// A refresh: the same address and files, a later lease. The index
+		// stays as it is.
+		cur.LeasedPeer = e
+		cur.bytes = size
+		heap.Fix(&l.expiry, cur.heapIdx)
+		return nil
+	}
+	l.version++
 	if ok {
 		l.unindexLocked(cur)
 		cur.LeasedPeer = e
@@ -355,6 +367,7 @@ func (l *Leases) unindexLocked(e *leaseEntry) {
 	if e.Left {
 		return
 	}
+	l.version++
 	for _, f := range e.Files {
 		h := l.files[f.ID]
 		if h == nil {
@@ -374,8 +387,8 @@ func (l *Leases) unindexLocked(e *leaseEntry) {
 }
 
 // Leave removes a peer at once; it takes the registration's secret. A
-// tombstone stays until the old lease would have ended, so that exchanges
-// with other registries do not bring the peer back.
+// tombstone stays until the old lease would have ended, so that gossip
+// from other registries does not bring the peer back.
 func (l *Leases) Leave(id, secret string) error {
 	now := l.cfg.Now()
 	l.mu.Lock()

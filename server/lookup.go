@@ -77,12 +77,17 @@ type ListedFile struct {
 	PartialHolders int // live peers holding part of it
 }
 
-// List returns every file with live holders, sorted by name then id.
+// List returns every file with live holders, sorted by name then id. The
+// slice is shared until the index changes (a listing is read a page at a
+// time, and refreshes do not change it): callers must not modify it.
 func (l *Leases) List() []ListedFile {
 	now := l.cfg.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.sweepLocked(now)
+	if l.listed != nil && l.listedAt == l.version {
+		return l.listed
+	}
 	// Which files each peer holds in part, built once: asking each
 	// holder's file list per file would cost files x holders x list length.
 	partial := map[string]map[chunkstore.ID]bool{}
@@ -117,5 +122,6 @@ func (l *Leases) List() []ListedFile {
 		}
 		return slices.Compare(a.ID[:], b.ID[:])
 	})
+	l.listed, l.listedAt = out, l.version
 	return out
 }

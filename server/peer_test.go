@@ -26,7 +26,11 @@ import (
 	"github.com/shoalnet/shoal/server"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// memberlist's probe of a member may still wait out its probe interval
+// (at most 1 s) after Shutdown returns; it ends by itself.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*Memberlist).probeNode"))
+}
 
 // startPeer serves dir on a loopback port and returns a client connection.
 func startPeer(t testing.TB, dir string, cfg server.PeerConfig) (*grpc.ClientConn, *server.Server) {

@@ -216,19 +216,6 @@ func peerFromWire(w *shoalv1.PeerInfo) (Peer, error) {
 // table applies its own, configurable, limit.
 const maxWireFiles = 100_000
 
-// leasedFromWire converts gossiped entries, dropping malformed ones.
-func leasedFromWire(in []*shoalv1.LeasedPeer, now time.Time) []LeasedPeer {
-	out := make([]LeasedPeer, 0, len(in))
-	for _, w := range in {
-		p, err := peerFromWire(w.GetPeer())
-		if err != nil || w.GetRemainingMs() <= 0 {
-			continue
-		}
-		out = append(out, LeasedPeer{Peer: p, Expires: now.Add(time.Duration(w.GetRemainingMs()) * time.Millisecond), Left: w.GetLeft()})
-	}
-	return out
-}
-
 // parseAnyID reads a file's content id or a folder's tree id; tree says
 // which. Both are 32 bytes, hashed in different domains.
 func parseAnyID(s string) (id chunkstore.ID, tree bool, err error) {

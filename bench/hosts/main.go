@@ -57,6 +57,8 @@ type config struct {
 	extra      []string
 	logs       string
 	verbose    bool
+	check      bool
+	profile    string
 }
 
 func main() {
@@ -75,6 +77,8 @@ func main() {
 	flag.DurationVar(&c.slack, "slack", 3*time.Second, "what counts as agreement: every entry older than this everywhere, every leave older than this nowhere")
 	flag.StringVar(&extra, "registry-flags", "", "extra flags for every registry, space-separated")
 	flag.BoolVar(&c.verbose, "v", false, "print each registry's disagreement")
+	flag.BoolVar(&c.check, "check", false, "exit 1 if an entry was shown after its lease or the registries did not agree again after the partition")
+	flag.StringVar(&c.profile, "profile", "", "write each registry's CPU profile to this folder (registry-N.prof)")
 	flag.StringVar(&c.logs, "logs", "", "write each registry's output to a file in this folder at the end")
 	flag.Parse()
 	c.extra = strings.Fields(extra)
@@ -123,6 +127,7 @@ func (p *peer) leaseEnd(lease time.Duration) time.Time {
 type bench struct {
 	cfg   config
 	regs  []shoalv1.RegistryServiceClient
+	slots []chan struct{} // per registry: calls in flight, under its per-connection limit
 	procs []*netlab.Proc
 	names []string // registry addresses
 
@@ -131,10 +136,13 @@ type bench struct {
 	live  []*peer          // started and not stopped; guarded by mu
 	seq   atomic.Int64
 
-	announceErrs atomic.Int64
-	violations   atomic.Int64 // an entry shown after its lease
-	violation    atomic.Value // string: the first one
-	shared       []chunkstore.ID
+	announceErrs  atomic.Int64
+	firstRefusal  atomic.Value // string
+	violations    atomic.Int64 // an entry shown after its lease
+	violation     atomic.Value // string: the first one
+	ownViolations atomic.Int64 // shown late by the registry the peer announces to
+	worstLate     atomic.Int64 // the latest, in ns after the lease
+	shared        []chunkstore.ID
 }
 
 func run(ctx context.Context, m *netlab.Main, c config) error {
@@ -173,6 +181,10 @@ func run(ctx context.Context, m *netlab.Main, c config) error {
 		if i > 0 {
 			args = append(args, "--join", first)
 		}
+		if c.profile != "" {
+			os.MkdirAll(c.profile, 0o755)
+			args = append(args, "--cpuprofile", filepath.Join(c.profile, fmt.Sprintf("registry-%d.prof", i+1)))
+		}
 		args = append(args, c.extra...)
 		b.procs = append(b.procs, h.Start("registry "+h.Name, args...))
 		cc, err := grpc.NewClient(h.Addr(7000), grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithContextDialer(gen.Dial))
@@ -181,6 +193,7 @@ func run(ctx context.Context, m *netlab.Main, c config) error {
 		}
 		defer cc.Close()
 		b.regs = append(b.regs, shoalv1.NewRegistryServiceClient(cc))
+		b.slots = append(b.slots, make(chan struct{}, 48))
 		b.names = append(b.names, h.Addr(7000))
 	}
 	if err := b.waitServing(ctx); err != nil {
@@ -260,6 +273,7 @@ func run(ctx context.Context, m *netlab.Main, c config) error {
 				heal = time.Since(healed)
 				break
 			}
+			sleep(ctx, time.Second) // a listing of every registry is load too
 		}
 	}
 	wall := time.Since(t0)
@@ -267,6 +281,15 @@ func run(ctx context.Context, m *netlab.Main, c config) error {
 	cancel()
 	wg.Wait()
 	b.report(res, agreeSteady, roundsSteady, heal, cpu1-cpu0, wall)
+	for _, p := range b.procs { // a clean stop writes the profiles
+		p.Interrupt()
+	}
+	for _, p := range b.procs {
+		p.Wait(10 * time.Second)
+	}
+	if c.check && (b.violations.Load() > 0 || c.partition > 0 && heal < 0) {
+		m.Errorf("check failed: %d entries shown after their lease, agreement after the partition %v", b.violations.Load(), heal)
+	}
 	if c.logs != "" {
 		os.MkdirAll(c.logs, 0o755)
 		for i, p := range b.procs {
@@ -341,11 +364,13 @@ func (b *bench) announce(ctx context.Context, p *peer) bool {
 	p.mu.Unlock()
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	b.slots[p.reg] <- struct{}{}
 	resp, err := b.regs[p.reg].Announce(cctx, &shoalv1.AnnounceRequest{Peer: b.wire(p), Secret: secret})
+	<-b.slots[p.reg]
 	now := time.Now()
 	if err != nil {
-		if ctx.Err() == nil {
-			b.announceErrs.Add(1)
+		if ctx.Err() == nil && b.announceErrs.Add(1) == 1 {
+			b.firstRefusal.Store(fmt.Sprintf("%s at %s: %v", p.id, b.names[p.reg], err))
 		}
 		return false
 	}
@@ -431,7 +456,7 @@ type results struct {
 	mu       sync.Mutex
 	announce []time.Duration // announce answered → every registry shows it
 	leave    []time.Duration // leave answered → no registry shows it
-	expiry   []time.Duration // lease end → no registry shows it (≤ 0: in time)
+	expiry   []time.Duration // last poll showing it, less the lease end (< 0: in time)
 	lost     int             // probes that never became visible everywhere
 }
 
@@ -489,9 +514,9 @@ func (b *bench) probeOne(res *results, leave bool) {
 	}
 	b.end(ctx, p, false)
 	end := p.leaseEnd(b.cfg.lease)
-	sleep(ctx, time.Until(end.Add(-time.Second)))
-	if b.watch(ctx, p, false, 100*time.Millisecond, end) {
-		res.add(&res.expiry, time.Since(end))
+	sleep(ctx, time.Until(end.Add(-2*time.Second)))
+	if ok, last := b.watchSeen(ctx, p, false, 100*time.Millisecond, end); ok && !last.IsZero() {
+		res.add(&res.expiry, last.Sub(end))
 	}
 }
 
@@ -499,6 +524,14 @@ func (b *bench) probeOne(res *results, leave bool) {
 // does, and reports whether that happened before ctx ended. Each answer
 // showing p after leaseEnd (if set) counts as a violation.
 func (b *bench) watch(ctx context.Context, p *peer, want bool, step time.Duration, leaseEnd time.Time) bool {
+	ok, _ := b.watchSeen(ctx, p, want, step, leaseEnd)
+	return ok
+}
+
+// watchSeen is watch, also returning when a poll that showed p was last
+// sent (zero if none did).
+func (b *bench) watchSeen(ctx context.Context, p *peer, want bool, step time.Duration, leaseEnd time.Time) (bool, time.Time) {
+	var lastShown time.Time
 	pending := b.allRegs()
 	for len(pending) > 0 {
 		var mu sync.Mutex
@@ -515,31 +548,43 @@ func (b *bench) watch(ctx context.Context, p *peer, want bool, step time.Duratio
 					shown = !want // unknown: ask again
 				}
 				if shown && !leaseEnd.IsZero() && sent.After(leaseEnd) && err == nil {
-					b.violate(fmt.Sprintf("registry %s showed %s %v after its lease", b.names[r], p.id, sent.Sub(leaseEnd)))
+					b.violate(fmt.Sprintf("registry %s showed %s %v after its lease", b.names[r], p.id, sent.Sub(leaseEnd)), r == p.reg, sent.Sub(leaseEnd))
+				}
+				mu.Lock()
+				if shown && err == nil && sent.After(lastShown) {
+					lastShown = sent
 				}
 				if shown != want {
-					mu.Lock()
 					still = append(still, r)
-					mu.Unlock()
 				}
+				mu.Unlock()
 			})
 		}
 		wg.Wait()
 		pending = still
 		if len(pending) == 0 {
-			return true
+			return true, lastShown
 		}
 		if ctx.Err() != nil {
-			return false
+			return false, lastShown
 		}
 		sleep(ctx, step)
 	}
-	return true
+	return true, lastShown
 }
 
-func (b *bench) violate(what string) {
+func (b *bench) violate(what string, own bool, late time.Duration) {
 	if b.violations.Add(1) == 1 {
 		b.violation.Store(what)
+	}
+	if own {
+		b.ownViolations.Add(1)
+	}
+	for {
+		cur := b.worstLate.Load()
+		if int64(late) <= cur || b.worstLate.CompareAndSwap(cur, int64(late)) {
+			break
+		}
 	}
 }
 
@@ -584,7 +629,7 @@ func (b *bench) snapshotOne(ctx context.Context, r int) bool {
 			shown[id] = true
 			if p := b.peers[id]; p != nil {
 				if end := p.leaseEnd(b.cfg.lease); !end.IsZero() && sent.After(end) {
-					b.violate(fmt.Sprintf("registry %s listed %s %v after its lease", b.names[r], id, sent.Sub(end)))
+					b.violate(fmt.Sprintf("registry %s listed %s %v after its lease", b.names[r], id, sent.Sub(end)), r == p.reg, sent.Sub(end))
 				}
 			}
 		}
@@ -698,8 +743,8 @@ func (b *bench) report(res *results, agree, rounds int, heal, cpu time.Duration,
 	fmt.Fprintf(tw, "registries, peers, lease, churn\t%d, %d, %v, %.0f%%/min\n", c.registries, c.peers, c.lease, 100*c.churn)
 	fmt.Fprintf(tw, "announce visible everywhere, p50 / p99 / max (s)\t%s  (%d probes, %d never)\n", quantiles(res.announce), len(res.announce), res.lost)
 	fmt.Fprintf(tw, "leave gone everywhere, p50 / p99 / max (s)\t%s  (%d probes)\n", quantiles(res.leave), len(res.leave))
-	fmt.Fprintf(tw, "expiry gone everywhere after lease end, p50 / p99 / max (s)\t%s  (%d probes)\n", quantiles(res.expiry), len(res.expiry))
-	fmt.Fprintf(tw, "entries shown after their lease\t%d\n", b.violations.Load())
+	fmt.Fprintf(tw, "expiry: last sighting less lease end, p50 / p99 / max (s)\t%s  (%d probes; < 0 is in time)\n", quantiles(res.expiry), len(res.expiry))
+	fmt.Fprintf(tw, "entries shown after their lease\t%d (%d by the peer's own registry; latest %v after)\n", b.violations.Load(), b.ownViolations.Load(), time.Duration(b.worstLate.Load()).Round(time.Millisecond))
 	if v, ok := b.violation.Load().(string); ok {
 		fmt.Fprintf(tw, "  first\t%s\n", v)
 	}
@@ -714,6 +759,9 @@ func (b *bench) report(res *results, agree, rounds int, heal, cpu time.Duration,
 	fmt.Fprintf(tw, "registry peak RSS, largest (MiB)\t%.0f\n", float64(rss)/(1<<20))
 	fmt.Fprintf(tw, "registry CPU, mean of %d (%% of a core)\t%.1f\n", len(b.procs), 100*cpu.Seconds()/wall.Seconds()/float64(len(b.procs)))
 	fmt.Fprintf(tw, "announces refused\t%d\n", b.announceErrs.Load())
+	if v, ok := b.firstRefusal.Load().(string); ok {
+		fmt.Fprintf(tw, "  first\t%s\n", v)
+	}
 	tw.Flush()
 	if b.violations.Load() > 0 {
 		fmt.Fprintln(os.Stderr, "entries were shown after their lease")

@@ -4,6 +4,7 @@ package netlab_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"os"
@@ -13,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
 	"github.com/shoalnet/shoal/internal/netlab"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 // shoalBinary builds the shoal command for the lab's hosts.
@@ -144,10 +148,10 @@ func TestDownloadAcrossHostsSurvivesALostHost(t *testing.T) {
 	eventually(t, 10*time.Second, "the cut host expired from the registry", func() bool { return holders(t, s.cl, s.bin, s.registry, "data.bin") == 1 })
 }
 
-// Two federated registries on two hosts, a peer announcing to each: a
-// registry host cut away for 30 s loses every entry it cannot refresh
-// within one lease, on both sides (no entry outlives its lease), and once
-// the link is back both registries agree again within 10 s.
+// Two federated registries, each with a peer announcing to it, split by a
+// partition for 30 s (the client, in neither half, still reaches both):
+// within a lease each side forgets the peer it learned from the other (no
+// entry outlives its lease), and once healed both agree within 10 s.
 func TestRegistryPartitionHeals(t *testing.T) {
 	bin := shoalBinary(t)
 	lab := netlab.New(t, 5)
@@ -168,23 +172,109 @@ func TestRegistryPartitionHeals(t *testing.T) {
 	}
 	eventually(t, 30*time.Second, "both registries list both peers", agree(2))
 
-	r2.Cut()
+	lab.Partition([]*netlab.Host{r1, p1}, []*netlab.Host{r2, p2})
 	cut := time.Now()
-	// Within a lease (and a check's slack) the side that can still be asked
-	// forgets the peer it learned from the other.
-	eventually(t, lease+3*time.Second, "registry 1 forgets the partitioned peer", func() bool { return holders(t, cl, bin, r1.Addr(7000), "f.bin") == 1 })
-	t.Logf("registry 1 forgot peer 2 %v after the cut", time.Since(cut).Round(100*time.Millisecond))
+	// Within a lease (and a check's slack) each side forgets the peer it
+	// learned from the other.
+	eventually(t, lease+3*time.Second, "each side forgets the other's peer", agree(1))
+	t.Logf("both sides forgot the other's peer %v after the partition began", time.Since(cut).Round(100*time.Millisecond))
 	for time.Since(cut) < 30*time.Second { // the partition lasts 30 s, checked every second
-		if n := holders(t, cl, bin, r1.Addr(7000), "f.bin"); n != 1 {
-			t.Fatalf("during the partition registry 1 lists %d holders, want 1", n)
+		if !agree(1)() {
+			t.Fatalf("during the partition a registry lists %d and %d holders, want 1 each", holders(t, cl, bin, r1.Addr(7000), "f.bin"), holders(t, cl, bin, r2.Addr(7000), "f.bin"))
 		}
 		timer := time.NewTimer(time.Second)
 		<-timer.C
 	}
-	r2.Restore()
+	lab.Heal()
 	healed := time.Now()
 	eventually(t, 10*time.Second, "both registries agree again", agree(2))
-	t.Logf("agreed %v after the link came back", time.Since(healed).Round(100*time.Millisecond))
+	t.Logf("agreed %v after the partition healed", time.Since(healed).Round(100*time.Millisecond))
+}
+
+// Five registries, each joined through the one before, and ten capped peers
+// on fifteen hosts: every registry learns of all the others and lists all
+// ten peers; a peer host's link cut mid-download expires everywhere within
+// one lease, and the download completes from the others, byte-identical.
+func TestFederationOfFifteenHosts(t *testing.T) {
+	bin := shoalBinary(t)
+	lab := netlab.New(t, 16)
+	regs, peers, cl := lab.Hosts[:5], lab.Hosts[5:15], lab.Hosts[15]
+	const lease = 4 * time.Second
+	for i, r := range regs {
+		args := []string{bin, "registry", "--listen", r.Addr(7000), "--lease", lease.String(), "--log-level", "warn"}
+		if i > 0 {
+			args = append(args, "--join", regs[i-1].Addr(7000))
+		}
+		r.Start("registry "+r.Name, args...)
+	}
+	data := make([]byte, 48<<20)
+	rand.Read(data)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "data.bin"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range peers {
+		p.Cap("8mbit") // 1 MB/s each: the download takes seconds
+		p.Start("serve "+p.Name, bin, "serve", "--dir", dir, "--listen", p.Addr(7070), "--registry", regs[i%len(regs)].Addr(7000),
+			"--index", filepath.Join(t.TempDir(), "idx"), "--log-level", "warn")
+	}
+	all := func(n int) func() bool {
+		return func() bool {
+			for _, r := range regs {
+				if holders(t, cl, bin, r.Addr(7000), "data.bin") != n {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	start := time.Now()
+	eventually(t, 30*time.Second, "every registry lists all ten peers", all(10))
+	t.Logf("five registries listed all ten peers %v after start", time.Since(start).Round(100*time.Millisecond))
+	ms := members(t, cl, regs[4].Addr(7000))
+	if len(ms) != 5 {
+		t.Fatalf("the last registry, joined through the fourth, knows %d members: %v", len(ms), ms)
+	}
+
+	out := filepath.Join(t.TempDir(), "data.bin")
+	get := cl.Start("get", bin, "get", "data.bin", "--registry", regs[2].Addr(7000), "--peers", "10", "--stall-timeout", "3s", "-o", out)
+	eventually(t, 20*time.Second, "a chunk written", func() bool {
+		var st syscall.Stat_t
+		return syscall.Stat(out+".part", &st) == nil && st.Blocks*512 >= 1<<20
+	})
+	peers[0].Cut()
+	cut := time.Now()
+	eventually(t, lease+3*time.Second, "every registry forgets the cut host", all(9))
+	t.Logf("the cut host left every registry %v after the cut (lease %v)", time.Since(cut).Round(100*time.Millisecond), lease)
+	if err, ended := get.Wait(90 * time.Second); !ended || err != nil {
+		t.Fatalf("get after a peer host was cut: ended %v, %v\n%s", ended, err, get.Output())
+	}
+	if got, err := os.ReadFile(out); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the file differs: %v", err)
+	}
+}
+
+// members asks a registry, from host h, which members it knows alive.
+func members(t *testing.T, h *netlab.Host, registry string) []string {
+	t.Helper()
+	cc, err := grpc.NewClient(registry, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithContextDialer(h.Dial))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := shoalv1.NewRegistryServiceClient(cc).Members(ctx, &shoalv1.MembersRequest{})
+	if err != nil {
+		t.Fatalf("members of %s: %v", registry, err)
+	}
+	var alive []string
+	for _, m := range resp.GetMembers() {
+		if m.GetState() == "alive" {
+			alive = append(alive, m.GetAddress())
+		}
+	}
+	return alive
 }
 
 // The registry host lost mid-download: the download goes on from the

@@ -365,3 +365,6 @@ func (m *Main) Close() {
 
 // Pid is the process's id (ip netns exec runs the command in its place).
 func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
+// Interrupt sends the process SIGINT, as Ctrl-C would.
+func (p *Proc) Interrupt() { p.cmd.Process.Signal(os.Interrupt) }

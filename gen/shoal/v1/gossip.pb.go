@@ -25,13 +25,15 @@ const (
 // spreads it.
 type GossipEntry struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Remaining_ms is how long the lease has left when the message is sent
-	// (fixed width: memberlist sizes a queued message once).
-	RemainingMs uint32 `protobuf:"fixed32,1,opt,name=remaining_ms,json=remainingMs,proto3" json:"remaining_ms,omitempty"`
+	// Expires_unix_ms is when the lease ends, in Unix milliseconds (wall
+	// clock): a time left would grow stale in queues and on a loaded host.
+	// Registries' clocks are taken to agree within a second (NTP); a
+	// learned lease ends that much earlier.
+	ExpiresUnixMs uint64 `protobuf:"fixed64,1,opt,name=expires_unix_ms,json=expiresUnixMs,proto3" json:"expires_unix_ms,omitempty"`
 	// Peer is the registration.
 	Peer *PeerInfo `protobuf:"bytes,2,opt,name=peer,proto3" json:"peer,omitempty"`
 	// Left marks a tombstone: the peer left, and older copies must not bring
-	// it back before remaining_ms runs out.
+	// it back before expires_unix_ms.
 	Left          bool `protobuf:"varint,3,opt,name=left,proto3" json:"left,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -67,9 +69,9 @@ func (*GossipEntry) Descriptor() ([]byte, []int) {
 	return file_shoal_v1_gossip_proto_rawDescGZIP(), []int{0}
 }
 
-func (x *GossipEntry) GetRemainingMs() uint32 {
+func (x *GossipEntry) GetExpiresUnixMs() uint64 {
 	if x != nil {
-		return x.RemainingMs
+		return x.ExpiresUnixMs
 	}
 	return 0
 }
@@ -92,8 +94,8 @@ func (x *GossipEntry) GetLeft() bool {
 // already holds: an announce that changed nothing but the lease.
 type GossipRefresh struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Remaining_ms is how long the lease has left when the message is sent.
-	RemainingMs uint32 `protobuf:"fixed32,1,opt,name=remaining_ms,json=remainingMs,proto3" json:"remaining_ms,omitempty"`
+	// Expires_unix_ms is when the extended lease ends, in Unix milliseconds.
+	ExpiresUnixMs uint64 `protobuf:"fixed64,1,opt,name=expires_unix_ms,json=expiresUnixMs,proto3" json:"expires_unix_ms,omitempty"`
 	// Peer_id is the registration refreshed.
 	PeerId string `protobuf:"bytes,2,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`
 	// Digest identifies the registration's address and files; a registry
@@ -133,9 +135,9 @@ func (*GossipRefresh) Descriptor() ([]byte, []int) {
 	return file_shoal_v1_gossip_proto_rawDescGZIP(), []int{1}
 }
 
-func (x *GossipRefresh) GetRemainingMs() uint32 {
+func (x *GossipRefresh) GetExpiresUnixMs() uint64 {
 	if x != nil {
-		return x.RemainingMs
+		return x.ExpiresUnixMs
 	}
 	return 0
 }
@@ -158,8 +160,8 @@ func (x *GossipRefresh) GetDigest() uint64 {
 // push-pull (anti-entropy) and on join.
 type GossipState struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Peers are the live entries and tombstones.
-	Peers         []*LeasedPeer `protobuf:"bytes,1,rep,name=peers,proto3" json:"peers,omitempty"`
+	// Entries are the live entries and tombstones.
+	Entries       []*GossipEntry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -194,9 +196,9 @@ func (*GossipState) Descriptor() ([]byte, []int) {
 	return file_shoal_v1_gossip_proto_rawDescGZIP(), []int{2}
 }
 
-func (x *GossipState) GetPeers() []*LeasedPeer {
+func (x *GossipState) GetEntries() []*GossipEntry {
 	if x != nil {
-		return x.Peers
+		return x.Entries
 	}
 	return nil
 }
@@ -264,17 +266,17 @@ var File_shoal_v1_gossip_proto protoreflect.FileDescriptor
 
 const file_shoal_v1_gossip_proto_rawDesc = "" +
 	"\n" +
-	"\x15shoal/v1/gossip.proto\x12\bshoal.v1\x1a\x17shoal/v1/registry.proto\"l\n" +
-	"\vGossipEntry\x12!\n" +
-	"\fremaining_ms\x18\x01 \x01(\aR\vremainingMs\x12&\n" +
+	"\x15shoal/v1/gossip.proto\x12\bshoal.v1\x1a\x17shoal/v1/registry.proto\"q\n" +
+	"\vGossipEntry\x12&\n" +
+	"\x0fexpires_unix_ms\x18\x01 \x01(\x06R\rexpiresUnixMs\x12&\n" +
 	"\x04peer\x18\x02 \x01(\v2\x12.shoal.v1.PeerInfoR\x04peer\x12\x12\n" +
-	"\x04left\x18\x03 \x01(\bR\x04left\"c\n" +
-	"\rGossipRefresh\x12!\n" +
-	"\fremaining_ms\x18\x01 \x01(\aR\vremainingMs\x12\x17\n" +
+	"\x04left\x18\x03 \x01(\bR\x04left\"h\n" +
+	"\rGossipRefresh\x12&\n" +
+	"\x0fexpires_unix_ms\x18\x01 \x01(\x06R\rexpiresUnixMs\x12\x17\n" +
 	"\apeer_id\x18\x02 \x01(\tR\x06peerId\x12\x16\n" +
-	"\x06digest\x18\x03 \x01(\x06R\x06digest\"9\n" +
-	"\vGossipState\x12*\n" +
-	"\x05peers\x18\x01 \x03(\v2\x14.shoal.v1.LeasedPeerR\x05peers\"u\n" +
+	"\x06digest\x18\x03 \x01(\x06R\x06digest\">\n" +
+	"\vGossipState\x12/\n" +
+	"\aentries\x18\x01 \x03(\v2\x15.shoal.v1.GossipEntryR\aentries\"u\n" +
 	"\vGossipBatch\x12/\n" +
 	"\aentries\x18\x01 \x03(\v2\x15.shoal.v1.GossipEntryR\aentries\x125\n" +
 	"\trefreshes\x18\x02 \x03(\v2\x17.shoal.v1.GossipRefreshR\trefreshesB0Z.github.com/shoalnet/shoal/gen/shoal/v1;shoalv1b\x06proto3"
@@ -298,11 +300,10 @@ var file_shoal_v1_gossip_proto_goTypes = []any{
 	(*GossipState)(nil),   // 2: shoal.v1.GossipState
 	(*GossipBatch)(nil),   // 3: shoal.v1.GossipBatch
 	(*PeerInfo)(nil),      // 4: shoal.v1.PeerInfo
-	(*LeasedPeer)(nil),    // 5: shoal.v1.LeasedPeer
 }
 var file_shoal_v1_gossip_proto_depIdxs = []int32{
 	4, // 0: shoal.v1.GossipEntry.peer:type_name -> shoal.v1.PeerInfo
-	5, // 1: shoal.v1.GossipState.peers:type_name -> shoal.v1.LeasedPeer
+	0, // 1: shoal.v1.GossipState.entries:type_name -> shoal.v1.GossipEntry
 	0, // 2: shoal.v1.GossipBatch.entries:type_name -> shoal.v1.GossipEntry
 	1, // 3: shoal.v1.GossipBatch.refreshes:type_name -> shoal.v1.GossipRefresh
 	4, // [4:4] is the sub-list for method output_type

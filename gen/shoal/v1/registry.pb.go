@@ -751,71 +751,6 @@ func (x *ListedFile) GetPartialHolders() uint32 {
 	return 0
 }
 
-// LeasedPeer is a registration with its remaining lease, as exchanged.
-type LeasedPeer struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// Peer is the registration.
-	Peer *PeerInfo `protobuf:"bytes,1,opt,name=peer,proto3" json:"peer,omitempty"`
-	// Remaining_ms is how long the lease has left, in milliseconds.
-	RemainingMs int64 `protobuf:"varint,2,opt,name=remaining_ms,json=remainingMs,proto3" json:"remaining_ms,omitempty"`
-	// Left marks a peer that left; the entry only keeps it from coming back
-	// through older copies until remaining_ms runs out.
-	Left          bool `protobuf:"varint,3,opt,name=left,proto3" json:"left,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *LeasedPeer) Reset() {
-	*x = LeasedPeer{}
-	mi := &file_shoal_v1_registry_proto_msgTypes[11]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *LeasedPeer) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*LeasedPeer) ProtoMessage() {}
-
-func (x *LeasedPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_registry_proto_msgTypes[11]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use LeasedPeer.ProtoReflect.Descriptor instead.
-func (*LeasedPeer) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_registry_proto_rawDescGZIP(), []int{11}
-}
-
-func (x *LeasedPeer) GetPeer() *PeerInfo {
-	if x != nil {
-		return x.Peer
-	}
-	return nil
-}
-
-func (x *LeasedPeer) GetRemainingMs() int64 {
-	if x != nil {
-		return x.RemainingMs
-	}
-	return 0
-}
-
-func (x *LeasedPeer) GetLeft() bool {
-	if x != nil {
-		return x.Left
-	}
-	return false
-}
-
 // MembersRequest is empty.
 type MembersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -825,7 +760,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_shoal_v1_registry_proto_msgTypes[12]
+	mi := &file_shoal_v1_registry_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -837,7 +772,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_registry_proto_msgTypes[12]
+	mi := &file_shoal_v1_registry_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -850,7 +785,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_registry_proto_rawDescGZIP(), []int{12}
+	return file_shoal_v1_registry_proto_rawDescGZIP(), []int{11}
 }
 
 // MembersResponse lists the federation as this registry sees it.
@@ -864,7 +799,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_shoal_v1_registry_proto_msgTypes[13]
+	mi := &file_shoal_v1_registry_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -876,7 +811,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_registry_proto_msgTypes[13]
+	mi := &file_shoal_v1_registry_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -889,7 +824,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_registry_proto_rawDescGZIP(), []int{13}
+	return file_shoal_v1_registry_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -916,7 +851,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_shoal_v1_registry_proto_msgTypes[14]
+	mi := &file_shoal_v1_registry_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -928,7 +863,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_shoal_v1_registry_proto_msgTypes[14]
+	mi := &file_shoal_v1_registry_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -941,7 +876,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_shoal_v1_registry_proto_rawDescGZIP(), []int{14}
+	return file_shoal_v1_registry_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Member) GetName() string {
@@ -1024,12 +959,7 @@ const file_shoal_v1_registry_proto_rawDesc = "" +
 	"ListedFile\x12&\n" +
 	"\x04file\x18\x01 \x01(\v2\x12.shoal.v1.FileInfoR\x04file\x12\x18\n" +
 	"\aholders\x18\x02 \x01(\rR\aholders\x12'\n" +
-	"\x0fpartial_holders\x18\x03 \x01(\rR\x0epartialHolders\"k\n" +
-	"\n" +
-	"LeasedPeer\x12&\n" +
-	"\x04peer\x18\x01 \x01(\v2\x12.shoal.v1.PeerInfoR\x04peer\x12!\n" +
-	"\fremaining_ms\x18\x02 \x01(\x03R\vremainingMs\x12\x12\n" +
-	"\x04left\x18\x03 \x01(\bR\x04left\"\x10\n" +
+	"\x0fpartial_holders\x18\x03 \x01(\rR\x0epartialHolders\"\x10\n" +
 	"\x0eMembersRequest\"=\n" +
 	"\x0fMembersResponse\x12*\n" +
 	"\amembers\x18\x01 \x03(\v2\x10.shoal.v1.MemberR\amembers\"s\n" +
@@ -1057,7 +987,7 @@ func file_shoal_v1_registry_proto_rawDescGZIP() []byte {
 	return file_shoal_v1_registry_proto_rawDescData
 }
 
-var file_shoal_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_shoal_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_shoal_v1_registry_proto_goTypes = []any{
 	(*FileInfo)(nil),          // 0: shoal.v1.FileInfo
 	(*PeerInfo)(nil),          // 1: shoal.v1.PeerInfo
@@ -1070,10 +1000,9 @@ var file_shoal_v1_registry_proto_goTypes = []any{
 	(*ListFilesRequest)(nil),  // 8: shoal.v1.ListFilesRequest
 	(*ListFilesResponse)(nil), // 9: shoal.v1.ListFilesResponse
 	(*ListedFile)(nil),        // 10: shoal.v1.ListedFile
-	(*LeasedPeer)(nil),        // 11: shoal.v1.LeasedPeer
-	(*MembersRequest)(nil),    // 12: shoal.v1.MembersRequest
-	(*MembersResponse)(nil),   // 13: shoal.v1.MembersResponse
-	(*Member)(nil),            // 14: shoal.v1.Member
+	(*MembersRequest)(nil),    // 11: shoal.v1.MembersRequest
+	(*MembersResponse)(nil),   // 12: shoal.v1.MembersResponse
+	(*Member)(nil),            // 13: shoal.v1.Member
 }
 var file_shoal_v1_registry_proto_depIdxs = []int32{
 	0,  // 0: shoal.v1.PeerInfo.files:type_name -> shoal.v1.FileInfo
@@ -1082,23 +1011,22 @@ var file_shoal_v1_registry_proto_depIdxs = []int32{
 	1,  // 3: shoal.v1.LookupResponse.peers:type_name -> shoal.v1.PeerInfo
 	10, // 4: shoal.v1.ListFilesResponse.files:type_name -> shoal.v1.ListedFile
 	0,  // 5: shoal.v1.ListedFile.file:type_name -> shoal.v1.FileInfo
-	1,  // 6: shoal.v1.LeasedPeer.peer:type_name -> shoal.v1.PeerInfo
-	14, // 7: shoal.v1.MembersResponse.members:type_name -> shoal.v1.Member
-	2,  // 8: shoal.v1.RegistryService.Announce:input_type -> shoal.v1.AnnounceRequest
-	4,  // 9: shoal.v1.RegistryService.Lookup:input_type -> shoal.v1.LookupRequest
-	6,  // 10: shoal.v1.RegistryService.Leave:input_type -> shoal.v1.LeaveRequest
-	8,  // 11: shoal.v1.RegistryService.ListFiles:input_type -> shoal.v1.ListFilesRequest
-	12, // 12: shoal.v1.RegistryService.Members:input_type -> shoal.v1.MembersRequest
-	3,  // 13: shoal.v1.RegistryService.Announce:output_type -> shoal.v1.AnnounceResponse
-	5,  // 14: shoal.v1.RegistryService.Lookup:output_type -> shoal.v1.LookupResponse
-	7,  // 15: shoal.v1.RegistryService.Leave:output_type -> shoal.v1.LeaveResponse
-	9,  // 16: shoal.v1.RegistryService.ListFiles:output_type -> shoal.v1.ListFilesResponse
-	13, // 17: shoal.v1.RegistryService.Members:output_type -> shoal.v1.MembersResponse
-	13, // [13:18] is the sub-list for method output_type
-	8,  // [8:13] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	13, // 6: shoal.v1.MembersResponse.members:type_name -> shoal.v1.Member
+	2,  // 7: shoal.v1.RegistryService.Announce:input_type -> shoal.v1.AnnounceRequest
+	4,  // 8: shoal.v1.RegistryService.Lookup:input_type -> shoal.v1.LookupRequest
+	6,  // 9: shoal.v1.RegistryService.Leave:input_type -> shoal.v1.LeaveRequest
+	8,  // 10: shoal.v1.RegistryService.ListFiles:input_type -> shoal.v1.ListFilesRequest
+	11, // 11: shoal.v1.RegistryService.Members:input_type -> shoal.v1.MembersRequest
+	3,  // 12: shoal.v1.RegistryService.Announce:output_type -> shoal.v1.AnnounceResponse
+	5,  // 13: shoal.v1.RegistryService.Lookup:output_type -> shoal.v1.LookupResponse
+	7,  // 14: shoal.v1.RegistryService.Leave:output_type -> shoal.v1.LeaveResponse
+	9,  // 15: shoal.v1.RegistryService.ListFiles:output_type -> shoal.v1.ListFilesResponse
+	12, // 16: shoal.v1.RegistryService.Members:output_type -> shoal.v1.MembersResponse
+	12, // [12:17] is the sub-list for method output_type
+	7,  // [7:12] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_shoal_v1_registry_proto_init() }
@@ -1116,7 +1044,7 @@ func file_shoal_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoal_v1_registry_proto_rawDesc), len(file_shoal_v1_registry_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

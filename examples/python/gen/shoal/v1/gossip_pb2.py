@@ -14,7 +14,7 @@ _sym_db = _symbol_database.Default()
 from shoal.v1 import registry_pb2 as shoal_dot_v1_dot_registry__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15shoal/v1/gossip.proto\x12\x08shoal.v1\x1a\x17shoal/v1/registry.proto\"l\n\x0bGossipEntry\x12!\n\x0cremaining_ms\x18\x01 \x01(\x07R\x0bremainingMs\x12&\n\x04peer\x18\x02 \x01(\x0b\x32\x12.shoal.v1.PeerInfoR\x04peer\x12\x12\n\x04left\x18\x03 \x01(\x08R\x04left\"c\n\rGossipRefresh\x12!\n\x0cremaining_ms\x18\x01 \x01(\x07R\x0bremainingMs\x12\x17\n\x07peer_id\x18\x02 \x01(\tR\x06peerId\x12\x16\n\x06\x64igest\x18\x03 \x01(\x06R\x06\x64igest\"9\n\x0bGossipState\x12*\n\x05peers\x18\x01 \x03(\x0b\x32\x14.shoal.v1.LeasedPeerR\x05peers\"u\n\x0bGossipBatch\x12/\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.shoal.v1.GossipEntryR\x07\x65ntries\x12\x35\n\trefreshes\x18\x02 \x03(\x0b\x32\x17.shoal.v1.GossipRefreshR\trefreshesB0Z.github.com/shoalnet/shoal/gen/shoal/v1;shoalv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15shoal/v1/gossip.proto\x12\x08shoal.v1\x1a\x17shoal/v1/registry.proto\"q\n\x0bGossipEntry\x12&\n\x0f\x65xpires_unix_ms\x18\x01 \x01(\x06R\rexpiresUnixMs\x12&\n\x04peer\x18\x02 \x01(\x0b\x32\x12.shoal.v1.PeerInfoR\x04peer\x12\x12\n\x04left\x18\x03 \x01(\x08R\x04left\"h\n\rGossipRefresh\x12&\n\x0f\x65xpires_unix_ms\x18\x01 \x01(\x06R\rexpiresUnixMs\x12\x17\n\x07peer_id\x18\x02 \x01(\tR\x06peerId\x12\x16\n\x06\x64igest\x18\x03 \x01(\x06R\x06\x64igest\">\n\x0bGossipState\x12/\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.shoal.v1.GossipEntryR\x07\x65ntries\"u\n\x0bGossipBatch\x12/\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.shoal.v1.GossipEntryR\x07\x65ntries\x12\x35\n\trefreshes\x18\x02 \x03(\x0b\x32\x17.shoal.v1.GossipRefreshR\trefreshesB0Z.github.com/shoalnet/shoal/gen/shoal/v1;shoalv1b\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shoal.v1.gossip_pb2', globals())
@@ -23,11 +23,11 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   DESCRIPTOR._options = None
   DESCRIPTOR._serialized_options = b'Z.github.com/shoalnet/shoal/gen/shoal/v1;shoalv1'
   _GOSSIPENTRY._serialized_start=60
-  _GOSSIPENTRY._serialized_end=168
-  _GOSSIPREFRESH._serialized_start=170
-  _GOSSIPREFRESH._serialized_end=269
-  _GOSSIPSTATE._serialized_start=271
-  _GOSSIPSTATE._serialized_end=328
-  _GOSSIPBATCH._serialized_start=330
-  _GOSSIPBATCH._serialized_end=447
+  _GOSSIPENTRY._serialized_end=173
+  _GOSSIPREFRESH._serialized_start=175
+  _GOSSIPREFRESH._serialized_end=279
+  _GOSSIPSTATE._serialized_start=281
+  _GOSSIPSTATE._serialized_end=343
+  _GOSSIPBATCH._serialized_start=345
+  _GOSSIPBATCH._serialized_end=462
 # @@protoc_insertion_point(module_scope)

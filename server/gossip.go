@@ -107,6 +107,9 @@ const (
 	quietQueue = 100
 	// maxBatch caps one batch message, in bytes.
 	maxBatch = 4 << 20
+	// recentWindow is how long a change is kept for members that come
+	// back; a longer absence is repaired by push-pull.
+	recentWindow = 2 * time.Minute
 )
 
 // Gossip is a registry's membership in its federation.
@@ -130,6 +133,15 @@ type Gossip struct {
 	pending map[string]*entryBroadcast // queued full entries by peer id; guarded by mu
 	failed  map[string]failedMember    // members found dead, by name; guarded by mu
 	batch   map[string]Change          // for the next batch, by peer id; guarded by mu
+	recent  map[string]recentChange    // changes of the last recentWindow, by peer id; guarded by mu
+}
+
+// recentChange is a change batched at some time: a member that comes back
+// gets the changes it missed while others saw it dead (hinted handoff), at
+// once rather than at the next push-pull.
+type recentChange struct {
+	Change
+	at time.Time
 }
 
 type failedMember struct {
@@ -191,7 +203,7 @@ func NewGossip(cfg GossipConfig, listen, grpcAddr string, leases *Leases, dial [
 	g := &Gossip{
 		cfg: cfg, name: grpcAddr + "#" + hex.EncodeToString(suffix[:]), grpc: grpcAddr,
 		leases: leases, dial: dial, log: logger, sync: make(chan string, 64),
-		pending: map[string]*entryBroadcast{}, failed: map[string]failedMember{}, batch: map[string]Change{},
+		pending: map[string]*entryBroadcast{}, failed: map[string]failedMember{}, batch: map[string]Change{}, recent: map[string]recentChange{},
 	}
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = g.name
@@ -463,6 +475,11 @@ func (g *Gossip) changed(c Change) {
 		}
 	}
 	g.batch[c.ID] = c
+	if prev, ok := g.recent[c.ID]; ok && prev.Full && !c.Full {
+		prev.Expires = c.Expires
+		c = prev.Change
+	}
+	g.recent[c.ID] = recentChange{Change: c, at: time.Now()}
 	g.mu.Unlock()
 	if c.Full && g.queue.NumQueued() < quietQueue {
 		g.queueEntry(c.LeasedPeer)
@@ -492,6 +509,37 @@ func (g *Gossip) flush(ctx context.Context) {
 	if len(changes) == 0 {
 		return
 	}
+	msgs := encodeBatch(changes)
+	g.mu.Lock()
+	for id, r := range g.recent {
+		if time.Since(r.at) > recentWindow {
+			delete(g.recent, id)
+		}
+	}
+	g.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, n := range g.ml.Members() {
+		if n.Name == g.name || ctx.Err() != nil {
+			continue
+		}
+		wg.Go(func() { g.send(n, msgs) })
+	}
+	wg.Wait()
+}
+
+// send delivers batch messages to one member, stopping at the first
+// failure (push-pull repairs the rest).
+func (g *Gossip) send(n *memberlist.Node, msgs [][]byte) {
+	for _, m := range msgs {
+		if err := g.ml.SendReliable(n, m); err != nil {
+			g.log.Debug("gossip: batch not delivered", "member", n.Name, "err", err)
+			return
+		}
+	}
+}
+
+// encodeBatch is changes as batch messages of at most about maxBatch bytes.
+func encodeBatch(changes map[string]Change) [][]byte {
 	var msgs [][]byte
 	w := &shoalv1.GossipBatch{}
 	size := 0
@@ -509,22 +557,7 @@ func (g *Gossip) flush(ctx context.Context) {
 			w, size = &shoalv1.GossipBatch{}, 0
 		}
 	}
-	msgs = append(msgs, marshalBatch(w))
-	var wg sync.WaitGroup
-	for _, n := range g.ml.Members() {
-		if n.Name == g.name || ctx.Err() != nil {
-			continue
-		}
-		wg.Go(func() {
-			for _, m := range msgs {
-				if err := g.ml.SendReliable(n, m); err != nil {
-					g.log.Debug("gossip: batch not delivered", "member", n.Name, "err", err)
-					return // push-pull repairs it
-				}
-			}
-		})
-	}
-	wg.Wait()
+	return append(msgs, marshalBatch(w))
 }
 
 func marshalBatch(w *shoalv1.GossipBatch) []byte {
@@ -683,7 +716,17 @@ func (g *Gossip) mergeState(buf []byte) {
 			in = append(in, e)
 		}
 	}
-	g.leases.Merge(in)
+	// What the other side knew and this one did not (a partition healing,
+	// or gossip missed) goes on to every member in the next batch, so one
+	// push-pull across brings a whole side up to date.
+	changed := g.leases.MergeChanged(in)
+	g.mu.Lock()
+	for _, e := range changed {
+		if _, queued := g.batch[e.ID]; !queued {
+			g.batch[e.ID] = Change{LeasedPeer: e, Full: true}
+		}
+	}
+	g.mu.Unlock()
 }
 
 // gossipDelegate is memberlist's view of the registry.
@@ -710,8 +753,20 @@ func (ev *gossipEvents) NotifyJoin(n *memberlist.Node) {
 		return
 	}
 	ev.mu.Lock()
+	_, back := ev.failed[n.Name]
 	delete(ev.failed, n.Name)
+	var missed map[string]Change
+	if back {
+		missed = make(map[string]Change, len(ev.recent))
+		for id, r := range ev.recent {
+			missed[id] = r.Change
+		}
+	}
 	ev.mu.Unlock()
+	if len(missed) > 0 {
+		node := *n
+		go (*Gossip)(ev).send(&node, encodeBatch(missed)) // memberlist holds its lock here
+	}
 	select {
 	case ev.sync <- n.Address():
 	default: // many at once: the periodic push-pull covers the rest

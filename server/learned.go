@@ -36,11 +36,16 @@ func (l *Leases) Snapshot(max int) []LeasedPeer {
 // refresh, re-point or remove that. Invalid entries are skipped; the count
 // merged is returned.
 func (l *Leases) Merge(in []LeasedPeer) int {
+	return len(l.MergeChanged(in))
+}
+
+// MergeChanged is Merge, returning the entries that changed the table.
+func (l *Leases) MergeChanged(in []LeasedPeer) []LeasedPeer {
+	var changed []LeasedPeer
 	now := l.cfg.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.sweepLocked(now)
-	n := 0
 	for _, e := range in {
 		if !e.Expires.After(now) || e.Expires.After(now.Add(l.cfg.Lease)) {
 			continue // expired, or longer than any lease we grant
@@ -55,14 +60,14 @@ func (l *Leases) Merge(in []LeasedPeer) int {
 		if ok && !cur.Left && !e.Left && cur.digest == digestOf(e) {
 			cur.Expires = e.Expires // the same entry, a later lease: no reindexing
 			heap.Fix(&l.expiry, cur.heapIdx)
-			n++
+			changed = append(changed, e)
 			continue
 		}
 		if l.putLocked(e) == nil {
-			n++
+			changed = append(changed, e)
 		}
 	}
-	return n
+	return changed
 }
 
 // Extend applies a refresh learned from another registry: the entry id,

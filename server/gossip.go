@@ -281,9 +281,10 @@ func (g *Gossip) Run(ctx context.Context) {
 	}()
 	wg.Go(func() { g.syncer(ctx) })
 	wg.Go(func() { g.batcher(ctx) })
-	if len(g.cfg.Join) > 0 {
-		g.joinSeeds(ctx)
-	}
+	// Until a join through the seeds succeeds, it is tried every round:
+	// joining a member that is itself still alone would split the
+	// federation in two for good.
+	joined := len(g.cfg.Join) == 0 || g.joinSeeds(ctx)
 	t := time.NewTicker(g.cfg.ReconnectInterval)
 	defer t.Stop()
 	for {
@@ -295,8 +296,8 @@ func (g *Gossip) Run(ctx context.Context) {
 		if g.queue.NumQueued() > maxQueued {
 			g.queue.Prune(maxQueued)
 		}
-		if g.ml.NumMembers() <= 1 && len(g.cfg.Join) > 0 {
-			g.joinSeeds(ctx)
+		if !joined || g.ml.NumMembers() <= 1 && len(g.cfg.Join) > 0 {
+			joined = g.joinSeeds(ctx) || joined
 		}
 		g.reconnect(&wg)
 	}

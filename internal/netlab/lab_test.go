@@ -229,7 +229,20 @@ func TestFederationOfFifteenHosts(t *testing.T) {
 		}
 	}
 	start := time.Now()
-	eventually(t, 30*time.Second, "every registry lists all ten peers", all(10))
+	counts := func() []int {
+		var n []int
+		for _, r := range regs {
+			n = append(n, holders(t, cl, bin, r.Addr(7000), "data.bin"))
+		}
+		return n
+	}
+	eventually(t, 30*time.Second, "every registry lists all ten peers", func() bool {
+		if all(10)() {
+			return true
+		}
+		t.Logf("holders at the five registries: %v", counts())
+		return false
+	})
 	t.Logf("five registries listed all ten peers %v after start", time.Since(start).Round(100*time.Millisecond))
 	ms := members(t, cl, regs[4].Addr(7000))
 	if len(ms) != 5 {

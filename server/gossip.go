@@ -688,12 +688,11 @@ func (g *Gossip) receive(msg []byte) {
 func (g *Gossip) state() []byte {
 	g.stateMu.Lock()
 	defer g.stateMu.Unlock()
-	entries := g.leases.Snapshot(math.MaxInt)
+	entries := g.leases.wireEntries()
 	mrand.Shuffle(len(entries), func(i, j int) { entries[i], entries[j] = entries[j], entries[i] })
 	st := &shoalv1.GossipState{}
 	size := 0
-	for _, e := range entries {
-		w := entryToWire(e)
+	for _, w := range entries {
 		size += proto.Size(w) + 4
 		if size > g.cfg.MaxState {
 			break
@@ -711,8 +710,19 @@ func (g *Gossip) mergeState(buf []byte) {
 	if len(buf) > g.cfg.MaxState+(1<<20) || proto.Unmarshal(buf, &st) != nil {
 		return
 	}
-	in := make([]LeasedPeer, 0, len(st.GetEntries()))
-	for _, we := range st.GetEntries() {
+	// Most of a table is what this registry holds already: only entries
+	// that could change it are parsed.
+	entries := st.GetEntries()
+	ids, expires, left := make([]string, len(entries)), make([]time.Time, len(entries)), make([]bool, len(entries))
+	for i, we := range entries {
+		ids[i], expires[i], left[i] = we.GetPeer().GetPeerId(), g.learnedExpiry(we.GetExpiresUnixMs()), we.GetLeft()
+	}
+	fresh := g.leases.Newer(ids, expires, left)
+	in := make([]LeasedPeer, 0, len(entries))
+	for i, we := range entries {
+		if !fresh[i] {
+			continue
+		}
 		if e, ok := g.entryFromWire(we); ok {
 			in = append(in, e)
 		}

@@ -48,17 +48,24 @@ func throughout(t *testing.T, d time.Duration, what string, check func() bool) {
 	}
 }
 
-// holds reports whether the registry at addr lists a live holder of name.
-func holds(t *testing.T, addr, name string) bool {
+// oneCall is a registry client for one call, and its closer: polls open
+// and close their own connection rather than keep one per check.
+func oneCall(t *testing.T, addr string) (shoalv1.RegistryServiceClient, context.Context, func()) {
 	t.Helper()
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	resp, err := lookupName(ctx, shoalv1.NewRegistryServiceClient(cc), name)
+	return shoalv1.NewRegistryServiceClient(cc), ctx, func() { cancel(); cc.Close() }
+}
+
+// holds reports whether the registry at addr lists a live holder of name.
+func holds(t *testing.T, addr, name string) bool {
+	t.Helper()
+	rc, ctx, done := oneCall(t, addr)
+	defer done()
+	resp, err := lookupName(ctx, rc, name)
 	if err != nil && status.Code(err) != codes.NotFound {
 		t.Fatalf("lookup at %s: %v", addr, err)
 	}
@@ -67,14 +74,9 @@ func holds(t *testing.T, addr, name string) bool {
 
 func members(t *testing.T, addr string) []*shoalv1.Member {
 	t.Helper()
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	resp, err := shoalv1.NewRegistryServiceClient(cc).Members(ctx, &shoalv1.MembersRequest{})
+	rc, ctx, done := oneCall(t, addr)
+	defer done()
+	resp, err := rc.Members(ctx, &shoalv1.MembersRequest{})
 	if err != nil {
 		t.Fatalf("members of %s: %v", addr, err)
 	}

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"hash/fnv"
 	"time"
+
+	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
 )
 
 // Entries registries gossip: the table out, learned entries in, under the
@@ -68,6 +70,37 @@ func (l *Leases) MergeChanged(in []LeasedPeer) []LeasedPeer {
 		}
 	}
 	return changed
+}
+
+// wireEntries is every entry, live or tombstone, as a push-pull sends it;
+// each entry's peer is converted once per change, not once per push-pull.
+func (l *Leases) wireEntries() []*shoalv1.GossipEntry {
+	now := l.cfg.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sweepLocked(now)
+	out := make([]*shoalv1.GossipEntry, 0, len(l.peers))
+	for _, e := range l.peers {
+		if e.wire == nil {
+			e.wire = peerToWire(e.Peer)
+		}
+		out = append(out, &shoalv1.GossipEntry{ExpiresUnixMs: unixMs(e.Expires), Peer: e.wire, Left: e.Left})
+	}
+	return out
+}
+
+// Newer reports, for each (id, expires, left), whether an entry like it
+// could change the table: the cheap first pass over a push-pull's table,
+// before its entries are parsed.
+func (l *Leases) Newer(ids []string, expires []time.Time, left []bool) []bool {
+	out := make([]bool, len(ids))
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, id := range ids {
+		cur, ok := l.peers[id]
+		out[i] = !ok || cur.secret == "" && newer(LeasedPeer{Peer: Peer{ID: id}, Expires: expires[i], Left: left[i]}, cur.LeasedPeer)
+	}
+	return out
 }
 
 // Extend applies a refresh learned from another registry: the entry id,

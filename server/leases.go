@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shoalnet/shoal/chunkstore"
+	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
 )
 
 // FileInfo identifies a file a peer holds.
@@ -119,6 +120,9 @@ type leaseEntry struct {
 	// gossiped is the expiry the other registries were last told of, for
 	// an entry announced here.
 	gossiped time.Time
+	// wire is the entry's peer as gossip sends it, made on the first
+	// push-pull after a change and shared (read-only) by later ones.
+	wire *shoalv1.PeerInfo
 }
 
 // entryBytes estimates the memory an entry costs the table, indexes
@@ -339,6 +343,7 @@ func (l *Leases) putLocked(e LeasedPeer) error {
 	l.version++
 	if ok {
 		l.unindexLocked(cur)
+		cur.wire = nil
 		cur.LeasedPeer = e
 		cur.bytes = size
 		cur.digest = digestOf(e)

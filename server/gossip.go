@@ -727,17 +727,7 @@ func (g *Gossip) mergeState(buf []byte) {
 			in = append(in, e)
 		}
 	}
-	// What the other side knew and this one did not (a partition healing,
-	// or gossip missed) goes on to every member in the next batch, so one
-	// push-pull across brings a whole side up to date.
-	changed := g.leases.MergeChanged(in)
-	g.mu.Lock()
-	for _, e := range changed {
-		if _, queued := g.batch[e.ID]; !queued {
-			g.batch[e.ID] = Change{LeasedPeer: e, Full: true}
-		}
-	}
-	g.mu.Unlock()
+	g.leases.Merge(in)
 }
 
 // gossipDelegate is memberlist's view of the registry.

@@ -38,12 +38,7 @@ func (l *Leases) Snapshot(max int) []LeasedPeer {
 // refresh, re-point or remove that. Invalid entries are skipped; the count
 // merged is returned.
 func (l *Leases) Merge(in []LeasedPeer) int {
-	return len(l.MergeChanged(in))
-}
-
-// MergeChanged is Merge, returning the entries that changed the table.
-func (l *Leases) MergeChanged(in []LeasedPeer) []LeasedPeer {
-	var changed []LeasedPeer
+	n := 0
 	now := l.cfg.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -62,14 +57,14 @@ func (l *Leases) MergeChanged(in []LeasedPeer) []LeasedPeer {
 		if ok && !cur.Left && !e.Left && cur.digest == digestOf(e) {
 			cur.Expires = e.Expires // the same entry, a later lease: no reindexing
 			heap.Fix(&l.expiry, cur.heapIdx)
-			changed = append(changed, e)
+			n++
 			continue
 		}
 		if l.putLocked(e) == nil {
-			changed = append(changed, e)
+			n++
 		}
 	}
-	return changed
+	return n
 }
 
 // wireEntries is every entry, live or tombstone, as a push-pull sends it;

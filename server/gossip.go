@@ -779,6 +779,9 @@ func (ev *gossipEvents) NotifyJoin(n *memberlist.Node) {
 // one that left fails each try at once, and is tried less often after a
 // while.
 func (ev *gossipEvents) NotifyLeave(n *memberlist.Node) {
+	if n.Name == ev.name {
+		return // this registry leaving
+	}
 	ev.mu.Lock()
 	ev.failed[n.Name] = failedMember{addr: n.Address(), grpc: string(n.Meta), since: time.Now()}
 	ev.mu.Unlock()

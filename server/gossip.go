@@ -107,6 +107,8 @@ const (
 	quietQueue = 100
 	// maxBatch caps one batch message, in bytes.
 	maxBatch = 4 << 20
+	// tcpTimeout bounds memberlist's dials and push-pulls.
+	tcpTimeout = 5 * time.Second
 	// recentWindow is how long a change is kept for members that come
 	// back; a longer absence is repaired by push-pull.
 	recentWindow = 2 * time.Minute
@@ -133,6 +135,7 @@ type Gossip struct {
 	pending map[string]*entryBroadcast // queued full entries by peer id; guarded by mu
 	failed  map[string]failedMember    // members found dead, by name; guarded by mu
 	batch   map[string]Change          // for the next batch, by peer id; guarded by mu
+	sending map[string]bool            // members with a send under way, by name; guarded by mu
 	recent  map[string]recentChange    // changes of the last recentWindow, by peer id; guarded by mu
 }
 
@@ -203,7 +206,7 @@ func NewGossip(cfg GossipConfig, listen, grpcAddr string, leases *Leases, dial [
 	g := &Gossip{
 		cfg: cfg, name: grpcAddr + "#" + hex.EncodeToString(suffix[:]), grpc: grpcAddr,
 		leases: leases, dial: dial, log: logger, sync: make(chan string, 64),
-		pending: map[string]*entryBroadcast{}, failed: map[string]failedMember{}, batch: map[string]Change{}, recent: map[string]recentChange{},
+		pending: map[string]*entryBroadcast{}, failed: map[string]failedMember{}, batch: map[string]Change{}, recent: map[string]recentChange{}, sending: map[string]bool{},
 	}
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = g.name
@@ -233,7 +236,7 @@ func NewGossip(cfg GossipConfig, listen, grpcAddr string, leases *Leases, dial [
 		mc.ProbeInterval = cfg.ProbeInterval
 		mc.ProbeTimeout = min(mc.ProbeTimeout, cfg.ProbeInterval/2)
 	}
-	mc.TCPTimeout = 5 * time.Second
+	mc.TCPTimeout = tcpTimeout
 	// memberlist's default: past it messages are dropped rather than
 	// delayed (a delayed entry would arrive with its lease overstated);
 	// the batches and push-pull repair what is dropped.
@@ -319,10 +322,8 @@ func (g *Gossip) joinSeeds(ctx context.Context) bool {
 		}
 		// The seed itself, and two more in case it is leaving: the rest
 		// are learned from them (a join is a push-pull of the whole table).
-		for i, m := range members {
-			if i == 0 || m.GetState() == "alive" && len(addrs) < 3 {
-				addrs = append(addrs, m.GetGossipAddress())
-			}
+		for _, m := range members[:min(len(members), 3)] {
+			addrs = append(addrs, m.GetGossipAddress())
 		}
 	}
 	addrs = slices.Compact(slices.DeleteFunc(addrs, func(a string) bool { return a == "" || a == g.Addr() }))
@@ -436,26 +437,21 @@ func (g *Gossip) syncer(ctx context.Context) {
 	}
 }
 
-// Members lists the federation as this registry sees it, itself first.
+// Members lists the members this registry counts live (alive or suspect:
+// memberlist does not say which), itself first.
 func (g *Gossip) Members() []*shoalv1.Member {
 	local := g.ml.LocalNode()
-	out := []*shoalv1.Member{memberToWire(local, "alive")}
+	out := []*shoalv1.Member{memberToWire(local)}
 	for _, n := range g.ml.Members() {
 		if n.Name != local.Name {
-			out = append(out, memberToWire(n, ""))
+			out = append(out, memberToWire(n))
 		}
 	}
 	return out
 }
 
-func memberToWire(n *memberlist.Node, state string) *shoalv1.Member {
-	if state == "" {
-		state = map[memberlist.NodeStateType]string{
-			memberlist.StateAlive: "alive", memberlist.StateSuspect: "suspect",
-			memberlist.StateDead: "dead", memberlist.StateLeft: "left",
-		}[n.State]
-	}
-	return &shoalv1.Member{Name: n.Name, Address: string(n.Meta), GossipAddress: n.Address(), State: state}
+func memberToWire(n *memberlist.Node) *shoalv1.Member {
+	return &shoalv1.Member{Name: n.Name, Address: string(n.Meta), GossipAddress: n.Address()}
 }
 
 // changed queues a change made at this registry. Every change goes in
@@ -518,25 +514,59 @@ func (g *Gossip) flush(ctx context.Context) {
 		}
 	}
 	g.mu.Unlock()
-	var wg sync.WaitGroup
+	var done []chan struct{}
 	for _, n := range g.ml.Members() {
-		if n.Name == g.name || ctx.Err() != nil {
-			continue
+		if n.Name != g.name {
+			if ch := g.send(n, msgs); ch != nil {
+				done = append(done, ch)
+			}
 		}
-		wg.Go(func() { g.send(n, msgs) })
 	}
-	wg.Wait()
-}
-
-// send delivers batch messages to one member, stopping at the first
-// failure (push-pull repairs the rest).
-func (g *Gossip) send(n *memberlist.Node, msgs [][]byte) {
-	for _, m := range msgs {
-		if err := g.ml.SendReliable(n, m); err != nil {
-			g.log.Debug("gossip: batch not delivered", "member", n.Name, "err", err)
+	// memberlist's SendReliable sets no write deadline: a member that
+	// accepts and never reads holds its send, and only its own, for good.
+	// The batcher waits twice memberlist's dial timeout (a send to a
+	// member that reads ends well within it) and goes on; that member is
+	// skipped until its send ends.
+	limit := time.NewTimer(2 * tcpTimeout)
+	defer limit.Stop()
+	for _, ch := range done {
+		select {
+		case <-ch:
+		case <-limit.C:
+			return
+		case <-ctx.Done():
 			return
 		}
 	}
+}
+
+// send delivers batch messages to one member in a goroutine of its own,
+// stopping at the first failure (push-pull repairs the rest), and returns
+// a channel closed when it ends; nil if a send to n is still under way.
+func (g *Gossip) send(n *memberlist.Node, msgs [][]byte) chan struct{} {
+	g.mu.Lock()
+	if g.sending[n.Name] {
+		g.mu.Unlock()
+		return nil
+	}
+	g.sending[n.Name] = true
+	g.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() {
+			g.mu.Lock()
+			delete(g.sending, n.Name)
+			g.mu.Unlock()
+		}()
+		for _, m := range msgs {
+			if err := g.ml.SendReliable(n, m); err != nil {
+				g.log.Debug("gossip: batch not delivered", "member", n.Name, "err", err)
+				return
+			}
+		}
+	}()
+	return done
 }
 
 // encodeBatch is changes as batch messages of at most about maxBatch bytes.
@@ -723,8 +753,8 @@ func (g *Gossip) mergeState(buf []byte) {
 		if !fresh[i] {
 			continue
 		}
-		if e, ok := g.entryFromWire(we); ok {
-			in = append(in, e)
+		if p, err := peerFromWire(we.GetPeer()); err == nil {
+			in = append(in, LeasedPeer{Peer: p, Expires: expires[i], Left: left[i]})
 		}
 	}
 	g.leases.Merge(in)
@@ -766,7 +796,7 @@ func (ev *gossipEvents) NotifyJoin(n *memberlist.Node) {
 	ev.mu.Unlock()
 	if len(missed) > 0 {
 		node := *n
-		go (*Gossip)(ev).send(&node, encodeBatch(missed)) // memberlist holds its lock here
+		(*Gossip)(ev).send(&node, encodeBatch(missed)) // in its own goroutine: memberlist holds its lock here
 	}
 	select {
 	case ev.sync <- n.Address():

@@ -12,26 +12,6 @@ import (
 // Entries registries gossip: the table out, learned entries in, under the
 // invariants in doc.go.
 
-// Snapshot returns up to max live entries and tombstones, a random sample
-// when there are more, for a push-pull with another registry.
-func (l *Leases) Snapshot(max int) []LeasedPeer {
-	now := l.cfg.Now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.sweepLocked(now)
-	out := make([]LeasedPeer, 0, min(max, len(l.peers)))
-	seen := 0
-	for _, e := range l.peers { // reservoir sample
-		seen++
-		if len(out) < max {
-			out = append(out, e.LeasedPeer)
-		} else if j := l.rnd.IntN(seen); j < max {
-			out[j] = e.LeasedPeer
-		}
-	}
-	return out
-}
-
 // Merge takes entries learned from another registry. An entry replaces
 // ours only if its lease ends later (the newest announce or leave wins),
 // and never one announced here: only its owner, with its secret, may

@@ -325,3 +325,23 @@ func TestSuperSeederCountsAsFullHolder(t *testing.T) {
 		t.Fatalf("listed %+v; want 1 full holder (the super-seeder) and 1 partial", files)
 	}
 }
+
+// Snapshot returns up to max live entries and tombstones, a random sample
+// when there are more: what another registry would send.
+func (l *Leases) Snapshot(max int) []LeasedPeer {
+	now := l.cfg.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sweepLocked(now)
+	out := make([]LeasedPeer, 0, min(max, len(l.peers)))
+	seen := 0
+	for _, e := range l.peers { // reservoir sample
+		seen++
+		if len(out) < max {
+			out = append(out, e.LeasedPeer)
+		} else if j := l.rnd.IntN(seen); j < max {
+			out[j] = e.LeasedPeer
+		}
+	}
+	return out
+}

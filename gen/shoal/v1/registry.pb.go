@@ -791,7 +791,8 @@ func (*MembersRequest) Descriptor() ([]byte, []int) {
 // MembersResponse lists the federation as this registry sees it.
 type MembersResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Members are the registries known, this one first.
+	// Members are the registries counted live (found dead ones are left
+	// out), this one first.
 	Members       []*Member `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -843,8 +844,6 @@ type Member struct {
 	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
 	// Gossip_address is host:port of its gossip (UDP and TCP).
 	GossipAddress string `protobuf:"bytes,3,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
-	// State is "alive", "suspect", "dead" or "left".
-	State         string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -896,13 +895,6 @@ func (x *Member) GetAddress() string {
 func (x *Member) GetGossipAddress() string {
 	if x != nil {
 		return x.GossipAddress
-	}
-	return ""
-}
-
-func (x *Member) GetState() string {
-	if x != nil {
-		return x.State
 	}
 	return ""
 }
@@ -962,12 +954,11 @@ const file_shoal_v1_registry_proto_rawDesc = "" +
 	"\x0fpartial_holders\x18\x03 \x01(\rR\x0epartialHolders\"\x10\n" +
 	"\x0eMembersRequest\"=\n" +
 	"\x0fMembersResponse\x12*\n" +
-	"\amembers\x18\x01 \x03(\v2\x10.shoal.v1.MemberR\amembers\"s\n" +
+	"\amembers\x18\x01 \x03(\v2\x10.shoal.v1.MemberR\amembers\"]\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12%\n" +
-	"\x0egossip_address\x18\x03 \x01(\tR\rgossipAddress\x12\x14\n" +
-	"\x05state\x18\x04 \x01(\tR\x05state2\xd1\x02\n" +
+	"\x0egossip_address\x18\x03 \x01(\tR\rgossipAddress2\xd1\x02\n" +
 	"\x0fRegistryService\x12A\n" +
 	"\bAnnounce\x12\x19.shoal.v1.AnnounceRequest\x1a\x1a.shoal.v1.AnnounceResponse\x12;\n" +
 	"\x06Lookup\x12\x17.shoal.v1.LookupRequest\x1a\x18.shoal.v1.LookupResponse\x128\n" +

@@ -43,8 +43,8 @@ type RegistryServiceClient interface {
 	Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error)
 	// ListFiles lists the files the network holds, with holder counts.
 	ListFiles(ctx context.Context, in *ListFilesRequest, opts ...grpc.CallOption) (*ListFilesResponse, error)
-	// Members lists the registries this one gossips with, itself first, with
-	// their gossip addresses: a registry joins a federation through any
+	// Members lists the registries this one counts live in its federation,
+	// itself first, with their gossip addresses: a registry joins a federation through any
 	// member's gRPC address by asking it.
 	Members(ctx context.Context, in *MembersRequest, opts ...grpc.CallOption) (*MembersResponse, error)
 }
@@ -124,8 +124,8 @@ type RegistryServiceServer interface {
 	Leave(context.Context, *LeaveRequest) (*LeaveResponse, error)
 	// ListFiles lists the files the network holds, with holder counts.
 	ListFiles(context.Context, *ListFilesRequest) (*ListFilesResponse, error)
-	// Members lists the registries this one gossips with, itself first, with
-	// their gossip addresses: a registry joins a federation through any
+	// Members lists the registries this one counts live in its federation,
+	// itself first, with their gossip addresses: a registry joins a federation through any
 	// member's gRPC address by asking it.
 	Members(context.Context, *MembersRequest) (*MembersResponse, error)
 	mustEmbedUnimplementedRegistryServiceServer()

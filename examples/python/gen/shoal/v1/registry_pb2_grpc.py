@@ -81,8 +81,8 @@ class RegistryServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def Members(self, request, context):
-        """Members lists the registries this one gossips with, itself first, with
-        their gossip addresses: a registry joins a federation through any
+        """Members lists the registries this one counts live in its federation,
+        itself first, with their gossip addresses: a registry joins a federation through any
         member's gRPC address by asking it.
         The method name Exchange is retired (registries exchanged entries over
         it before gossip) and must not be reused.

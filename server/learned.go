@@ -34,13 +34,7 @@ func (l *Leases) Merge(in []LeasedPeer) int {
 		if err := l.ValidatePeer(e.Peer); err != nil {
 			continue
 		}
-		if ok && !cur.Left && !e.Left && cur.digest == digestOf(e) {
-			cur.Expires = e.Expires // the same entry, a later lease: no reindexing
-			heap.Fix(&l.expiry, cur.heapIdx)
-			n++
-			continue
-		}
-		if l.putLocked(e) == nil {
+		if l.putLocked(e) == nil { // a later lease of the same entry is not reindexed
 			n++
 		}
 	}
@@ -97,18 +91,6 @@ func (l *Leases) Extend(id string, digest uint64, expires time.Time) bool {
 	cur.Expires = expires
 	heap.Fix(&l.expiry, cur.heapIdx)
 	return true
-}
-
-// Entry returns the table's entry for id, and its digest.
-func (l *Leases) Entry(id string) (LeasedPeer, uint64, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.sweepLocked(l.cfg.Now())
-	cur, ok := l.peers[id]
-	if !ok {
-		return LeasedPeer{}, 0, false
-	}
-	return cur.LeasedPeer, cur.digest, true
 }
 
 // digestOf identifies an entry's address and files (FNV-1a, 64 bits).

@@ -332,7 +332,8 @@ func (l *Leases) putLocked(e LeasedPeer) error {
 		return fmt.Errorf("%w: the table holds %d MiB, at most %d", errFull, l.bytes>>20, l.cfg.MaxBytes>>20)
 	}
 	l.bytes += size - old
-	if ok && !cur.Left && !e.Left && cur.digest == digestOf(e) {
+	digest := digestOf(e)
+	if ok && !cur.Left && !e.Left && cur.digest == digest {
 		// A refresh: the same address and files, a later lease. The index
 		// stays as it is.
 		cur.LeasedPeer = e
@@ -346,10 +347,10 @@ func (l *Leases) putLocked(e LeasedPeer) error {
 		cur.wire = nil
 		cur.LeasedPeer = e
 		cur.bytes = size
-		cur.digest = digestOf(e)
+		cur.digest = digest
 		heap.Fix(&l.expiry, cur.heapIdx)
 	} else {
-		cur = &leaseEntry{LeasedPeer: e, bytes: size, digest: digestOf(e)}
+		cur = &leaseEntry{LeasedPeer: e, bytes: size, digest: digest}
 		l.peers[e.ID] = cur
 		heap.Push(&l.expiry, cur)
 	}

@@ -19,6 +19,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +32,7 @@ import (
 	"github.com/shoalnet/shoal/client"
 	"github.com/shoalnet/shoal/internal/cluster"
 	"github.com/shoalnet/shoal/internal/swarm"
+	"github.com/shoalnet/shoal/server"
 )
 
 func main() {
@@ -41,12 +43,16 @@ func main() {
 		peers = flag.Int("peers", 0, "peers each downloader fetches from at once (0: all others, at most 16)")
 		super = flag.Bool("super-seed", true, "the seeder reveals each chunk to one downloader until all went out once")
 	)
+	flag.BoolVar(&trace, "trace", false, "print, every second on stderr, what the seeder and the downloaders sent and how many completed")
 	flag.Parse()
 	if err := run(*ns, *size<<20, int64(*rate*(1<<20)), *peers, *super); err != nil {
 		fmt.Fprintln(os.Stderr, "swarm:", err)
 		os.Exit(1)
 	}
 }
+
+// trace prints a timeline of each swarm.
+var trace bool
 
 func run(ns string, size, rate int64, peers int, super bool) error {
 	dir, err := os.MkdirTemp("", "shoal-swarm-")
@@ -100,6 +106,7 @@ func once(dir, src string, n int, size, rate int64, peers int, super bool) (time
 		last     time.Time
 		finished int
 		errs     []error
+		nodes    = make([]*server.Node, n)
 	)
 	allDone := make(chan struct{})
 	start := time.Now()
@@ -121,6 +128,11 @@ func once(dir, src string, n int, size, rate int64, peers int, super bool) (time
 				Discoverer: &client.Registry{Target: "swarm.bin", Conn: cc},
 				Out:        out, Listener: lis, Registry: c.Registry.Addr(), Rate: rate,
 				PeerID: fmt.Sprintf("dl-%d", k),
+				Node: func(nd *server.Node) {
+					mu.Lock()
+					nodes[k] = nd
+					mu.Unlock()
+				},
 				Completed: func(*client.Report) {
 					mu.Lock()
 					defer mu.Unlock()
@@ -136,6 +148,13 @@ func once(dir, src string, n int, size, rate int64, peers int, super bool) (time
 				mu.Unlock()
 				cancel()
 			}
+		})
+	}
+	if trace {
+		go timeline(ctx, start, size, rate, c.Peers[0], func() ([]*server.Node, int) {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Clone(nodes), finished
 		})
 	}
 	select {
@@ -165,4 +184,32 @@ func writeRandom(path string, size int64) error {
 		}
 	}
 	return f.Close()
+}
+
+// timeline prints every second the seeder's and the downloaders' upload in
+// the last second, as fractions of a peer's cap, the seeder's total in
+// files, and how many downloaders completed.
+func timeline(ctx context.Context, start time.Time, size, rate int64, seeder *server.Node, state func() ([]*server.Node, int)) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var lastSeed, lastDl int64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		nodes, finished := state()
+		seed := seeder.Stats().BytesServed.Load()
+		var dl int64
+		for _, nd := range nodes {
+			if nd != nil {
+				dl += nd.Stats().BytesServed.Load()
+			}
+		}
+		fmt.Fprintf(os.Stderr, "t=%3.0fs seeder %.2f cap (%.3f F in all)  downloaders %.2f caps of %d  completed %d\n",
+			time.Since(start).Seconds(), float64(seed-lastSeed)/float64(rate), float64(seed)/float64(size),
+			float64(dl-lastDl)/float64(rate), len(nodes), finished)
+		lastSeed, lastDl = seed, dl
+	}
 }

@@ -23,7 +23,8 @@ type Config struct {
 	// peer's measured rate; it sets how many chunks a request asks for.
 	// Default 250 ms.
 	BatchTarget time.Duration
-	// MaxBatch caps the chunks per request. Default 16.
+	// MaxBatch caps the chunks per request, unless more are needed to
+	// keep a distant peer busy over its round trip. Default 16.
 	MaxBatch int
 	// StreamsPerPeer is how many requests each peer has open at once, so
 	// one starts before the other drains. Default 2.

@@ -19,11 +19,22 @@ import (
 // its envelope. It matches the server's limit.
 const maxMessageBytes = chunkstore.MaxChunkSize + 64<<10
 
-// windowBytes is the HTTP/2 flow-control window per stream: two full
-// chunks, so a peer never waits for a window update on loopback or a LAN,
-// while the bytes a peer can push ahead of the client stay bounded (peak
-// memory is about peers x 2 windows).
-const windowBytes = 2 << 20
+// windowBudget is the HTTP/2 flow-control window that the peers of one
+// download share: what they may send ahead of the client, and so the most
+// it buffers when it reads slower than they send. A peer's window is its
+// share, at least minWindow: on loopback or a LAN two whole chunks in
+// flight keep a peer busy, while a link with a round trip of 100 ms needs
+// its rate times 100 ms (a 2 MiB window held one peer to 20 MB/s there).
+const (
+	windowBudget = 64 << 20
+	minWindow    = 4 << 20
+)
+
+// windowFor is the connection window of each of peers peers; each stream
+// may take all of it.
+func windowFor(peers int) int32 {
+	return int32(max(minWindow, windowBudget/max(1, peers)))
+}
 
 // connectTimeout bounds one attempt to connect to a peer, handshake
 // included.
@@ -35,12 +46,22 @@ func DialOptions() []grpc.DialOption {
 	return append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, TuningOptions()...)
 }
 
-// TuningOptions are flow-control windows sized for whole chunks and the
-// message limit; add them to dial options that carry credentials.
-func TuningOptions() []grpc.DialOption {
+// TuningOptions are TuningOptionsFor the default 5 peers.
+func TuningOptions() []grpc.DialOption { return TuningOptionsFor(0) }
+
+// TuningOptionsFor are flow-control windows for a download from peers
+// peers at once (0: the default 5) and the message limit; add them to dial
+// options that carry credentials. The windows are static: grpc-go's
+// estimate of the bandwidth-delay product, which a static window turns
+// off, stops at 16 MiB and starts at 64 KiB.
+func TuningOptionsFor(peers int) []grpc.DialOption {
+	if peers <= 0 {
+		peers = 5
+	}
+	w := windowFor(peers)
 	return []grpc.DialOption{
-		grpc.WithInitialWindowSize(windowBytes),
-		grpc.WithInitialConnWindowSize(2 * windowBytes),
+		grpc.WithInitialWindowSize(w),
+		grpc.WithInitialConnWindowSize(w),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes)),
 		grpc.WithReadBufferSize(256 << 10),
 		// A peer whose address accepts nothing, or accepts and never

@@ -3,7 +3,7 @@
 # bench/compare/main.go) and prints one table. Installs what it needs from
 # apt first. Loopback only; every process it starts is stopped by its PID.
 #
-#   bash bench/compare.sh                 # all three scenarios, 5 rounds each
+#   bash bench/compare.sh                 # scenarios 1, 2, 3 and 5, 5 rounds each
 #   bash bench/compare.sh -scenarios 1 -pairs 3
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -13,14 +13,18 @@
 //     they hold, shoal against aria2c BitTorrent peers with opentracker;
 //  4. folders from 5 local sources: 10,000 small files against aria2c -i
 //     (5 nginx mirrors) and an rsync daemon; a 1 GiB tree against one
-//     1 GiB file; a 100,000-entry tree for peak memory.
+//     1 GiB file; a 100,000-entry tree for peak memory;
+//  5. latency: every source behind its own toxiproxy proxy adding a delay
+//     each way; (a) 5 capped sources, shoal against aria2c from 5 capped
+//     HTTP listeners; (b) one uncapped source, `shoal get --peers 1`
+//     against curl from nginx.
 //
 // Runs alternate (shoal, other, shoal, other, ...) for -pairs rounds; the
 // table gives medians and the median of the per-round ratios of shoal's
 // time to the other's. Every process is started here and stopped by its
 // PID; only 127.0.0.1 is used. bench/compare.sh installs the tools first.
 //
-//	go run ./bench/compare -scenarios 1,2,3,4 -pairs 5
+//	go run ./bench/compare -scenarios 1,2,3,4,5 -pairs 5
 package main
 
 import (
@@ -51,14 +55,18 @@ type options struct {
 	small4   int64
 	size4    int64
 	entries4 int
-	shoal    string // built binary
-	dir      string // scratch folder
+	// scenario 5: file size, cap of each source in (a), delay each way.
+	size5 int64
+	rate5 int64
+	lat5  time.Duration
+	shoal string // built binary
+	dir   string // scratch folder
 }
 
 func main() {
 	var (
 		o         options
-		scenarios = flag.String("scenarios", "1,2,3", "scenarios to run, comma-separated")
+		scenarios = flag.String("scenarios", "1,2,3,5", "scenarios to run, comma-separated")
 		s1        = flag.Int64("size1", 1024, "scenario 1 file size in MiB")
 		s2        = flag.Int64("size2", 50, "scenario 2 file size in MiB")
 		r2        = flag.Float64("rate2", 2, "scenario 2 cap of each source in MiB/s")
@@ -66,6 +74,9 @@ func main() {
 		r3        = flag.Float64("rate3", 5, "scenario 3 upload cap of every peer in MiB/s")
 		tmp       = flag.String("tmp", "", "scratch folder (default: a new one under $TMPDIR, removed at the end)")
 	)
+	s5 := flag.Int64("size5", 512, "scenario 5 file size in MiB")
+	r5 := flag.Float64("rate5", 20, "scenario 5a cap of each source in MiB/s")
+	flag.DurationVar(&o.lat5, "lat5", 50*time.Millisecond, "scenario 5 delay added each way between the client and every source")
 	flag.IntVar(&o.pairs, "pairs", 5, "rounds of shoal-then-other per scenario")
 	flag.IntVar(&o.n3, "n3", 8, "scenario 3 downloader count")
 	flag.IntVar(&o.files4, "files4", 10_000, "scenario 4a small file count")
@@ -76,6 +87,7 @@ func main() {
 	o.size1, o.size2, o.size3 = *s1<<20, *s2<<20, *s3<<20
 	o.rate2, o.rate3 = int64(*r2*(1<<20)), int64(*r3*(1<<20))
 	o.small4, o.size4 = *small4<<10, *size4<<20
+	o.size5, o.rate5 = *s5<<20, int64(*r5*(1<<20))
 	if err := run(&o, *scenarios, *tmp); err != nil {
 		fmt.Fprintln(os.Stderr, "compare:", err)
 		os.Exit(1)
@@ -112,6 +124,8 @@ func run(o *options, scenarios, tmp string) error {
 			r, err = scenario3(ctx, o)
 		case "4":
 			r, err = scenario4(ctx, o)
+		case "5":
+			r, err = scenario5(ctx, o)
 		default:
 			return fmt.Errorf("unknown scenario %q", s)
 		}

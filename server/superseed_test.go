@@ -2,6 +2,7 @@ package server
 
 import (
 	"testing"
+	"time"
 
 	"github.com/shoalnet/shoal/chunkstore"
 )
@@ -51,27 +52,124 @@ func TestSuperSeedRevealsEachChunkToOneClient(t *testing.T) {
 					break
 				}
 			}
-			allOut := len(s.files[id].unassigned) == 0
+			allRevealed := len(s.files[id].unassigned) == 0
 			s.mu.Unlock()
-			if allOut {
-				continue
-			}
 			if next < 0 {
+				if allRevealed {
+					continue
+				}
 				t.Fatalf("%s has nothing revealed to fetch", addr)
 			}
 			sentTo[addr][next] = true
 			s.sent(id, addr, next)
-			if len(s.files[id].unassigned) > 0 {
+			s.mu.Lock()
+			allOut := s.files[id].allOut
+			s.mu.Unlock()
+			if !allOut {
 				disjoint()
 			}
 		}
 	}
-	// Once every chunk went out, everything is revealed to everyone.
+	// Once every chunk was sent and the idle time passed, everything is
+	// revealed to everyone.
+	s.mu.Lock()
+	if f := s.files[id]; f.unsent != 0 || f.allOut {
+		t.Fatalf("%d chunks never sent, all revealed %v; want 0, false", f.unsent, f.allOut)
+	}
+	s.revealAllLocked(s.files[id]) // what the idle timer does
+	s.mu.Unlock()
 	for _, addr := range addrs {
 		for i, h := range clients[addr].have {
 			if !h {
 				t.Errorf("%s: chunk %d not revealed after all went out", addr, i)
 			}
+		}
+	}
+}
+
+// Everything is revealed only once every chunk was sent and then no first
+// send came for the idle time; not when the last chunk was revealed.
+func TestSuperSeedRevealsAllAfterEveryChunkWasSent(t *testing.T) {
+	const n = 4
+	s := newSuperSeed(2)
+	s.idle = time.Hour
+	id := chunkstore.ID{2}
+	_, a := s.subscribe(id, n, "a")
+	_, b := s.subscribe(id, n, "b")
+	s.mu.Lock()
+	if len(s.files[id].unassigned) != 0 {
+		t.Fatal("4 chunks not all revealed to 2 clients at 2 each")
+	}
+	var aHas []int
+	for i, h := range a.have {
+		if h {
+			aHas = append(aHas, i)
+		}
+	}
+	s.mu.Unlock()
+	for _, i := range aHas {
+		s.sent(id, "a", i)
+	}
+	s.mu.Lock()
+	if s.files[id].allOut || b.done {
+		t.Fatal("everything revealed while b's chunks were not sent yet")
+	}
+	s.files[id].idle.Reset(time.Millisecond) // the idle time passes
+	s.mu.Unlock()
+	select {
+	case got := <-b.wake:
+		if len(got) != 2 {
+			t.Fatalf("b was revealed %v at the end, want a's 2 chunks", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing revealed to b after the idle time")
+	}
+	_, late := s.subscribe(id, n, "late")
+	for i, h := range late.have {
+		if !h {
+			t.Fatalf("a client subscribing after the reveal-all lacks chunk %d", i)
+		}
+	}
+}
+
+// A client that leaves gives back what was revealed to it and not sent.
+func TestSuperSeedTakesBackALeaversChunks(t *testing.T) {
+	const n = 6
+	s := newSuperSeed(2)
+	s.idle = time.Hour
+	id := chunkstore.ID{3}
+	_, a := s.subscribe(id, n, "a")
+	_, b := s.subscribe(id, n, "b")
+	s.mu.Lock()
+	var aHas []int
+	for i, h := range a.have {
+		if h {
+			aHas = append(aHas, i)
+		}
+	}
+	s.mu.Unlock()
+	s.unsubscribe(id, "a", a)
+	// b fetches what it is revealed until nothing is left.
+	sent := map[int]bool{}
+	for range n {
+		s.mu.Lock()
+		next := -1
+		for i, h := range b.have {
+			if h && !sent[i] {
+				next = i
+				break
+			}
+		}
+		s.mu.Unlock()
+		if next < 0 {
+			break
+		}
+		sent[next] = true
+		s.sent(id, "b", next)
+	}
+	for _, i := range aHas {
+		if !sent[i] {
+			t.Errorf("chunk %d, revealed to a which left, never reached b", i)
 		}
 	}
 }

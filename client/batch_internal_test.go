@@ -35,8 +35,9 @@ func TestBatchCoversTheRoundTrip(t *testing.T) {
 	}
 }
 
-// One peer may send 64 MiB ahead of the client, 40 MB over a round trip
-// of 100 ms at 400 MB/s; five share that; many get 4 MiB each.
+// A far peer's wide window: 64 MiB for one peer alone (40 MB go out over a
+// round trip of 100 ms at 400 MB/s), a fifth of it for each of five, never
+// less than 4 MiB.
 func TestWindowsShareABudget(t *testing.T) {
 	for _, tc := range []struct {
 		peers int

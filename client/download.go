@@ -159,6 +159,7 @@ func (d *Download) finish(rep *Report) *Report {
 	for _, p := range d.peers {
 		rep.Peers = append(rep.Peers, PeerReport{
 			ID: p.src.ID(), Addr: p.src.Addr(), Bytes: p.bytes.Load(), Chunks: int(p.chunks.Load()),
+			RoundTripMs: float64(p.delay.Load()) / 1e6, Window: int64(p.window.Load()),
 			Dropped: p.dropped, Error: p.dropErr,
 		})
 	}

@@ -1,6 +1,8 @@
 package client
 
 import (
+	"slices"
+	"sync"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/shoalnet/shoal/chunkstore"
 	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
@@ -19,19 +22,28 @@ import (
 // its envelope. It matches the server's limit.
 const maxMessageBytes = chunkstore.MaxChunkSize + 64<<10
 
-// windowBudget is the HTTP/2 flow-control window that the peers of one
-// download share: what they may send ahead of the client, and so the most
-// it buffers when it reads slower than they send. A peer's window is its
-// share, at least minWindow: on loopback or a LAN two whole chunks in
-// flight keep a peer busy, while a link with a round trip of 100 ms needs
-// its rate times 100 ms (a 2 MiB window held one peer to 20 MB/s there).
+// windowBytes is the HTTP/2 flow-control window per stream, twice that
+// per connection: two full chunks, so a peer on loopback or a LAN never
+// waits for a window update, while what peers push ahead of a client that
+// reads slower than they send stays small. Five local peers with 12.8 MiB
+// windows each filled 64 MiB of buffers: the client's CPU time doubled and
+// its RSS reached 100 MiB.
+const windowBytes = 2 << 20
+
+// A peer farther than widenAfter (its shortest round trip, see
+// Download.probe) is moved to a connection with a wider window: a window of W
+// holds a peer to W per round trip, 40 MB/s at 100 ms for 4 MiB, 80 MB/s
+// at 50 ms. Below that a busy loopback cannot be told from a far peer. The peers
+// of a download share windowBudget for their wide windows, at least
+// minWindow each.
 const (
+	widenAfter   = 50 * time.Millisecond
 	windowBudget = 64 << 20
 	minWindow    = 4 << 20
 )
 
-// windowFor is the connection window of each of peers peers; each stream
-// may take all of it.
+// windowFor is a wide connection's window, each of its streams' too, for
+// a download from peers peers at once.
 func windowFor(peers int) int32 {
 	return int32(max(minWindow, windowBudget/max(1, peers)))
 }
@@ -46,22 +58,15 @@ func DialOptions() []grpc.DialOption {
 	return append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, TuningOptions()...)
 }
 
-// TuningOptions are TuningOptionsFor the default 5 peers.
-func TuningOptions() []grpc.DialOption { return TuningOptionsFor(0) }
-
-// TuningOptionsFor are flow-control windows for a download from peers
-// peers at once (0: the default 5) and the message limit; add them to dial
-// options that carry credentials. The windows are static: grpc-go's
-// estimate of the bandwidth-delay product, which a static window turns
-// off, stops at 16 MiB and starts at 64 KiB.
-func TuningOptionsFor(peers int) []grpc.DialOption {
-	if peers <= 0 {
-		peers = 5
-	}
-	w := windowFor(peers)
+// TuningOptions are flow-control windows sized for whole chunks and the
+// message limit; add them to dial options that carry credentials. A peer
+// found far away is widened (see Peer.SetWindow). The windows are static:
+// grpc-go's own estimate of the bandwidth-delay product, which a static
+// window turns off, starts at 64 KiB and stops at 16 MiB.
+func TuningOptions() []grpc.DialOption {
 	return []grpc.DialOption{
-		grpc.WithInitialWindowSize(w),
-		grpc.WithInitialConnWindowSize(w),
+		grpc.WithInitialWindowSize(windowBytes),
+		grpc.WithInitialConnWindowSize(2 * windowBytes),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes)),
 		grpc.WithReadBufferSize(256 << 10),
 		// A peer whose address accepts nothing, or accepts and never
@@ -79,9 +84,57 @@ func ManifestFromWire(w *shoalv1.Manifest) (*chunkstore.Manifest, error) {
 // satisfies HaveSource.
 type Peer struct {
 	id, addr string
-	cc       *grpc.ClientConn
 	lay      *layout
-	partial  bool // registered as holding part of the file or tree
+	partial  bool              // registered as holding part of the file or tree
+	opts     []grpc.DialOption // how cc was dialed; nil if unknown: then it is not widened
+
+	mu     sync.Mutex
+	cc     *grpc.ClientConn   // new requests go here; guarded by mu
+	older  []*grpc.ClientConn // connections replaced by SetWindow, closed with the peer; guarded by mu
+	closed bool               // guarded by mu
+}
+
+// conn is the connection new requests use.
+func (p *Peer) conn() *grpc.ClientConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cc
+}
+
+// RoundTrip times one health check on the peer's connection: a round trip
+// and the peer's own delay in answering.
+func (p *Peer) RoundTrip(ctx context.Context) (time.Duration, error) {
+	t0 := time.Now()
+	if _, err := healthpb.NewHealthClient(p.conn()).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		return 0, fromStatus("health check", err)
+	}
+	return time.Since(t0), nil
+}
+
+// SetWindow moves the peer's later requests to a new connection whose
+// windows are window bytes (0: the windows of the peer's dial options);
+// requests under way finish on the old one, which closes with the peer. It
+// reports whether it did: not for a peer without dial options.
+func (p *Peer) SetWindow(window int32) bool {
+	if p.opts == nil {
+		return false
+	}
+	opts := slices.Clip(p.opts)
+	if window > 0 {
+		opts = append(opts, grpc.WithInitialWindowSize(window), grpc.WithInitialConnWindowSize(window))
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	cc, err := grpc.NewClient(p.addr, opts...)
+	if err != nil {
+		return false
+	}
+	p.older = append(p.older, p.cc)
+	p.cc = cc
+	return true
 }
 
 // Partial reports whether the peer registered as a partial holder.
@@ -89,7 +142,7 @@ func (p *Peer) Partial() bool { return p.partial }
 
 // WatchHave follows the peer's WatchHave stream.
 func (p *Peer) WatchHave(ctx context.Context, fn func(have []bool, added []int)) error {
-	stream, err := shoalv1.NewPeerServiceClient(p.cc).WatchHave(ctx, &shoalv1.WatchHaveRequest{ContentId: p.lay.id})
+	stream, err := shoalv1.NewPeerServiceClient(p.conn()).WatchHave(ctx, &shoalv1.WatchHaveRequest{ContentId: p.lay.id})
 	if err != nil {
 		return fromStatus("have feed", err)
 	}
@@ -130,8 +183,17 @@ func (p *Peer) ID() string { return p.id }
 // Addr is the peer's address.
 func (p *Peer) Addr() string { return p.addr }
 
-// Close closes the connection.
-func (p *Peer) Close() error { return p.cc.Close() }
+// Close closes the peer's connections.
+func (p *Peer) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for _, cc := range p.older {
+		cc.Close()
+	}
+	p.older = nil
+	return p.cc.Close()
+}
 
 // Fetch streams the chunks with one GetChunks call, reassembling chunks
 // that span several messages, and refuses anything it did not ask for.
@@ -142,7 +204,7 @@ func (p *Peer) Fetch(ctx context.Context, chunks []int, got func(int, [][]byte) 
 	req, files := p.request(chunks)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := p.cc.NewStream(ctx, &shoalv1.PeerService_ServiceDesc.Streams[0], shoalv1.PeerService_GetChunks_FullMethodName, grpc.ForceCodecV2(newChunkCodec()))
+	stream, err := p.conn().NewStream(ctx, &shoalv1.PeerService_ServiceDesc.Streams[0], shoalv1.PeerService_GetChunks_FullMethodName, grpc.ForceCodecV2(newChunkCodec()))
 	if err != nil {
 		return fromStatus("chunks", err)
 	}

@@ -246,7 +246,7 @@ func (r *Registry) Discover(ctx context.Context, exclude []string, limit int) ([
 		for _, f := range p.GetFiles() {
 			partial = partial || f.GetPartial()
 		}
-		out = append(out, &Peer{id: p.GetPeerId(), addr: p.GetAddress(), cc: cc, lay: lay, partial: partial})
+		out = append(out, &Peer{id: p.GetPeerId(), addr: p.GetAddress(), cc: cc, lay: lay, partial: partial, opts: r.dialOptions()})
 	}
 	return out, nil
 }

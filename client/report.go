@@ -34,6 +34,12 @@ type PeerReport struct {
 	Addr   string `json:"addr"`
 	Bytes  int64  `json:"bytes"`
 	Chunks int    `json:"chunks"`
+	// RoundTripMs is the peer's shortest round trip measured, in
+	// milliseconds (a health check); 0 if none was.
+	RoundTripMs float64 `json:"round_trip_ms,omitempty"`
+	// Window is the flow-control window the peer was given for being far
+	// away, in bytes; 0 if it kept the default.
+	Window int64 `json:"window,omitempty"`
 	// Dropped says why the peer was dropped; empty if it was not.
 	Dropped DropReason `json:"dropped,omitempty"`
 	// Error is the error that dropped it, for people; tests and scripts

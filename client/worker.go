@@ -25,7 +25,8 @@ type peerState struct {
 	bytes   atomic.Int64
 	chunks  atomic.Int64
 	rate    atomic.Int64 // measured bytes per second, 0 until known
-	delay   atomic.Int64 // shortest wait from a request to its first chunk seen, in ns; 0 until known
+	delay   atomic.Int64 // shortest round trip measured, in ns; 0 until known
+	window  atomic.Int32 // the wide window the peer was moved to; 0 if none
 	dropped DropReason   // set once when dropped; guarded by Download.mu
 	dropErr string       // the error that dropped it; guarded by Download.mu
 
@@ -131,6 +132,11 @@ func (d *Download) work(ctx context.Context, p *peerState) error {
 	}
 	slots := make(chan struct{}, d.cfg.StreamsPerPeer)
 	defer wg.Wait()
+	if pr, ok := p.src.(prober); ok {
+		pctx, stopProbe := context.WithCancel(ctx)
+		defer stopProbe() // before wg.Wait: a probe never holds up the end
+		wg.Go(func() { d.probe(pctx, p, pr) })
+	}
 	end := func() error {
 		wg.Wait()
 		return werr
@@ -280,13 +286,12 @@ const batchUnit = 64 << 10
 
 // batchBytes is how many bytes of chunks a request to p should hold:
 // BatchTarget of work at p's measured rate, plus what p sends in two of
-// its request delays (the shortest wait seen from a request to its first
-// chunk); two of the largest chunks before a rate is known; at most
+// its round trips (see probe); two of the largest chunks before a rate is known; at most
 // MaxBatch of them (for a folder, each counted as at least batchUnit), or
-// the two delays' worth if more. Counted in bytes, a request holds a few
+// the two round trips' worth if more. Counted in bytes, a request holds a few
 // of a large file's chunks or many small files (up to maxTreeBatch chunks).
 //
-// The delay term keeps a peer far away busy: with a round trip of 100 ms,
+// The round-trip term keeps a peer far away busy: with a round trip of 100 ms,
 // a peer sending 400 MB/s idles unless 40 MB more are asked for before a
 // request ends (a 512 MiB download from one such peer: 2.3 s with it, 3.1
 // s without).
@@ -302,6 +307,66 @@ func (d *Download) batchBytes(p *peerState) int64 {
 	ahead := rate * 2 * p.delay.Load() / int64(time.Second)
 	n := rate*int64(d.cfg.BatchTarget)/int64(time.Second) + ahead
 	return max(1, min(n, max(int64(d.cfg.MaxBatch)*most, ahead)))
+}
+
+// prober is a source whose round trip can be timed and whose connection
+// can be given wider flow-control windows (a gRPC Peer).
+type prober interface {
+	RoundTrip(ctx context.Context) (time.Duration, error)
+	SetWindow(window int32) bool
+}
+
+// Round trips timed per peer, the shortest kept; the pause between two,
+// and the longest wait for one.
+const (
+	probes       = 3
+	probeGap     = 50 * time.Millisecond
+	probeTimeout = 5 * time.Second
+)
+
+// probe times p's round trip, alongside its first requests: the shortest
+// so far sets p.delay, which requests cover, and a peer farther than
+// widenAfter is moved to a connection with a wide window (at once: a far
+// peer is held to 40 MB/s until then), and back if a later round trip is
+// shorter. Timing the first chunk of a request instead misleads: on a busy
+// loopback it waited 20 to 125 ms behind the connection's other stream.
+// Even health checks took 5 to 31 ms there (5 peers and the client on 2
+// cores), hence a few, apart.
+func (d *Download) probe(ctx context.Context, p *peerState, pr prober) {
+	var best time.Duration
+	wide := false
+	for k := range probes {
+		if k > 0 {
+			t := time.NewTimer(probeGap)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return
+			}
+		}
+		cctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		rtt, err := pr.RoundTrip(cctx)
+		cancel()
+		if err != nil {
+			return // no health service, or the peer is failing: its requests will tell
+		}
+		if best == 0 || rtt < best {
+			best = rtt
+		}
+		p.delay.Store(int64(best))
+		if far := best > widenAfter; far != wide {
+			window := int32(0)
+			if far {
+				window = windowFor(d.cfg.Peers)
+			}
+			if !pr.SetWindow(window) {
+				return
+			}
+			p.window.Store(window)
+			wide = far
+		}
+	}
 }
 
 // fetch runs one request, verifying and writing each chunk it delivers.
@@ -321,11 +386,6 @@ func (d *Download) fetch(ctx context.Context, p *peerState, req *request) error 
 	var got int64
 	err := p.src.Fetch(ctx, req.chunks, func(i int, pieces [][]byte) error {
 		stall.Reset(d.cfg.StallTimeout)
-		if got == 0 {
-			if el, old := int64(time.Since(started)), p.delay.Load(); old == 0 || el < old {
-				p.delay.Store(el)
-			}
-		}
 		if !asked[i] {
 			return fmt.Errorf("%w: chunk %d was not asked for", ErrProtocol, i)
 		}

@@ -239,7 +239,7 @@ func (f *getFlags) connect() (*grpc.ClientConn, []grpc.DialOption, error) {
 		cc.Close()
 		return nil, nil, err
 	}
-	return cc, append(dial, client.TuningOptionsFor(f.peers)...), nil
+	return cc, append(dial, client.TuningOptions()...), nil
 }
 
 // lookup finds target through the registry at cc.

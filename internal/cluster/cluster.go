@@ -36,6 +36,9 @@ type PeerSpec struct {
 	// QuitAfter, if positive, kills the peer (no goodbye to the registry)
 	// once it has served this many bytes.
 	QuitAfter int64
+	// Advertise, if set, maps the peer's listen address to the address it
+	// announces: a proxy in front of it.
+	Advertise func(listen string) string
 }
 
 // Config configures a cluster.
@@ -108,7 +111,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		listen = "127.0.0.1:0"
 	}
 	c.opts, c.dial, c.token = cfg.ServerOptions, cfg.DialOptions, cfg.Token
-	reg, err := c.start(ctx, listen, server.NodeConfig{Lease: server.LeaseConfig{Lease: cfg.Lease}, Logger: cfg.Logger.With("node", "registry"), Metrics: cfg.Metrics})
+	reg, err := c.start(ctx, listen, server.NodeConfig{Lease: server.LeaseConfig{Lease: cfg.Lease}, Logger: cfg.Logger.With("node", "registry"), Metrics: cfg.Metrics}, nil)
 	if err != nil {
 		return fail(err)
 	}
@@ -136,7 +139,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		n, err := c.start(ctx, "127.0.0.1:0", server.NodeConfig{
 			Files: files, Holdings: holdings, Registries: []string{reg.Addr()},
 			Peer: pc, PeerID: fmt.Sprintf("peer-%d", i+1), Logger: cfg.Logger.With("node", i+1), Metrics: cfg.Metrics,
-		})
+		}, spec.Advertise)
 		if err != nil {
 			return fail(err)
 		}
@@ -170,7 +173,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 // StartPeer adds a peer to a running cluster and waits for its announce.
 func (c *Cluster) StartPeer(ctx context.Context, cfg server.NodeConfig) (*server.Node, error) {
 	cfg.Registries = append(cfg.Registries, c.Registry.Addr())
-	n, err := c.start(ctx, "127.0.0.1:0", cfg)
+	n, err := c.start(ctx, "127.0.0.1:0", cfg, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -183,12 +186,15 @@ func (c *Cluster) StartPeer(ctx context.Context, cfg server.NodeConfig) (*server
 }
 
 // start runs one node until the cluster closes.
-func (c *Cluster) start(ctx context.Context, listen string, cfg server.NodeConfig) (*server.Node, error) {
+func (c *Cluster) start(ctx context.Context, listen string, cfg server.NodeConfig, advertise func(string) string) (*server.Node, error) {
 	lis, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", listen, err)
 	}
 	cfg.Listener = lis
+	if advertise != nil {
+		cfg.Advertise = advertise(lis.Addr().String())
+	}
 	cfg.Server.Options = append(cfg.Server.Options, c.opts...)
 	cfg.Server.Token = c.token
 	if c.dial != nil {

@@ -1,12 +1,12 @@
 package client
 
 import (
-	"slices"
-	"sync"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"

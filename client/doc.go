@@ -30,6 +30,19 @@
 // replacement check never picks a sequential source: its rate, which pays
 // the request delay once, is not comparable with the others'.
 //
+// Distance. Connections start with windows of 2 MiB a stream and 4 MiB a
+// connection: enough on loopback or a LAN, and what several local peers
+// push ahead of a client slower than they are stays small (12.8 MiB each
+// for five doubled the client's CPU time in a CPU-bound local download).
+// Alongside its first requests each peer gets three health checks; the
+// shortest round trip makes every request also cover two round trips of
+// the peer's rate, and a peer over 50 ms away gets a second connection
+// with a wide window (64 MiB shared by the download's peers, at least 4
+// MiB each) for its later requests. A window of W holds a peer to W per
+// round trip: 4 MiB over 100 ms is 40 MB/s. Waits for a request's first
+// chunk are no measure of distance: on a busy loopback they were up to
+// 125 ms behind the connection's other stream.
+//
 // Stalls. A request that delivers no chunk for Config.StallTimeout is
 // cancelled and its peer dropped. The timeout must exceed one chunk's time
 // at the slowest rate a peer may legitimately have.

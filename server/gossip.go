@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/memberlist"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
@@ -714,46 +715,57 @@ func (g *Gossip) receive(msg []byte) {
 	}
 }
 
-// state is the table for a push-pull, within MaxState bytes.
+// state is the table for a push-pull, within MaxState bytes: a
+// GossipState, encoded from each entry's cached encoding.
 func (g *Gossip) state() []byte {
 	g.stateMu.Lock()
 	defer g.stateMu.Unlock()
-	entries := g.leases.wireEntries()
+	entries := g.leases.stateEntries()
 	mrand.Shuffle(len(entries), func(i, j int) { entries[i], entries[j] = entries[j], entries[i] })
-	st := &shoalv1.GossipState{}
 	size := 0
-	for _, w := range entries {
-		size += proto.Size(w) + 4
-		if size > g.cfg.MaxState {
+	for k, e := range entries {
+		n := entryWireSize(e)
+		n += 1 + protowire.SizeVarint(uint64(n))
+		if size+n > g.cfg.MaxState {
+			entries = entries[:k]
 			break
 		}
-		st.Entries = append(st.Entries, w)
+		size += n
 	}
-	b, _ := proto.Marshal(st)
+	b := make([]byte, 0, size)
+	for _, e := range entries {
+		b = appendEntry(b, e)
+	}
 	return b
 }
 
 func (g *Gossip) mergeState(buf []byte) {
 	g.stateMu.Lock()
 	defer g.stateMu.Unlock()
-	var st shoalv1.GossipState
-	if len(buf) > g.cfg.MaxState+(1<<20) || proto.Unmarshal(buf, &st) != nil {
+	if len(buf) > g.cfg.MaxState+(1<<20) {
+		return
+	}
+	entries, err := scanState(buf)
+	if err != nil {
 		return
 	}
 	// Most of a table is what this registry holds already: only entries
-	// that could change it are parsed.
-	entries := st.GetEntries()
+	// that could change it are decoded.
 	ids, expires, left := make([]string, len(entries)), make([]time.Time, len(entries)), make([]bool, len(entries))
-	for i, we := range entries {
-		ids[i], expires[i], left[i] = we.GetPeer().GetPeerId(), g.learnedExpiry(we.GetExpiresUnixMs()), we.GetLeft()
+	for i, e := range entries {
+		ids[i], expires[i], left[i] = e.id, g.learnedExpiry(e.expires), e.left
 	}
 	fresh := g.leases.Newer(ids, expires, left)
 	in := make([]LeasedPeer, 0, len(entries))
-	for i, we := range entries {
+	for i, e := range entries {
 		if !fresh[i] {
 			continue
 		}
-		if p, err := peerFromWire(we.GetPeer()); err == nil {
+		var w shoalv1.PeerInfo
+		if proto.Unmarshal(e.peer, &w) != nil {
+			continue
+		}
+		if p, err := peerFromWire(&w); err == nil {
 			in = append(in, LeasedPeer{Peer: p, Expires: expires[i], Left: left[i]})
 		}
 	}

@@ -6,7 +6,8 @@ import (
 	"hash/fnv"
 	"time"
 
-	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 )
 
 // Entries registries gossip: the table out, learned entries in, under the
@@ -41,21 +42,135 @@ func (l *Leases) Merge(in []LeasedPeer) int {
 	return n
 }
 
-// wireEntries is every entry, live or tombstone, as a push-pull sends it;
-// each entry's peer is converted once per change, not once per push-pull.
-func (l *Leases) wireEntries() []*shoalv1.GossipEntry {
+// stateEntry is one entry of a push-pull's table as it travels: a
+// GossipEntry whose peer stays encoded until it is known to be news.
+type stateEntry struct {
+	id      string
+	expires uint64 // Unix ms
+	left    bool
+	peer    []byte // the PeerInfo's encoding
+}
+
+// appendEntry appends e as a GossipState's entries field.
+func appendEntry(b []byte, e stateEntry) []byte {
+	b = protowire.AppendTag(b, 1, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(entryWireSize(e)))
+	b = protowire.AppendTag(b, 1, protowire.Fixed64Type)
+	b = protowire.AppendFixed64(b, e.expires)
+	b = protowire.AppendTag(b, 2, protowire.BytesType)
+	b = protowire.AppendBytes(b, e.peer)
+	if e.left {
+		b = protowire.AppendTag(b, 3, protowire.VarintType)
+		b = protowire.AppendVarint(b, 1)
+	}
+	return b
+}
+
+// entryWireSize is the size of e's GossipEntry encoding.
+func entryWireSize(e stateEntry) int {
+	n := 1 + 8 + 1 + protowire.SizeBytes(len(e.peer))
+	if e.left {
+		n += 2
+	}
+	return n
+}
+
+// stateEntries is every entry, live or tombstone, as a push-pull sends it;
+// each entry's peer is encoded once per change, not once per push-pull.
+func (l *Leases) stateEntries() []stateEntry {
 	now := l.cfg.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.sweepLocked(now)
-	out := make([]*shoalv1.GossipEntry, 0, len(l.peers))
+	out := make([]stateEntry, 0, len(l.peers))
 	for _, e := range l.peers {
 		if e.wire == nil {
-			e.wire = peerToWire(e.Peer)
+			e.wire, _ = proto.Marshal(peerToWire(e.Peer))
 		}
-		out = append(out, &shoalv1.GossipEntry{ExpiresUnixMs: unixMs(e.Expires), Peer: e.wire, Left: e.Left})
+		out = append(out, stateEntry{id: e.ID, expires: unixMs(e.Expires), left: e.Left, peer: e.wire})
 	}
 	return out
+}
+
+// scanState reads a GossipState's entries, leaving each peer encoded but
+// for its id: a pushed table is mostly what the registry holds already,
+// and decoding all of it was most of a push-pull's garbage.
+func scanState(b []byte) ([]stateEntry, error) {
+	var out []stateEntry
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, protowire.ParseError(n)
+		}
+		b = b[n:]
+		if num != 1 || typ != protowire.BytesType {
+			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+				return nil, protowire.ParseError(n)
+			}
+			b = b[n:]
+			continue
+		}
+		v, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return nil, protowire.ParseError(n)
+		}
+		b = b[n:]
+		e, err := scanEntry(v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// scanEntry reads one GossipEntry and its peer's id.
+func scanEntry(b []byte) (stateEntry, error) {
+	var e stateEntry
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return e, protowire.ParseError(n)
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.Fixed64Type:
+			e.expires, n = protowire.ConsumeFixed64(b)
+		case num == 2 && typ == protowire.BytesType:
+			e.peer, n = protowire.ConsumeBytes(b)
+		case num == 3 && typ == protowire.VarintType:
+			var v uint64
+			v, n = protowire.ConsumeVarint(b)
+			e.left = v != 0
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return e, protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	for p := e.peer; len(p) > 0; { // PeerInfo's peer_id, field 1
+		num, typ, n := protowire.ConsumeTag(p)
+		if n < 0 {
+			return e, protowire.ParseError(n)
+		}
+		p = p[n:]
+		if num == 1 && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(p)
+			if n < 0 {
+				return e, protowire.ParseError(n)
+			}
+			e.id = string(v)
+			p = p[n:]
+			continue
+		}
+		if n = protowire.ConsumeFieldValue(num, typ, p); n < 0 {
+			return e, protowire.ParseError(n)
+		}
+		p = p[n:]
+	}
+	return e, nil
 }
 
 // Newer reports, for each (id, expires, left), whether an entry like it

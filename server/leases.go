@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/shoalnet/shoal/chunkstore"
-	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
 )
 
 // FileInfo identifies a file a peer holds.
@@ -120,9 +119,9 @@ type leaseEntry struct {
 	// gossiped is the expiry the other registries were last told of, for
 	// an entry announced here.
 	gossiped time.Time
-	// wire is the entry's peer as gossip sends it, made on the first
-	// push-pull after a change and shared (read-only) by later ones.
-	wire *shoalv1.PeerInfo
+	// wire is the entry's peer encoded as gossip sends it, made on the
+	// first push-pull after a change and shared (read-only) by later ones.
+	wire []byte
 }
 
 // entryBytes estimates the memory an entry costs the table, indexes

@@ -8,7 +8,7 @@
 // until the last downloader holds the whole file, their ratio, and the
 // client-server time N·F/u_s for comparison.
 //
-//	go run ./bench/swarm -n 1,4,8,16 -size 200 -rate 5
+//	go run ./bench/swarm -n 1,4,8,16,32 -size 200 -rate 5
 package main
 
 import (

@@ -255,18 +255,29 @@ func run(ctx context.Context, m *netlab.Main, c config) error {
 		return ctx.Err()
 	}
 
-	heal := time.Duration(-1)
+	heal, sampleHeal := time.Duration(-1), time.Duration(-1)
 	if c.partition > 0 {
 		fmt.Fprintf(os.Stderr, "partition: %d registries away for %v\n", c.cut, c.partition)
 		lab.Partition(lab.Hosts[:c.cut], lab.Hosts[c.cut:c.registries])
-		end := time.Now().Add(c.partition)
+		cutAt := time.Now()
+		end := cutAt.Add(c.partition)
 		for time.Now().Before(end) && ctx.Err() == nil {
 			b.snapshot(ctx, b.allRegs()) // counts violations on both sides
 			sleep(ctx, min(5*time.Second, time.Until(end)))
 		}
+		sample := b.changedDuring(cutAt, time.Now(), healSample)
 		lab.Heal()
 		healed := time.Now()
 		fmt.Fprintf(os.Stderr, "healed; waiting for agreement...\n")
+		// A full listing of every registry takes seconds a round at this
+		// scale: the entries that changed during the partition, looked up
+		// on every registry, time the heal finer.
+		for time.Since(healed) < 2*time.Minute && ctx.Err() == nil {
+			if b.sampleAgrees(ctx, sample, healed) {
+				sampleHeal = time.Since(healed)
+				break
+			}
+		}
 		for time.Since(healed) < 2*time.Minute && ctx.Err() == nil {
 			ok, _ := b.snapshot(ctx, b.allRegs())
 			if ok {
@@ -280,7 +291,7 @@ func run(ctx context.Context, m *netlab.Main, c config) error {
 	cpu1 := b.cpu()
 	cancel()
 	wg.Wait()
-	b.report(res, agreeSteady, roundsSteady, heal, cpu1-cpu0, wall)
+	b.report(res, agreeSteady, roundsSteady, heal, sampleHeal, cpu1-cpu0, wall)
 	for _, p := range b.procs { // a clean stop writes the profiles
 		p.Interrupt()
 	}
@@ -588,6 +599,65 @@ func (b *bench) violate(what string, own bool, late time.Duration) {
 	}
 }
 
+// healSample is how many entries changed during a partition are looked up
+// on every registry after it heals.
+const healSample = 300
+
+// changedDuring is up to n peers, at random, that announced for the first
+// time, left or went silent between from and to.
+func (b *bench) changedDuring(from, to time.Time, n int) []*peer {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []*peer
+	for _, p := range b.peers {
+		p.mu.Lock()
+		changed := p.firstOK.After(from) && p.firstOK.Before(to) || p.ended.After(from) && p.ended.Before(to)
+		p.mu.Unlock()
+		if changed {
+			out = append(out, p)
+		}
+	}
+	mrand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out[:min(n, len(out))]
+}
+
+// sampleAgrees looks every sampled peer up on every registry and reports
+// whether each is shown or not as the truth has it, counted from since:
+// a peer live since before then shown, one that left before then not. A
+// peer that changed again since is left out.
+func (b *bench) sampleAgrees(ctx context.Context, sample []*peer, since time.Time) bool {
+	var (
+		wg   sync.WaitGroup
+		bad  atomic.Int64
+		sent = time.Now()
+	)
+	for r := range b.regs {
+		wg.Go(func() {
+			for _, p := range sample {
+				p.mu.Lock()
+				must := p.ended.IsZero() && p.firstOK.Before(since)
+				mustNot := p.left && p.ended.Before(since)
+				p.mu.Unlock()
+				if !must && !mustNot {
+					continue
+				}
+				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				resp, err := b.regs[r].Lookup(cctx, &shoalv1.LookupRequest{File: &shoalv1.LookupRequest_ContentId{ContentId: p.file.String()}})
+				cancel()
+				shown := err == nil && len(resp.GetPeers()) > 0
+				if err != nil && status.Code(err) != codes.NotFound || must != shown {
+					bad.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if b.cfg.verbose {
+		fmt.Fprintf(os.Stderr, "%s sampled lookups: %d of %d x %d disagree (%v a round)\n", time.Now().Format("15:04:05.000"), bad.Load(), len(sample), len(b.regs), time.Since(sent).Round(time.Millisecond))
+	}
+	return bad.Load() == 0
+}
+
 // snapshot lists every peer each registry in regs shows (through the
 // peers' unique files), counts entries shown after their lease, and
 // reports whether all agree with the truth: every peer live for longer
@@ -730,7 +800,7 @@ func quantiles(ds []time.Duration) string {
 	return fmt.Sprintf("%.2f / %.2f / %.2f", q(0.5).Seconds(), q(0.99).Seconds(), s[len(s)-1].Seconds())
 }
 
-func (b *bench) report(res *results, agree, rounds int, heal, cpu time.Duration, wall time.Duration) {
+func (b *bench) report(res *results, agree, rounds int, heal, sampleHeal, cpu time.Duration, wall time.Duration) {
 	var rss int64
 	for _, p := range b.procs {
 		rss = max(rss, peakRSS(p.Pid()))
@@ -754,7 +824,12 @@ func (b *bench) report(res *results, agree, rounds int, heal, cpu time.Duration,
 		if heal >= 0 {
 			h = fmt.Sprintf("%.1f s", heal.Seconds())
 		}
-		fmt.Fprintf(tw, "agreement after a %v partition of %d\t%s\n", c.partition, c.cut, h)
+		fmt.Fprintf(tw, "agreement after a %v partition of %d, full listings\t%s\n", c.partition, c.cut, h)
+		h = "not within 2 min"
+		if sampleHeal >= 0 {
+			h = fmt.Sprintf("%.1f s", sampleHeal.Seconds())
+		}
+		fmt.Fprintf(tw, "  on up to %d entries changed during it, looked up\t%s\n", healSample, h)
 	}
 	fmt.Fprintf(tw, "registry peak RSS, largest (MiB)\t%.0f\n", float64(rss)/(1<<20))
 	fmt.Fprintf(tw, "registry CPU, mean of %d (%% of a core)\t%.1f\n", len(b.procs), 100*cpu.Seconds()/wall.Seconds()/float64(len(b.procs)))

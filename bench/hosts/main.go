@@ -201,10 +201,10 @@ func run(ctx context.Context, m *netlab.Main, c config) error {
 	}
 	fmt.Fprintf(os.Stderr, "%d registries serving; announcing %d peers...\n", c.registries, c.peers)
 
+	var wg sync.WaitGroup
+	defer wg.Wait() // after cancel: deferred calls run last first
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	start := time.Now()
 	sem := make(chan struct{}, 64)
 	var initial sync.WaitGroup

@@ -91,22 +91,13 @@ func TestSuperSeedRevealsEachChunkToOneClient(t *testing.T) {
 // send came for the idle time; not when the last chunk was revealed.
 func TestSuperSeedRevealsAllAfterEveryChunkWasSent(t *testing.T) {
 	const n = 4
-	s := newSuperSeed(2)
-	s.idle = time.Hour
-	id := chunkstore.ID{2}
-	_, a := s.subscribe(id, n, "a")
-	_, b := s.subscribe(id, n, "b")
+	s, id, a, b := twoClients(n)
 	s.mu.Lock()
 	if len(s.files[id].unassigned) != 0 {
 		t.Fatal("4 chunks not all revealed to 2 clients at 2 each")
 	}
-	var aHas []int
-	for i, h := range a.have {
-		if h {
-			aHas = append(aHas, i)
-		}
-	}
 	s.mu.Unlock()
+	aHas := revealed(s, a)
 	for _, i := range aHas {
 		s.sent(id, "a", i)
 	}
@@ -135,19 +126,8 @@ func TestSuperSeedRevealsAllAfterEveryChunkWasSent(t *testing.T) {
 // A client that leaves gives back what was revealed to it and not sent.
 func TestSuperSeedTakesBackALeaversChunks(t *testing.T) {
 	const n = 6
-	s := newSuperSeed(2)
-	s.idle = time.Hour
-	id := chunkstore.ID{3}
-	_, a := s.subscribe(id, n, "a")
-	_, b := s.subscribe(id, n, "b")
-	s.mu.Lock()
-	var aHas []int
-	for i, h := range a.have {
-		if h {
-			aHas = append(aHas, i)
-		}
-	}
-	s.mu.Unlock()
+	s, id, a, b := twoClients(n)
+	aHas := revealed(s, a)
 	s.unsubscribe(id, "a", a)
 	// b fetches what it is revealed until nothing is left.
 	sent := map[int]bool{}
@@ -172,4 +152,28 @@ func TestSuperSeedTakesBackALeaversChunks(t *testing.T) {
 			t.Errorf("chunk %d, revealed to a which left, never reached b", i)
 		}
 	}
+}
+
+// twoClients is a super-seeder of an n-chunk file that never reveals all
+// by itself, with clients a and b subscribed.
+func twoClients(n int) (s *superSeed, id chunkstore.ID, a, b *seedClient) {
+	s = newSuperSeed(2)
+	s.idle = time.Hour
+	id = chunkstore.ID{byte(n)}
+	_, a = s.subscribe(id, n, "a")
+	_, b = s.subscribe(id, n, "b")
+	return s, id, a, b
+}
+
+// revealed is the chunks revealed to c.
+func revealed(s *superSeed, c *seedClient) []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []int
+	for i, h := range c.have {
+		if h {
+			out = append(out, i)
+		}
+	}
+	return out
 }

@@ -8,7 +8,7 @@ import (
 )
 
 // A request to a peer far away asks for what it sends over two of its
-// request delays, past MaxBatch; a near peer's stays within MaxBatch.
+// round trips, past MaxBatch; a near peer's stays within MaxBatch.
 func TestBatchCoversTheRoundTrip(t *testing.T) {
 	const chunk, chunks = 1 << 20, 1024
 	hashes := make([][]byte, chunks)
@@ -28,7 +28,7 @@ func TestBatchCoversTheRoundTrip(t *testing.T) {
 	near.delay.Store(int64(200 * time.Microsecond))
 
 	if got, want := d.batchBytes(&far), int64(rate*0.2); got != want {
-		t.Errorf("far peer: a request of %d bytes, want %d (rate x 2 delays)", got, want)
+		t.Errorf("far peer: a request of %d bytes, want %d (rate x 2 round trips)", got, want)
 	}
 	if got, want := d.batchBytes(&near), int64(d.cfg.MaxBatch*chunk); got != want {
 		t.Errorf("near peer: a request of %d bytes, want MaxBatch's %d", got, want)

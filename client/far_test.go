@@ -20,7 +20,8 @@ type delayProxy struct {
 	mu       sync.Mutex
 	upstream string // set once the peer listens; guarded by mu
 	wg       sync.WaitGroup
-	conns    []net.Conn // closed with the proxy; guarded by mu
+	conns    []net.Conn    // closed with the proxy; guarded by mu
+	done     chan struct{} // closed with the proxy: held bytes are dropped
 }
 
 func newDelayProxy(t *testing.T, delay time.Duration) *delayProxy {
@@ -29,7 +30,7 @@ func newDelayProxy(t *testing.T, delay time.Duration) *delayProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &delayProxy{lis: lis, delay: delay}
+	p := &delayProxy{lis: lis, delay: delay, done: make(chan struct{})}
 	p.wg.Go(p.accept)
 	t.Cleanup(p.close)
 	return p
@@ -72,9 +73,16 @@ func (p *delayProxy) pipe(dst, src net.Conn) {
 	q := make(chan piece, 4096)
 	p.wg.Go(func() {
 		defer dst.Close()
+		hold := time.NewTimer(0)
+		defer hold.Stop()
 		for pc := range q {
-			if d := time.Until(pc.at); d > 0 {
-				time.Sleep(d) // the modelled link's delay, not a wait for state
+			hold.Reset(time.Until(pc.at)) // the modelled link's delay
+			select {
+			case <-hold.C:
+			case <-p.done:
+				for range q {
+				}
+				return
 			}
 			if _, err := dst.Write(pc.b); err != nil {
 				for range q {
@@ -100,6 +108,7 @@ func (p *delayProxy) pipe(dst, src net.Conn) {
 }
 
 func (p *delayProxy) close() {
+	close(p.done)
 	p.lis.Close()
 	p.mu.Lock()
 	for _, c := range p.conns {

@@ -24,10 +24,10 @@ type Throttle struct {
 // throttleStep is the most bytes taken from the bucket at once.
 const throttleStep = 32 << 10
 
-// throttleSlack is how long the bucket fills while its sender is not
-// waiting on it. It is no longer than a sender oversleeps on a busy
-// machine: with a bucket of 32 KiB, which a cap of 20 MiB/s fills in
-// 1.6 ms, a peer lost 8% of its cap to late timer wake-ups.
+// throttleSlack is how long the bucket fills while no sender waits on it:
+// enough to cover a sender's timer waking up late on a busy machine. With
+// a bucket of 32 KiB, which a cap of 20 MiB/s fills in 1.6 ms, a peer lost
+// 7.5% of its cap to late wake-ups.
 const throttleSlack = 50 * time.Millisecond
 
 // NewThrottle limits uploads to bytesPerSec; 0 or less means no limit.

@@ -12,9 +12,10 @@ import (
 )
 
 // superSeed reveals a seeder's chunks to each client a few at a time, each
-// chunk to one client only, until every chunk has been sent once and no
-// chunk has gone out for the first time for revealAllIdle; then it reveals
-// everything to everyone. A seeder's upload is a swarm's bottleneck: this
+// chunk to one client only, until every chunk has been revealed and no
+// chunk has gone out for the first time for revealAllIdle (in a working
+// swarm: every chunk was sent once); then it reveals everything to
+// everyone. A seeder's upload is a swarm's bottleneck: this
 // way it sends each chunk once and the downloaders, which serve what they
 // hold, spread it. Clients learn the revealed chunks from WatchHave and are
 // told the seeder is partial.
@@ -47,7 +48,6 @@ type seedFile struct {
 	unassigned []int                  // chunks not revealed to anyone yet, in random order
 	subs       map[string]*seedClient // by client address
 	sentOnce   []bool                 // chunks sent at least once
-	unsent     int                    // chunks never sent
 	allOut     bool                   // everything revealed to everyone
 	idle       *time.Timer            // reveals everything after revealAllIdle without a first send; nil until all were revealed
 }
@@ -77,7 +77,7 @@ func (s *superSeed) subscribe(id chunkstore.ID, n int, addr string) ([]bool, *se
 	defer s.mu.Unlock()
 	f := s.files[id]
 	if f == nil {
-		f = &seedFile{n: n, unassigned: rand.Perm(n), subs: map[string]*seedClient{}, sentOnce: make([]bool, n), unsent: n}
+		f = &seedFile{n: n, unassigned: rand.Perm(n), subs: map[string]*seedClient{}, sentOnce: make([]bool, n)}
 		s.files[id] = f
 	}
 	c := &seedClient{have: make([]bool, n), wake: make(chan []int, n+1)}
@@ -176,7 +176,6 @@ func (s *superSeed) sent(id chunkstore.ID, addr string, i int) {
 	}
 	if !f.sentOnce[i] {
 		f.sentOnce[i] = true
-		f.unsent--
 		if f.idle != nil {
 			f.idle.Reset(s.idle)
 		}

@@ -78,7 +78,7 @@ func main() {
 	flag.StringVar(&extra, "registry-flags", "", "extra flags for every registry, space-separated")
 	flag.BoolVar(&c.verbose, "v", false, "print each registry's disagreement")
 	flag.BoolVar(&c.check, "check", false, "exit 1 if an entry was shown after its lease or the registries did not agree again after the partition")
-	flag.StringVar(&c.profile, "profile", "", "write each registry's CPU profile to this folder (registry-N.prof)")
+	flag.StringVar(&c.profile, "profile", "", "write each registry's CPU and heap profiles to this folder (registry-N.prof, registry-N.heap)")
 	flag.StringVar(&c.logs, "logs", "", "write each registry's output to a file in this folder at the end")
 	flag.Parse()
 	c.extra = strings.Fields(extra)
@@ -183,7 +183,8 @@ func run(ctx context.Context, m *netlab.Main, c config) error {
 		}
 		if c.profile != "" {
 			os.MkdirAll(c.profile, 0o755)
-			args = append(args, "--cpuprofile", filepath.Join(c.profile, fmt.Sprintf("registry-%d.prof", i+1)))
+			args = append(args, "--cpuprofile", filepath.Join(c.profile, fmt.Sprintf("registry-%d.prof", i+1)),
+				"--memprofile", filepath.Join(c.profile, fmt.Sprintf("registry-%d.heap", i+1)))
 		}
 		args = append(args, c.extra...)
 		b.procs = append(b.procs, h.Start("registry "+h.Name, args...))

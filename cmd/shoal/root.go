@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"runtime/pprof"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -16,6 +14,7 @@ type globals struct {
 	logLevel  string
 	logFormat string
 	cpuProf   string
+	memProf   string
 	stdin     io.Reader
 	stdout    io.Writer
 	stderr    io.Writer
@@ -59,24 +58,16 @@ verifies every chunk, and resumes after a crash.`,
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format on stderr: text or json")
 	root.PersistentFlags().StringVar(&g.cpuProf, "cpuprofile", "", "write a Go CPU profile of the command to this file")
 	root.PersistentFlags().MarkHidden("cpuprofile")
+	root.PersistentFlags().StringVar(&g.memProf, "memprofile", "", "write Go heap profiles to this file (allocations over the run) and to this file .peak (in use when the heap was largest)")
+	root.PersistentFlags().MarkHidden("memprofile")
 	var stopProf func()
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {
 		if _, err := g.logger(); err != nil {
 			return err // a bad --log-level or --log-format, whether the command logs or not
 		}
-		if g.cpuProf == "" {
-			return nil
-		}
-		f, err := os.Create(g.cpuProf)
-		if err != nil {
-			return fmt.Errorf("--cpuprofile: %w", err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			f.Close()
-			return fmt.Errorf("--cpuprofile: %w", err)
-		}
-		stopProf = func() { pprof.StopCPUProfile(); f.Close() }
-		return nil
+		stop, err := startProfiles(g.cpuProf, g.memProf)
+		stopProf = stop
+		return err
 	}
 	root.PersistentPostRun = func(*cobra.Command, []string) {
 		if stopProf != nil {

@@ -73,9 +73,10 @@ type Config struct {
 	// page cache cost 5x the system time of the same bytes in 32 KiB
 	// writes (see NOTES in doc.go).
 	WriteSize int
-	// WritebackEvery starts the kernel writing the part file to disk
-	// every time this many bytes were written, so the fsync before the
-	// rename waits only for the tail. Default 64 MiB; negative: never.
+	// WritebackEvery flushes the part file to disk in the background
+	// (an fsync, one at a time) every time this many bytes were written,
+	// so the fsync before the rename waits only for the tail. Default
+	// 8 MiB; negative: never.
 	WritebackEvery int64
 	// PageCache writes through the page cache. By default, on Linux and
 	// for chunk sizes that are multiples of 4 KiB, chunks are written with
@@ -129,7 +130,7 @@ func (c Config) withDefaults() Config {
 		c.WriteSize = 32 << 10
 	}
 	if c.WritebackEvery == 0 {
-		c.WritebackEvery = 64 << 20
+		c.WritebackEvery = 8 << 20
 	}
 	if c.OpenPart == nil {
 		c.OpenPart = func(p string) (PartFile, error) { return os.OpenFile(p, partFlags, 0o644) }

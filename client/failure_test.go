@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -246,4 +247,59 @@ func TestMaxRateCapsTheDownload(t *testing.T) {
 	if took := time.Since(start); took < 1900*time.Millisecond {
 		t.Errorf("512 KiB at 256 KiB/s took %v; want at least 2 s", took)
 	}
+}
+
+// syncCounter is a part file counting its syncs; the first fails with
+// EIO when failFirst is set.
+type syncCounter struct {
+	*os.File
+	failFirst bool
+	syncs     atomic.Int32
+}
+
+func (f *syncCounter) Sync() error {
+	if f.syncs.Add(1) == 1 && f.failFirst {
+		return &os.PathError{Op: "sync", Path: f.Name(), Err: syscall.EIO}
+	}
+	return f.File.Sync()
+}
+
+// The part file is flushed to disk while the download goes on, every
+// WritebackEvery bytes, so the fsync before the rename has only the tail
+// to wait for.
+func TestPartFileIsSyncedAsItFills(t *testing.T) {
+	data, m := testFile(64) // 64 KiB in 1 KiB chunks
+	var part *syncCounter
+	cfg := client.Config{Peers: 1, WritebackEvery: 8 << 10, OpenPart: func(p string) (client.PartFile, error) {
+		f, err := os.Create(p)
+		part = &syncCounter{File: f}
+		return part, err
+	}}
+	out := filepath.Join(t.TempDir(), "out")
+	src := &funcSource{id: "p", fetch: serve(data, m)}
+	if _, err := client.NewDownload(cfg, &listDisc{m: m, srcs: []client.Source{src}}, out).Run(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	checkFile(t, out, data)
+	if n := part.syncs.Load(); n < 2 {
+		t.Errorf("%d syncs of the part file; want the final one and at least one while it filled", n)
+	}
+}
+
+// A sync that failed in the background fails the download, though the
+// final one succeeds: nothing is renamed into place that may not be on
+// disk.
+func TestBackgroundSyncFailureFailsTheDownload(t *testing.T) {
+	data, m := testFile(64)
+	cfg := client.Config{Peers: 1, WritebackEvery: 8 << 10, OpenPart: func(p string) (client.PartFile, error) {
+		f, err := os.Create(p)
+		return &syncCounter{File: f, failFirst: true}, err
+	}}
+	out := filepath.Join(t.TempDir(), "out")
+	src := &funcSource{id: "p", fetch: serve(data, m)}
+	_, err := client.NewDownload(cfg, &listDisc{m: m, srcs: []client.Source{src}}, out).Run(testCtx(t))
+	if !errors.Is(err, client.ErrDisk) || !errors.Is(err, syscall.EIO) {
+		t.Fatalf("got %v, want ErrDisk from the background sync's EIO", err)
+	}
+	noFile(t, out)
 }

@@ -25,7 +25,10 @@ type output struct {
 	have       []bool                       // chunks already verified in the part file
 	resumed    int64                        // their bytes
 	already    bool                         // OUT already holds exactly this file
-	unflushed  atomic.Int64                 // bytes written since writeback was last started
+	unflushed  atomic.Int64                 // bytes written since the last background sync started
+	syncing    atomic.Bool                  // a background sync is under way
+	syncs      sync.WaitGroup               // the background sync, waited for before f closes
+	syncErr    atomic.Pointer[error]        // the first background sync's failure
 	directFile *directWriter                // O_DIRECT handle, if opened; closed with the output
 	direct     atomic.Pointer[directWriter] // directFile while direct writes work, else nil
 }
@@ -137,9 +140,24 @@ func sameContents(ctx context.Context, path string, m *chunkstore.Manifest, work
 
 // write stores verified chunk bytes, given in pieces, from off on. Pieces
 // go out in batches of at most WriteSize bytes, several in one vectored
-// write where the file allows it, and writeback starts every
+// write where the file allows it; a background sync starts every
 // WritebackEvery bytes.
 func (o *output) write(pieces [][]byte, off int64) error {
+	if err := o.writeAt(pieces, off); err != nil {
+		return err
+	}
+	size := 0
+	for _, p := range pieces {
+		size += len(p)
+	}
+	if o.cfg.WritebackEvery > 0 && o.unflushed.Add(int64(size)) >= o.cfg.WritebackEvery && o.syncing.CompareAndSwap(false, true) {
+		o.unflushed.Store(0)
+		o.syncs.Go(o.backgroundSync)
+	}
+	return nil
+}
+
+func (o *output) writeAt(pieces [][]byte, off int64) error {
 	if w := o.direct.Load(); w != nil {
 		ok, err := w.write(pieces, off)
 		if ok {
@@ -153,15 +171,19 @@ func (o *output) write(pieces [][]byte, off int64) error {
 	if err := writePieces(o.f, pieces, off, o.cfg.WriteSize); err != nil {
 		return fmt.Errorf("write %s: %w", o.part, err)
 	}
-	size := 0
-	for _, p := range pieces {
-		size += len(p)
-	}
-	if o.cfg.WritebackEvery > 0 && o.unflushed.Add(int64(size)) >= o.cfg.WritebackEvery {
-		o.unflushed.Store(0)
-		startWriteback(o.f)
-	}
 	return nil
+}
+
+// backgroundSync flushes what was written so far to disk while the
+// download goes on: the fsync before the rename then waits for the last
+// WritebackEvery bytes only. Direct writes leave no dirty pages, but they
+// sit in the disk's write cache: on the VM measured, the final fsync of a
+// 1 GiB file written directly took 0.5 s. A failure is kept for commit.
+func (o *output) backgroundSync() {
+	defer o.syncing.Store(false)
+	if err := o.f.Sync(); err != nil {
+		o.syncErr.CompareAndSwap(nil, &err)
+	}
 }
 
 // writePieces writes pieces back to back from off on, in batches of at
@@ -230,6 +252,10 @@ func writeBatch(f PartFile, bufs [][]byte, off int64) error {
 // was written at its offset; with VerifyOutput the file is also read back
 // and hashed whole first.
 func (o *output) commit(ctx context.Context) error {
+	o.syncs.Wait()
+	if err := o.syncErr.Load(); err != nil {
+		return fmt.Errorf("%w: sync %s: %w", ErrDisk, o.part, *err)
+	}
 	if o.cfg.VerifyOutput && len(o.m.Hashes) > 0 {
 		if _, n := verifyChunks(ctx, o.f, o.m, o.cfg.VerifyWorkers); n != o.m.Size {
 			return fmt.Errorf("%w: %s does not match %s after writing", ErrDisk, o.part, o.m.ID)
@@ -270,6 +296,7 @@ func (o *output) commit(ctx context.Context) error {
 
 // close releases the part file if commit did not.
 func (o *output) close() {
+	o.syncs.Wait()
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.directFile != nil {

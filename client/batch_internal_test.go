@@ -1,6 +1,7 @@
 package client
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -46,5 +47,70 @@ func TestWindowsShareABudget(t *testing.T) {
 		if got := windowFor(tc.peers); got != tc.want {
 			t.Errorf("%d peers: window %d, want %d", tc.peers, got, tc.want)
 		}
+	}
+}
+
+// fakeProber answers round trips after rtt, or when the probe stops, and
+// records the windows it is given.
+type fakeProber struct {
+	connected, rtt time.Duration
+	windows        chan int32
+}
+
+func (f *fakeProber) connectTime() time.Duration { return f.connected }
+
+func (f *fakeProber) SetWindow(w int32) bool {
+	f.windows <- w
+	return true
+}
+
+func (f *fakeProber) RoundTrip(ctx context.Context) (time.Duration, error) {
+	t := time.NewTimer(f.rtt)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return f.rtt, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// A peer whose connection took longer than widenAfter to connect is
+// widened before its first round trip is timed; a round trip found short
+// moves it back.
+func TestSlowConnectWidensAtOnce(t *testing.T) {
+	d := &Download{cfg: Config{Peers: 5}.withDefaults()}
+	var p peerState
+	pr := &fakeProber{connected: 2 * widenAfter, rtt: time.Hour, windows: make(chan int32, 4)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); d.probe(ctx, &p, pr) }()
+	timeout := time.NewTimer(5 * time.Second)
+	defer timeout.Stop()
+	select {
+	case w := <-pr.windows:
+		if w != windowFor(5) {
+			t.Errorf("widened to %d, want %d", w, windowFor(5))
+		}
+	case <-timeout.C:
+		t.Error("not widened before its first round trip came back")
+	}
+	cancel() // the first round trip never comes back
+	<-done
+	if got := p.window.Load(); got != windowFor(5) {
+		t.Errorf("peer's window %d, want %d", got, windowFor(5))
+	}
+
+	// A round trip found short narrows it again.
+	var q peerState
+	pr = &fakeProber{connected: 2 * widenAfter, rtt: time.Millisecond, windows: make(chan int32, 4)}
+	d.probe(context.Background(), &q, pr)
+	close(pr.windows)
+	var got []int32
+	for w := range pr.windows {
+		got = append(got, w)
+	}
+	if len(got) != 2 || got[0] != windowFor(5) || got[1] != 0 {
+		t.Errorf("windows set %v, want [%d 0]: wide at once, narrow after a 1 ms round trip", got, windowFor(5))
 	}
 }

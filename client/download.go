@@ -88,6 +88,9 @@ func (d *Download) Run(ctx context.Context) (*Report, error) {
 	if d.tdis != nil {
 		return d.runTree(ctx)
 	}
+	if w, ok := d.disc.(interface{ closeWarm() }); ok {
+		defer w.closeWarm() // connections made ahead that no Discover took
+	}
 	m, err := d.disc.Manifest(ctx)
 	if err != nil {
 		return nil, err

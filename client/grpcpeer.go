@@ -87,6 +87,10 @@ type Peer struct {
 	lay      *layout
 	partial  bool              // registered as holding part of the file or tree
 	opts     []grpc.DialOption // how cc was dialed; nil if unknown: then it is not widened
+	// connected is how long cc took to connect (a round trip for the
+	// HTTP/2 handshake, plus TCP's and TLS's where they go as far), 0 if
+	// unknown: a first hint of the peer's distance.
+	connected time.Duration
 
 	mu     sync.Mutex
 	cc     *grpc.ClientConn   // new requests go here; guarded by mu
@@ -136,6 +140,8 @@ func (p *Peer) SetWindow(window int32) bool {
 	p.cc = cc
 	return true
 }
+
+func (p *Peer) connectTime() time.Duration { return p.connected }
 
 // Partial reports whether the peer registered as a partial holder.
 func (p *Peer) Partial() bool { return p.partial }

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 
 	"github.com/shoalnet/shoal/chunkstore"
 	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
@@ -25,8 +28,16 @@ type Registry struct {
 	// CallTimeout bounds each registry call and each manifest fetch.
 	// Default 10 s.
 	CallTimeout time.Duration
+	// Ahead is how many holders Manifest connects to while it fetches the
+	// manifest (from manifestHedge of them), for the first Discover to hand
+	// out: a far peer's connection costs a round trip, which this overlaps
+	// with the manifest's, and the manifest's own connections are kept.
+	// A download's Run closes those no Discover took; otherwise call Close.
+	// 0: none, the manifest's connections close once it is fetched.
+	Ahead int
 
 	mu     sync.Mutex
+	warm   []*warmPeer          // connected by Manifest, not yet handed out; guarded by mu
 	m      *chunkstore.Manifest // set by Manifest; guarded by mu
 	lay    *layout              // set by Manifest or Folder; guarded by mu
 	folder *Folder              // set by Folder; guarded by mu
@@ -96,7 +107,7 @@ func (r *Registry) Manifest(ctx context.Context) (*chunkstore.Manifest, error) {
 	if m != nil {
 		return m, nil
 	}
-	resp, err := r.lookup(ctx, r.Target, nil, manifestHedge)
+	resp, err := r.lookup(ctx, r.Target, nil, max(manifestHedge, r.Ahead))
 	if err != nil {
 		return nil, err
 	}
@@ -110,10 +121,17 @@ func (r *Registry) Manifest(ctx context.Context) (*chunkstore.Manifest, error) {
 	// A manifest message may be as large as the file's size implies, not
 	// only one chunk: 3.5 MB for 100 GiB.
 	limit := max(maxMessageBytes, chunkstore.WireBytes(int64(resp.GetFile().GetSize())))
-	m, err = fromHolders(ctx, r, resp, "manifest", func(ctx context.Context, addr string) (*chunkstore.Manifest, error) {
-		return r.fetchManifest(ctx, addr, id, limit)
+	r.warmUp(resp.GetPeers())
+	first := &shoalv1.LookupResponse{File: resp.GetFile(), Peers: resp.GetPeers()[:min(len(resp.GetPeers()), manifestHedge)]}
+	m, err = fromHolders(ctx, r, first, "manifest", func(ctx context.Context, addr string) (*chunkstore.Manifest, error) {
+		m, err := r.fetchManifest(ctx, addr, id, limit)
+		if err != nil && ctx.Err() == nil { // not cancelled because another answered
+			r.dropWarm(addr) // refused, unreachable or lying: not one to download from first
+		}
+		return m, err
 	})
 	if err != nil {
+		r.closeWarm()
 		return nil, err
 	}
 	r.mu.Lock()
@@ -198,11 +216,15 @@ func (r *Registry) dialOptions() []grpc.DialOption {
 }
 
 func (r *Registry) fetchManifest(ctx context.Context, addr string, id chunkstore.ID, limit int) (*chunkstore.Manifest, error) {
-	cc, err := grpc.NewClient(addr, r.dialOptions()...)
-	if err != nil {
-		return nil, fmt.Errorf("manifest from %s: %w: %w", addr, ErrUnreachable, err)
+	cc := r.warmConn(addr)
+	if cc == nil {
+		c, err := grpc.NewClient(addr, r.dialOptions()...)
+		if err != nil {
+			return nil, fmt.Errorf("manifest from %s: %w: %w", addr, ErrUnreachable, err)
+		}
+		defer c.Close()
+		cc = c
 	}
-	defer cc.Close()
 	ctx, cancel := context.WithTimeout(ctx, r.callTimeout())
 	defer cancel()
 	resp, err := shoalv1.NewPeerServiceClient(cc).GetManifest(ctx, &shoalv1.GetManifestRequest{File: &shoalv1.GetManifestRequest_ContentId{ContentId: id.String()}},
@@ -223,32 +245,146 @@ func (r *Registry) fetchManifest(ctx context.Context, addr string, id chunkstore
 // Discover returns up to limit holders not in exclude. When the registry
 // no longer knows the content id and Target is a name that now names
 // other contents, it fails with a NameChangedError.
+//
+// The first call hands out the holders Manifest connected to, and looks up
+// only the rest.
 func (r *Registry) Discover(ctx context.Context, exclude []string, limit int) ([]Source, error) {
-	resp, err := r.lookup(ctx, r.target(), exclude, limit)
+	r.mu.Lock()
+	lay, warm := r.lay, r.warm
+	r.warm = nil
+	r.mu.Unlock()
+	var out []Source
+	for _, w := range warm {
+		if len(out) == limit || slices.Contains(exclude, w.info.GetPeerId()) {
+			w.cc.Close()
+			continue
+		}
+		out = append(out, r.peer(w.info, w.cc, lay, time.Duration(w.ready.Load())))
+		exclude = append(slices.Clip(exclude), w.info.GetPeerId())
+	}
+	if len(out) == limit {
+		return out, nil
+	}
+	resp, err := r.lookup(ctx, r.target(), exclude, limit-len(out))
 	if errors.Is(err, ErrNotFound) {
 		if changed := r.renamed(ctx); changed != nil {
+			closeAll(out)
 			return nil, changed
 		}
 	}
 	if err != nil {
+		if len(out) > 0 {
+			return out, nil // these are enough to start with
+		}
 		return nil, err
 	}
-	r.mu.Lock()
-	lay := r.lay
-	r.mu.Unlock()
-	var out []Source
 	for _, p := range resp.GetPeers() {
 		cc, err := grpc.NewClient(p.GetAddress(), r.dialOptions()...)
 		if err != nil {
 			continue
 		}
-		partial := false
-		for _, f := range p.GetFiles() {
-			partial = partial || f.GetPartial()
-		}
-		out = append(out, &Peer{id: p.GetPeerId(), addr: p.GetAddress(), cc: cc, lay: lay, partial: partial, opts: r.dialOptions()})
+		out = append(out, r.peer(p, cc, lay, 0))
 	}
 	return out, nil
+}
+
+// peer is a Source for the holder p over cc; connected is how long cc took
+// to connect, 0 if unknown.
+func (r *Registry) peer(p *shoalv1.PeerInfo, cc *grpc.ClientConn, lay *layout, connected time.Duration) *Peer {
+	partial := false
+	for _, f := range p.GetFiles() {
+		partial = partial || f.GetPartial()
+	}
+	return &Peer{id: p.GetPeerId(), addr: p.GetAddress(), cc: cc, lay: lay, partial: partial, opts: r.dialOptions(), connected: connected}
+}
+
+func closeAll(srcs []Source) {
+	for _, s := range srcs {
+		s.Close()
+	}
+}
+
+// warmPeer is a holder connected to while the manifest is fetched.
+type warmPeer struct {
+	info  *shoalv1.PeerInfo
+	cc    *grpc.ClientConn
+	ready atomic.Int64 // time from dial to a ready connection, in ns; 0 until then
+}
+
+// warmUp starts connecting to holders, up to Ahead of them (at least
+// manifestHedge, none if Ahead is 0): the first Discover hands them out.
+func (r *Registry) warmUp(holders []*shoalv1.PeerInfo) {
+	if r.Ahead <= 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range holders[:min(len(holders), max(manifestHedge, r.Ahead))] {
+		cc, err := grpc.NewClient(p.GetAddress(), r.dialOptions()...)
+		if err != nil {
+			continue
+		}
+		w := &warmPeer{info: p, cc: cc}
+		r.warm = append(r.warm, w)
+		go w.timeConnect()
+	}
+}
+
+// timeConnect connects w and records how long that took; it gives up
+// after connectTimeout, or when w is closed.
+func (w *warmPeer) timeConnect() {
+	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+	defer cancel()
+	t0 := time.Now()
+	w.cc.Connect()
+	for s := w.cc.GetState(); s != connectivity.Ready; s = w.cc.GetState() {
+		if s == connectivity.Shutdown || !w.cc.WaitForStateChange(ctx, s) {
+			return
+		}
+	}
+	w.ready.Store(int64(max(1, time.Since(t0))))
+}
+
+// warmConn is the warm connection to addr, nil if none.
+func (r *Registry) warmConn(addr string) *grpc.ClientConn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, w := range r.warm {
+		if w.info.GetAddress() == addr {
+			return w.cc
+		}
+	}
+	return nil
+}
+
+// dropWarm closes the warm connection to addr, if any.
+func (r *Registry) dropWarm(addr string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.warm = slices.DeleteFunc(r.warm, func(w *warmPeer) bool {
+		if w.info.GetAddress() == addr {
+			w.cc.Close()
+			return true
+		}
+		return false
+	})
+}
+
+// Close closes the connections Manifest made ahead (see Ahead) that no
+// Discover took: call it when a Manifest is not followed by a download's
+// Run, which closes them itself. The Registry stays usable.
+func (r *Registry) Close() { r.closeWarm() }
+
+// closeWarm closes the warm connections not handed out: a download that
+// needs no peer (the file was complete) or failed before Discover.
+func (r *Registry) closeWarm() {
+	r.mu.Lock()
+	warm := r.warm
+	r.warm = nil
+	r.mu.Unlock()
+	for _, w := range warm {
+		w.cc.Close()
+	}
 }
 
 // renamed checks whether Target, a name, now names another content id.

@@ -314,6 +314,9 @@ func (d *Download) batchBytes(p *peerState) int64 {
 type prober interface {
 	RoundTrip(ctx context.Context) (time.Duration, error)
 	SetWindow(window int32) bool
+	// connectTime is how long its connection took to connect, 0 if
+	// unknown.
+	connectTime() time.Duration
 }
 
 // Round trips timed per peer, the shortest kept; the pause between two,
@@ -332,9 +335,17 @@ const (
 // loopback it waited 20 to 125 ms behind the connection's other stream.
 // Even health checks took 5 to 31 ms there (5 peers and the client on 2
 // cores), hence a few, apart.
+//
+// A peer whose connection took longer than widenAfter to connect is
+// widened before its first round trip is timed: that took a round trip
+// or more already.
 func (d *Download) probe(ctx context.Context, p *peerState, pr prober) {
 	var best time.Duration
 	wide := false
+	if pr.connectTime() > widenAfter && pr.SetWindow(windowFor(d.cfg.Peers)) {
+		p.window.Store(windowFor(d.cfg.Peers))
+		wide = true
+	}
 	for k := range probes {
 		if k > 0 {
 			t := time.NewTimer(probeGap)

@@ -130,6 +130,7 @@ func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
 	}
 	for attempt := 0; ; attempt++ {
 		reg := f.lookup(cc, dial, target)
+		defer reg.Close() // a download's Run closes them; an early return does not
 		m, err = reg.Manifest(ctx)
 		if attempt == 0 && isFolderTarget(target, err) {
 			return getFolder(ctx, g, target, f, cc, dial, err)
@@ -244,7 +245,7 @@ func (f *getFlags) connect() (*grpc.ClientConn, []grpc.DialOption, error) {
 
 // lookup finds target through the registry at cc.
 func (f *getFlags) lookup(cc *grpc.ClientConn, peers []grpc.DialOption, target string) *client.Registry {
-	return &client.Registry{Target: target, Conn: cc, DialOptions: peers, CallTimeout: f.timeout}
+	return &client.Registry{Target: target, Conn: cc, DialOptions: peers, CallTimeout: f.timeout, Ahead: f.peers}
 }
 
 // config is the download's configuration from the flags.

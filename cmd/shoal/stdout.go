@@ -23,6 +23,7 @@ func getToStdout(ctx context.Context, g *globals, target string, f getFlags) err
 	}
 	defer cc.Close()
 	reg := f.lookup(cc, dial, target)
+	defer reg.Close()
 	m, err := reg.Manifest(ctx)
 	if errors.Is(err, client.ErrIsFolder) {
 		return usageError{fmt.Errorf("%s is a folder: it cannot be written to stdout; use -o DIR", chunkstore.Clip(target))}

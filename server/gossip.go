@@ -698,19 +698,16 @@ func (g *Gossip) receive(msg []byte) {
 			g.queueEntry(e)
 		}
 	case gossipBatch:
-		var w shoalv1.GossipBatch
-		if proto.Unmarshal(msg[1:], &w) != nil {
+		// Scanned as a table is: a member coming back gets batches of
+		// everything that changed while it was away, from every member at
+		// once, and decoding them whole was most of a heal's peak memory.
+		entries, refreshes, err := scanBatch(msg[1:])
+		if err != nil {
 			return
 		}
-		in := make([]LeasedPeer, 0, len(w.GetEntries()))
-		for _, we := range w.GetEntries() {
-			if e, ok := g.entryFromWire(we); ok {
-				in = append(in, e)
-			}
-		}
-		g.leases.Merge(in)
-		for _, r := range w.GetRefreshes() {
-			g.leases.Extend(r.GetPeerId(), r.GetDigest(), g.learnedExpiry(r.GetExpiresUnixMs()))
+		g.mergeEntries(entries)
+		for _, r := range refreshes {
+			g.leases.Extend(r.id, r.digest, g.learnedExpiry(r.expires))
 		}
 	}
 }
@@ -749,8 +746,16 @@ func (g *Gossip) mergeState(buf []byte) {
 	if err != nil {
 		return
 	}
-	// Most of a table is what this registry holds already: only entries
-	// that could change it are decoded.
+	g.mergeEntries(entries)
+}
+
+// mergeEntries merges scanned entries of a table or batch. Most are what
+// this registry holds already: only entries that could change the table
+// are decoded.
+func (g *Gossip) mergeEntries(entries []stateEntry) {
+	if len(entries) == 0 {
+		return
+	}
 	ids, expires, left := make([]string, len(entries)), make([]time.Time, len(entries)), make([]bool, len(entries))
 	for i, e := range entries {
 		ids[i], expires[i], left[i] = e.id, g.learnedExpiry(e.expires), e.left

@@ -124,6 +124,77 @@ func scanState(b []byte) ([]stateEntry, error) {
 	return out, nil
 }
 
+// scannedRefresh is a GossipRefresh.
+type scannedRefresh struct {
+	id      string
+	digest  uint64
+	expires uint64 // Unix ms
+}
+
+// scanBatch reads a GossipBatch as scanState reads a table: its entries
+// (field 1, as a table's) with their peers left encoded, and its refreshes.
+func scanBatch(b []byte) ([]stateEntry, []scannedRefresh, error) {
+	entries, err := scanState(b) // skips the refreshes
+	if err != nil {
+		return nil, nil, err
+	}
+	var refreshes []scannedRefresh
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, nil, protowire.ParseError(n)
+		}
+		b = b[n:]
+		if num != 2 || typ != protowire.BytesType {
+			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+				return nil, nil, protowire.ParseError(n)
+			}
+			b = b[n:]
+			continue
+		}
+		v, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return nil, nil, protowire.ParseError(n)
+		}
+		b = b[n:]
+		r, err := scanRefresh(v)
+		if err != nil {
+			return nil, nil, err
+		}
+		refreshes = append(refreshes, r)
+	}
+	return entries, refreshes, nil
+}
+
+// scanRefresh reads one GossipRefresh.
+func scanRefresh(b []byte) (scannedRefresh, error) {
+	var r scannedRefresh
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return r, protowire.ParseError(n)
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.Fixed64Type:
+			r.expires, n = protowire.ConsumeFixed64(b)
+		case num == 2 && typ == protowire.BytesType:
+			var v []byte
+			v, n = protowire.ConsumeBytes(b)
+			r.id = string(v)
+		case num == 3 && typ == protowire.Fixed64Type:
+			r.digest, n = protowire.ConsumeFixed64(b)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return r, protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return r, nil
+}
+
 // scanEntry reads one GossipEntry and its peer's id.
 func scanEntry(b []byte) (stateEntry, error) {
 	var e stateEntry

@@ -97,29 +97,13 @@ func (l *Leases) stateEntries() []stateEntry {
 // and decoding all of it was most of a push-pull's garbage.
 func scanState(b []byte) ([]stateEntry, error) {
 	var out []stateEntry
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return nil, protowire.ParseError(n)
-		}
-		b = b[n:]
-		if num != 1 || typ != protowire.BytesType {
-			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-				return nil, protowire.ParseError(n)
-			}
-			b = b[n:]
-			continue
-		}
-		v, n := protowire.ConsumeBytes(b)
-		if n < 0 {
-			return nil, protowire.ParseError(n)
-		}
-		b = b[n:]
+	err := eachMessage(b, 1, func(v []byte) error {
 		e, err := scanEntry(v)
-		if err != nil {
-			return nil, err
-		}
 		out = append(out, e)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -139,31 +123,43 @@ func scanBatch(b []byte) ([]stateEntry, []scannedRefresh, error) {
 		return nil, nil, err
 	}
 	var refreshes []scannedRefresh
+	err = eachMessage(b, 2, func(v []byte) error {
+		r, err := scanRefresh(v)
+		refreshes = append(refreshes, r)
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return entries, refreshes, nil
+}
+
+// eachMessage calls fn with each length-delimited field numbered field of
+// the message b, in order, skipping the other fields, until fn fails.
+func eachMessage(b []byte, field protowire.Number, fn func([]byte) error) error {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return nil, nil, protowire.ParseError(n)
+			return protowire.ParseError(n)
 		}
 		b = b[n:]
-		if num != 2 || typ != protowire.BytesType {
+		if num != field || typ != protowire.BytesType {
 			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-				return nil, nil, protowire.ParseError(n)
+				return protowire.ParseError(n)
 			}
 			b = b[n:]
 			continue
 		}
 		v, n := protowire.ConsumeBytes(b)
 		if n < 0 {
-			return nil, nil, protowire.ParseError(n)
+			return protowire.ParseError(n)
 		}
 		b = b[n:]
-		r, err := scanRefresh(v)
-		if err != nil {
-			return nil, nil, err
+		if err := fn(v); err != nil {
+			return err
 		}
-		refreshes = append(refreshes, r)
 	}
-	return entries, refreshes, nil
+	return nil
 }
 
 // scanRefresh reads one GossipRefresh.

@@ -114,3 +114,22 @@ func TestSlowConnectWidensAtOnce(t *testing.T) {
 		t.Errorf("windows set %v, want [%d 0]: wide at once, narrow after a 1 ms round trip", got, windowFor(5))
 	}
 }
+
+// A request's rate leaves out the peer's round trip, at most half the
+// request's time: a far peer's first small requests measure its sending,
+// not its distance.
+func TestRateLeavesOutTheRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		got       int64
+		el, delay time.Duration
+		want      int64
+	}{
+		{100 << 20, time.Second, 0, 100 << 20},                                           // near: all of the time
+		{90 << 20, time.Second, 100 * time.Millisecond, 100 << 20},                       // far: the round trip left out
+		{1 << 20, 120 * time.Millisecond, 100 * time.Millisecond, (1 << 20) * 1000 / 60}, // at most half the time
+	} {
+		if got := rateOf(tc.got, tc.el, tc.delay); got != tc.want {
+			t.Errorf("%d bytes in %v, %v away: rate %d, want %d", tc.got, tc.el, tc.delay, got, tc.want)
+		}
+	}
+}

@@ -309,6 +309,16 @@ func (d *Download) batchBytes(p *peerState) int64 {
 	return max(1, min(n, max(int64(d.cfg.MaxBatch)*most, ahead)))
 }
 
+// rateOf is a peer's sending rate from a request that delivered got bytes
+// in el: the peer's round trip (up to half of el) is taken off, since no
+// byte can come back before it. Without that a far peer's small first
+// requests measured mostly the distance, and each request asked for a
+// few times the last one: a request's worth per round trip, slowly.
+func rateOf(got int64, el, delay time.Duration) int64 {
+	el -= min(delay, el/2)
+	return int64(float64(got) / el.Seconds())
+}
+
 // prober is a source whose round trip can be timed and whose connection
 // can be given wider flow-control windows (a gRPC Peer).
 type prober interface {
@@ -418,7 +428,7 @@ func (d *Download) fetch(ctx context.Context, p *peerState, req *request) error 
 		}
 		got += int64(size)
 		if el := time.Since(started); el > 20*time.Millisecond {
-			p.rate.Store(int64(float64(got) / el.Seconds()))
+			p.rate.Store(rateOf(got, el, time.Duration(p.delay.Load())))
 		}
 		p.delivered()
 		if !s.claim(i) {

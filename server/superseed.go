@@ -101,6 +101,12 @@ func (s *superSeed) unsubscribe(id chunkstore.ID, addr string, c *seedClient) {
 		return
 	}
 	delete(f.subs, addr)
+	if len(f.subs) == 0 && f.idle != nil {
+		// No one left to reveal to (the service stopping ends every
+		// feed): the next subscriber arms it again.
+		f.idle.Stop()
+		f.idle = nil
+	}
 	if f.allOut {
 		return
 	}

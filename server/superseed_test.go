@@ -178,3 +178,35 @@ func revealed(s *superSeed, c *seedClient) []int {
 	}
 	return out
 }
+
+// The reveal-all timer stops when the last client leaves (as every feed
+// does when the service stops), and the next client arms it again.
+func TestSuperSeedIdleTimerStopsWithTheLastClient(t *testing.T) {
+	const n = 4 // two clients, two reveals each: all revealed, timer armed
+	s, id, a, b := twoClients(n)
+	armed := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.files[id].idle != nil
+	}
+	if !armed() {
+		t.Fatal("every chunk revealed, but no reveal-all timer")
+	}
+	for addr, c := range map[string]*seedClient{"a": a, "b": b} {
+		for _, i := range revealed(s, c) {
+			s.sent(id, addr, i) // sent once: not handed back when the client leaves
+		}
+	}
+	s.unsubscribe(id, "a", a)
+	if !armed() {
+		t.Fatal("timer stopped while a client is left")
+	}
+	s.unsubscribe(id, "b", b)
+	if armed() {
+		t.Fatal("timer still armed with no client left")
+	}
+	s.subscribe(id, n, "c")
+	if !armed() {
+		t.Fatal("a new client after all were revealed did not arm the timer again")
+	}
+}

@@ -41,7 +41,11 @@
 // MiB each) for its later requests. A window of W holds a peer to W per
 // round trip: 4 MiB over 100 ms is 40 MB/s. Waits for a request's first
 // chunk are no measure of distance: on a busy loopback they were up to
-// 125 ms behind the connection's other stream.
+// 125 ms behind the connection's other stream. A peer connected while the
+// manifest was fetched (Registry.Ahead) and slower than 50 ms to connect
+// is widened at once. A request's rate leaves out the peer's round trip
+// (at most half the request's time), so a far peer's first small requests
+// measure its sending, not its distance, and the next ones grow to match.
 //
 // Stalls. A request that delivers no chunk for Config.StallTimeout is
 // cancelled and its peer dropped. The timeout must exceed one chunk's time

@@ -133,3 +133,26 @@ func TestRateLeavesOutTheRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// Before a peer's rate is known a request holds two chunks, and at least
+// firstBatch: a small file's 16 KiB chunks would cost a far peer round
+// trips for a few KiB each.
+func TestFirstRequestHoldsAtLeastFirstBatch(t *testing.T) {
+	for _, tc := range []struct {
+		chunk, chunks int
+		want          int64
+	}{{16 << 10, 64, firstBatch}, {1 << 20, 64, 2 << 20}} {
+		hashes := make([][]byte, tc.chunks)
+		for i := range hashes {
+			hashes[i] = make([]byte, 32)
+		}
+		m, err := chunkstore.NewManifest("f", uint64(tc.chunk*tc.chunks), uint32(tc.chunk), hashes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := &Download{cfg: Config{}.withDefaults(), lay: fileLayout(m)}
+		if got := d.batchBytes(&peerState{}); got != tc.want {
+			t.Errorf("chunks of %d bytes, no rate yet: a request of %d bytes, want %d", tc.chunk, got, tc.want)
+		}
+	}
+}

@@ -286,7 +286,7 @@ const batchUnit = 64 << 10
 
 // batchBytes is how many bytes of chunks a request to p should hold:
 // BatchTarget of work at p's measured rate, plus what p sends in two of
-// its round trips (see probe); two of the largest chunks before a rate is known; at most
+// its round trips (see probe); two of the largest chunks (at least firstBatch, within MaxBatch) before a rate is known; at most
 // MaxBatch of them (for a folder, each counted as at least batchUnit), or
 // the two round trips' worth if more. Counted in bytes, a request holds a few
 // of a large file's chunks or many small files (up to maxTreeBatch chunks).
@@ -302,7 +302,7 @@ func (d *Download) batchBytes(p *peerState) int64 {
 	}
 	rate := p.rate.Load()
 	if rate == 0 {
-		return 2 * most
+		return max(2*most, min(firstBatch, int64(d.cfg.MaxBatch)*most))
 	}
 	ahead := rate * 2 * p.delay.Load() / int64(time.Second)
 	n := rate*int64(d.cfg.BatchTarget)/int64(time.Second) + ahead
@@ -318,6 +318,11 @@ func rateOf(got int64, el, delay time.Duration) int64 {
 	el -= min(delay, el/2)
 	return int64(float64(got) / el.Seconds())
 }
+
+// firstBatch is the least a request holds before the peer's rate is
+// known: two chunks of a small file are a few KiB, and a far peer would
+// spend its first round trips on them.
+const firstBatch = 256 << 10
 
 // prober is a source whose round trip can be timed and whose connection
 // can be given wider flow-control windows (a gRPC Peer).

@@ -137,27 +137,40 @@ func scanBatch(b []byte) ([]stateEntry, []scannedRefresh, error) {
 // eachMessage calls fn with each length-delimited field numbered field of
 // the message b, in order, skipping the other fields, until fn fails.
 func eachMessage(b []byte, field protowire.Number, fn func([]byte) error) error {
+	return eachField(b, func(num protowire.Number, typ protowire.Type, b []byte) (int, error) {
+		if num != field || typ != protowire.BytesType {
+			return 0, nil
+		}
+		v, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return n, nil
+		}
+		return n, fn(v)
+	})
+}
+
+// eachField walks the fields of the message b: fn reads the value of field
+// num, of wire type typ, at the start of b and returns its length (a
+// protowire error code if negative), or 0 to have it skipped. The walk
+// stops at a malformed field or at fn's error.
+func eachField(b []byte, fn func(num protowire.Number, typ protowire.Type, b []byte) (int, error)) error {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
 			return protowire.ParseError(n)
 		}
 		b = b[n:]
-		if num != field || typ != protowire.BytesType {
-			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-				return protowire.ParseError(n)
-			}
-			b = b[n:]
-			continue
+		n, err := fn(num, typ, b)
+		if err != nil {
+			return err
 		}
-		v, n := protowire.ConsumeBytes(b)
+		if n == 0 {
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
 		if n < 0 {
 			return protowire.ParseError(n)
 		}
 		b = b[n:]
-		if err := fn(v); err != nil {
-			return err
-		}
 	}
 	return nil
 }
@@ -165,12 +178,7 @@ func eachMessage(b []byte, field protowire.Number, fn func([]byte) error) error 
 // scanRefresh reads one GossipRefresh.
 func scanRefresh(b []byte) (scannedRefresh, error) {
 	var r scannedRefresh
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return r, protowire.ParseError(n)
-		}
-		b = b[n:]
+	err := eachField(b, func(num protowire.Number, typ protowire.Type, b []byte) (n int, _ error) {
 		switch {
 		case num == 1 && typ == protowire.Fixed64Type:
 			r.expires, n = protowire.ConsumeFixed64(b)
@@ -180,26 +188,16 @@ func scanRefresh(b []byte) (scannedRefresh, error) {
 			r.id = string(v)
 		case num == 3 && typ == protowire.Fixed64Type:
 			r.digest, n = protowire.ConsumeFixed64(b)
-		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
 		}
-		if n < 0 {
-			return r, protowire.ParseError(n)
-		}
-		b = b[n:]
-	}
-	return r, nil
+		return n, nil
+	})
+	return r, err
 }
 
 // scanEntry reads one GossipEntry and its peer's id.
 func scanEntry(b []byte) (stateEntry, error) {
 	var e stateEntry
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return e, protowire.ParseError(n)
-		}
-		b = b[n:]
+	err := eachField(b, func(num protowire.Number, typ protowire.Type, b []byte) (n int, _ error) {
 		switch {
 		case num == 1 && typ == protowire.Fixed64Type:
 			e.expires, n = protowire.ConsumeFixed64(b)
@@ -209,35 +207,18 @@ func scanEntry(b []byte) (stateEntry, error) {
 			var v uint64
 			v, n = protowire.ConsumeVarint(b)
 			e.left = v != 0
-		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
 		}
-		if n < 0 {
-			return e, protowire.ParseError(n)
-		}
-		b = b[n:]
+		return n, nil
+	})
+	if err != nil {
+		return e, err
 	}
-	for p := e.peer; len(p) > 0; { // PeerInfo's peer_id, field 1
-		num, typ, n := protowire.ConsumeTag(p)
-		if n < 0 {
-			return e, protowire.ParseError(n)
-		}
-		p = p[n:]
-		if num == 1 && typ == protowire.BytesType {
-			v, n := protowire.ConsumeBytes(p)
-			if n < 0 {
-				return e, protowire.ParseError(n)
-			}
-			e.id = string(v)
-			p = p[n:]
-			continue
-		}
-		if n = protowire.ConsumeFieldValue(num, typ, p); n < 0 {
-			return e, protowire.ParseError(n)
-		}
-		p = p[n:]
-	}
-	return e, nil
+	// PeerInfo's peer_id, field 1; the last one, as protobuf decodes it.
+	err = eachMessage(e.peer, 1, func(v []byte) error {
+		e.id = string(v)
+		return nil
+	})
+	return e, err
 }
 
 // Newer reports, for each (id, expires, left), whether an entry like it

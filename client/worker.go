@@ -286,10 +286,11 @@ const batchUnit = 64 << 10
 
 // batchBytes is how many bytes of chunks a request to p should hold:
 // BatchTarget of work at p's measured rate, plus what p sends in two of
-// its round trips (see probe); two of the largest chunks (at least firstBatch, within MaxBatch) before a rate is known; at most
-// MaxBatch of them (for a folder, each counted as at least batchUnit), or
-// the two round trips' worth if more. Counted in bytes, a request holds a few
-// of a large file's chunks or many small files (up to maxTreeBatch chunks).
+// its round trips (see probe); before a rate is known, two of the largest
+// chunks, at least firstBatch within MaxBatch. At most MaxBatch chunks
+// (for a folder, each counted as at least batchUnit), or the two round
+// trips' worth if more. Counted in bytes, a request holds a few of a large
+// file's chunks or many small files (up to maxTreeBatch chunks).
 //
 // The round-trip term keeps a peer far away busy: with a round trip of 100 ms,
 // a peer sending 400 MB/s idles unless 40 MB more are asked for before a
@@ -357,9 +358,21 @@ const (
 func (d *Download) probe(ctx context.Context, p *peerState, pr prober) {
 	var best time.Duration
 	wide := false
-	if pr.connectTime() > widenAfter && pr.SetWindow(windowFor(d.cfg.Peers)) {
-		p.window.Store(windowFor(d.cfg.Peers))
-		wide = true
+	// widen moves p to a wide window (far) or back; false if it cannot.
+	widen := func(far bool) bool {
+		window := int32(0)
+		if far {
+			window = windowFor(d.cfg.Peers)
+		}
+		if !pr.SetWindow(window) {
+			return false
+		}
+		p.window.Store(window)
+		wide = far
+		return true
+	}
+	if pr.connectTime() > widenAfter {
+		widen(true)
 	}
 	for k := range probes {
 		if k > 0 {
@@ -381,16 +394,8 @@ func (d *Download) probe(ctx context.Context, p *peerState, pr prober) {
 			best = rtt
 		}
 		p.delay.Store(int64(best))
-		if far := best > widenAfter; far != wide {
-			window := int32(0)
-			if far {
-				window = windowFor(d.cfg.Peers)
-			}
-			if !pr.SetWindow(window) {
-				return
-			}
-			p.window.Store(window)
-			wide = far
+		if far := best > widenAfter; far != wide && !widen(far) {
+			return
 		}
 	}
 }

@@ -273,12 +273,16 @@ func run(ctx context.Context, m *netlab.Main, c config) error {
 		// A full listing of every registry takes seconds a round at this
 		// scale: the entries that changed during the partition, looked up
 		// on every registry, time the heal finer.
-		for time.Since(healed) < 2*time.Minute && ctx.Err() == nil {
-			if b.sampleAgrees(ctx, sample, healed) {
+		// A round's lookups share the 2 minutes: a registry that never
+		// answers costs a timeout per lookup, 300 of them.
+		sctx, scancel := context.WithDeadline(ctx, healed.Add(2*time.Minute))
+		for sctx.Err() == nil {
+			if b.sampleAgrees(sctx, sample, healed) && sctx.Err() == nil {
 				sampleHeal = time.Since(healed)
 				break
 			}
 		}
+		scancel()
 		for time.Since(healed) < 2*time.Minute && ctx.Err() == nil {
 			ok, _ := b.snapshot(ctx, b.allRegs())
 			if ok {

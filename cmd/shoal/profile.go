@@ -9,12 +9,13 @@ import (
 )
 
 // startProfiles starts the profiles the hidden --cpuprofile and
-// --memprofile flags ask for; stop writes them.
+// --memprofile flags ask for; stop writes them. On an error nothing is
+// left running.
 //
 // The heap profile is written twice: at the end with every allocation of
-// the run (pprof's alloc_space), and as mem.peak each time the heap in use
-// live after a GC reaches a new high (10% over the last written), since what a long-lived
-// registry holds at its peak is gone by the time it stops.
+// the run (pprof's alloc_space), and as mem.peak each time the live heap
+// after a GC reaches a new high (10% over the last written), since what a
+// long-lived registry holds at its peak is gone by the time it stops.
 func startProfiles(cpu, mem string) (stop func(), err error) {
 	var stops []func()
 	stop = func() {
@@ -25,18 +26,19 @@ func startProfiles(cpu, mem string) (stop func(), err error) {
 	if cpu != "" {
 		f, err := os.Create(cpu)
 		if err != nil {
-			return stop, fmt.Errorf("--cpuprofile: %w", err)
+			return nil, fmt.Errorf("--cpuprofile: %w", err)
 		}
 		if err := pprof.StartCPUProfile(f); err != nil {
 			f.Close()
-			return stop, fmt.Errorf("--cpuprofile: %w", err)
+			return nil, fmt.Errorf("--cpuprofile: %w", err)
 		}
 		stops = append(stops, func() { pprof.StopCPUProfile(); f.Close() })
 	}
 	if mem != "" {
 		f, err := os.Create(mem)
 		if err != nil {
-			return stop, fmt.Errorf("--memprofile: %w", err)
+			stop()
+			return nil, fmt.Errorf("--memprofile: %w", err)
 		}
 		done := make(chan struct{})
 		ended := make(chan struct{})

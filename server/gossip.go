@@ -130,7 +130,11 @@ type Gossip struct {
 	// stateMu lets one push-pull encode or merge a whole table at a time:
 	// a healing partition brings many at once, and each costs a table's
 	// size in memory.
-	stateMu sync.Mutex
+	stateMu   sync.Mutex
+	shared    []byte      // the last table encoded, for stateReuse; guarded by stateMu
+	sharedAt  time.Time   // when shared was encoded; guarded by stateMu
+	lastState int         // the last table's size, in bytes; guarded by stateMu
+	unshare   *time.Timer // lets shared go after stateReuse; guarded by stateMu
 
 	mu      sync.Mutex
 	pending map[string]*entryBroadcast // queued full entries by peer id; guarded by mu
@@ -247,8 +251,20 @@ func NewGossip(cfg GossipConfig, listen, grpcAddr string, leases *Leases, dial [
 	mc.Events = (*gossipEvents)(g)
 	mc.Logger = log.New(memberlistLog{logger}, "", 0)
 	g.queue = &memberlist.TransmitLimitedQueue{NumNodes: func() int { return g.ml.NumMembers() }, RetransmitMult: mc.RetransmitMult}
+	tr, err := newStreamLimit(mc.BindAddr, mc.BindPort, inboundStreams, mc.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("gossip on %s: %w", cfg.Bind, err)
+	}
+	mc.Transport = tr
+	if mc.BindPort == 0 {
+		mc.BindPort = tr.GetAutoBindPort()
+		if cfg.Advertise == "" || mc.AdvertisePort == 0 {
+			mc.AdvertisePort = mc.BindPort
+		}
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		tr.Shutdown()
 		return nil, fmt.Errorf("gossip on %s: %w", cfg.Bind, err)
 	}
 	g.ml = ml
@@ -712,26 +728,43 @@ func (g *Gossip) receive(msg []byte) {
 	}
 }
 
-// state is the table for a push-pull, within MaxState bytes: a
-// GossipState, encoded from each entry's cached encoding.
+// stateReuse is how long a push-pull's table is handed to the next ones:
+// when a partition heals several run at once, and each encoded its own
+// copy, which memberlist then held while it sent it. A table that much
+// older is brought up to date by the batches that follow it.
+const stateReuse = time.Second
+
+// state is the table for a push-pull, within MaxState bytes (a random
+// sample beyond): a GossipState. Read-only once returned.
 func (g *Gossip) state() []byte {
 	g.stateMu.Lock()
 	defer g.stateMu.Unlock()
-	entries := g.leases.stateEntries()
-	mrand.Shuffle(len(entries), func(i, j int) { entries[i], entries[j] = entries[j], entries[i] })
-	size := 0
-	for k, e := range entries {
+	if g.shared != nil && time.Since(g.sharedAt) < stateReuse {
+		return g.shared
+	}
+	peers := g.leases.statePeers()
+	mrand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
+	b := make([]byte, 0, min(g.cfg.MaxState, g.lastState+g.lastState/8))
+	var peer []byte
+	for _, p := range peers {
+		peer, _ = proto.MarshalOptions{}.MarshalAppend(peer[:0], peerToWire(p.Peer))
+		e := stateEntry{expires: unixMs(p.Expires), left: p.Left, peer: peer}
 		n := entryWireSize(e)
-		n += 1 + protowire.SizeVarint(uint64(n))
-		if size+n > g.cfg.MaxState {
-			entries = entries[:k]
+		if len(b)+1+protowire.SizeVarint(uint64(n))+n > g.cfg.MaxState {
 			break
 		}
-		size += n
-	}
-	b := make([]byte, 0, size)
-	for _, e := range entries {
 		b = appendEntry(b, e)
+	}
+	g.lastState = len(b)
+	g.shared, g.sharedAt = b, time.Now()
+	if g.unshare == nil {
+		g.unshare = time.AfterFunc(stateReuse, func() {
+			g.stateMu.Lock()
+			g.shared = nil
+			g.stateMu.Unlock()
+		})
+	} else {
+		g.unshare.Reset(stateReuse)
 	}
 	return b
 }

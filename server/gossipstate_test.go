@@ -1,6 +1,8 @@
 package server
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -143,5 +145,71 @@ func TestBatchScanRoundTrips(t *testing.T) {
 	}
 	if e := entries[1]; e.id != "b" || !e.left {
 		t.Errorf("second entry scanned as %q left=%v", e.id, e.left)
+	}
+}
+
+// Push-pulls within stateReuse of each other share one encoded table; a
+// later one encodes the table as it is then, within MaxState.
+func TestStateIsSharedBriefly(t *testing.T) {
+	l, _ := newTestLeases(LeaseConfig{})
+	mustAnnounce(t, l, testPeer(1, 1))
+	g := &Gossip{cfg: GossipConfig{MaxState: 1 << 20}, leases: l}
+	count := func(b []byte) int {
+		t.Helper()
+		var st shoalv1.GossipState
+		if err := proto.Unmarshal(b, &st); err != nil {
+			t.Fatal(err)
+		}
+		return len(st.GetEntries())
+	}
+	first := g.state()
+	mustAnnounce(t, l, testPeer(2, 2))
+	if again := g.state(); &again[0] != &first[0] || count(again) != 1 {
+		t.Fatalf("a push-pull right after another encoded its own table (%d entries)", count(again))
+	}
+	g.stateMu.Lock()
+	g.sharedAt = g.sharedAt.Add(-stateReuse)
+	g.stateMu.Unlock()
+	if later := g.state(); count(later) != 2 {
+		t.Fatalf("a later push-pull's table holds %d entries, want 2", count(later))
+	}
+	for n := 3; n <= 40; n++ {
+		mustAnnounce(t, l, testPeer(n, n))
+	}
+	g.stateMu.Lock()
+	g.shared, g.cfg.MaxState = nil, 1000
+	g.stateMu.Unlock()
+	small := g.state()
+	if len(small) > 1000 || count(small) == 0 || count(small) == 40 {
+		t.Fatalf("a table within 1000 bytes: %d bytes, %d of 40 entries", len(small), count(small))
+	}
+}
+
+// A file's holders stay a set through adds and removes, past the size
+// where they gain an index and back.
+func TestHoldersPastSmallHolders(t *testing.T) {
+	h := &holders{}
+	want := map[string]bool{}
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for step := range 2000 {
+		id := fmt.Sprint("p", rnd.IntN(3*smallHolders))
+		if rnd.IntN(2) == 0 {
+			h.add(id)
+			want[id] = true
+		} else {
+			h.remove(id)
+			delete(want, id)
+		}
+		if len(h.ids) != len(want) {
+			t.Fatalf("step %d: %d holders, want %d", step, len(h.ids), len(want))
+		}
+		for i, id := range h.ids {
+			if !want[id] || h.index(id) != i {
+				t.Fatalf("step %d: holder %q at %d, indexed at %d", step, id, i, h.index(id))
+			}
+		}
+	}
+	if h.pos == nil {
+		t.Fatal("the holders never gained an index")
 	}
 }

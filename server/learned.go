@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 )
 
 // Entries registries gossip: the table out, learned entries in, under the
@@ -75,19 +74,17 @@ func entryWireSize(e stateEntry) int {
 	return n
 }
 
-// stateEntries is every entry, live or tombstone, as a push-pull sends it;
-// each entry's peer is encoded once per change, not once per push-pull.
-func (l *Leases) stateEntries() []stateEntry {
+// statePeers is every entry, live or tombstone, as a push-pull sends it:
+// copies that share the entries' strings and file lists, which a change
+// replaces rather than alters.
+func (l *Leases) statePeers() []LeasedPeer {
 	now := l.cfg.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.sweepLocked(now)
-	out := make([]stateEntry, 0, len(l.peers))
+	out := make([]LeasedPeer, 0, len(l.peers))
 	for _, e := range l.peers {
-		if e.wire == nil {
-			e.wire, _ = proto.Marshal(peerToWire(e.Peer))
-		}
-		out = append(out, stateEntry{id: e.ID, expires: unixMs(e.Expires), left: e.Left, peer: e.wire})
+		out = append(out, e.LeasedPeer)
 	}
 	return out
 }

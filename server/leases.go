@@ -83,31 +83,55 @@ func DefaultLeaseConfig() LeaseConfig {
 }
 
 // holders is the set of peers holding one file, as a slice for random
-// picks and a map from peer id to slice position for O(1) removal.
+// picks and, past smallHolders, a map from peer id to slice position for
+// O(1) removal. Most files have one holder or a few, and a map for each
+// was a sixth of a large table's memory.
 type holders struct {
 	info FileInfo
 	ids  []string
-	pos  map[string]int
+	pos  map[string]int // nil while ids holds at most smallHolders
+}
+
+const smallHolders = 8
+
+func (h *holders) index(id string) int {
+	if h.pos == nil {
+		return slices.Index(h.ids, id)
+	}
+	if i, ok := h.pos[id]; ok {
+		return i
+	}
+	return -1
 }
 
 func (h *holders) add(id string) {
-	if _, ok := h.pos[id]; ok {
+	if h.index(id) >= 0 {
 		return
 	}
-	h.pos[id] = len(h.ids)
 	h.ids = append(h.ids, id)
+	switch {
+	case h.pos != nil:
+		h.pos[id] = len(h.ids) - 1
+	case len(h.ids) > smallHolders:
+		h.pos = make(map[string]int, len(h.ids))
+		for i, id := range h.ids {
+			h.pos[id] = i
+		}
+	}
 }
 
 func (h *holders) remove(id string) {
-	i, ok := h.pos[id]
-	if !ok {
+	i := h.index(id)
+	if i < 0 {
 		return
 	}
 	last := len(h.ids) - 1
 	h.ids[i] = h.ids[last]
-	h.pos[h.ids[i]] = i
+	if h.pos != nil {
+		h.pos[h.ids[i]] = i
+		delete(h.pos, id)
+	}
 	h.ids = h.ids[:last]
-	delete(h.pos, id)
 }
 
 type leaseEntry struct {
@@ -119,9 +143,6 @@ type leaseEntry struct {
 	// gossiped is the expiry the other registries were last told of, for
 	// an entry announced here.
 	gossiped time.Time
-	// wire is the entry's peer encoded as gossip sends it, made on the
-	// first push-pull after a change and shared (read-only) by later ones.
-	wire []byte
 }
 
 // entryBytes estimates the memory an entry costs the table, indexes
@@ -343,7 +364,6 @@ func (l *Leases) putLocked(e LeasedPeer) error {
 	l.version++
 	if ok {
 		l.unindexLocked(cur)
-		cur.wire = nil
 		cur.LeasedPeer = e
 		cur.bytes = size
 		cur.digest = digest
@@ -357,7 +377,7 @@ func (l *Leases) putLocked(e LeasedPeer) error {
 		for _, f := range e.Files {
 			h := l.files[f.ID]
 			if h == nil {
-				h = &holders{info: FileInfo{ID: f.ID, Name: f.Name, Size: f.Size, Tree: f.Tree, Files: f.Files}, pos: map[string]int{}}
+				h = &holders{info: FileInfo{ID: f.ID, Name: f.Name, Size: f.Size, Tree: f.Tree, Files: f.Files}}
 				l.files[f.ID] = h
 				l.names[f.Name] = append(l.names[f.Name], f.ID)
 			}

@@ -111,6 +111,26 @@ func BenchmarkDownloadCapped(b *testing.B) {
 	}
 }
 
+// BenchmarkDownloadFarCapped fetches 48 MiB from 5 capped peers each 50 ms
+// away (each way), one of them slower: what the end of a download costs
+// when every request waits a round trip. ideal-% compares the time with
+// file size / sum of rates.
+func BenchmarkDownloadFarCapped(b *testing.B) {
+	const size = 48 << 20
+	rates := []int64{4 << 20, 4 << 20, 4 << 20, 4 << 20, 1 << 20}
+	specs := make([]cluster.PeerSpec, len(rates))
+	var sum int64
+	for i, r := range rates {
+		specs[i] = cluster.PeerSpec{Rate: r, Advertise: newDelayProxy(b, 50*time.Millisecond).front}
+		sum += r
+	}
+	c := benchCluster(b, size, specs)
+	start := time.Now()
+	runBenchDownloads(b, c, size, client.Config{})
+	per := time.Since(start).Seconds() / float64(b.N)
+	b.ReportMetric(100*float64(size)/float64(sum)/per, "ideal-%")
+}
+
 // benchOutDir is where benchmarks write: $SHOAL_BENCH_OUT if set (to
 // compare file systems), else a temporary folder.
 func benchOutDir(b *testing.B) string {

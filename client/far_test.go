@@ -24,7 +24,7 @@ type delayProxy struct {
 	done     chan struct{} // closed with the proxy: held bytes are dropped
 }
 
-func newDelayProxy(t *testing.T, delay time.Duration) *delayProxy {
+func newDelayProxy(t testing.TB, delay time.Duration) *delayProxy {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -125,6 +125,9 @@ type Gossip struct {
 	log    *slog.Logger
 	ml     *memberlist.Memberlist
 	queue  *memberlist.TransmitLimitedQueue
+	// sendMsg delivers one message to a member over TCP: memberlist's
+	// SendReliable (tests replace it).
+	sendMsg func(*memberlist.Node, []byte) error
 	sync   chan string // members to push-pull with, by gossip address
 
 	// stateMu lets one push-pull encode or merge a whole table at a time:
@@ -140,7 +143,7 @@ type Gossip struct {
 	pending map[string]*entryBroadcast // queued full entries by peer id; guarded by mu
 	failed  map[string]failedMember    // members found dead, by name; guarded by mu
 	batch   map[string]Change          // for the next batch, by peer id; guarded by mu
-	sending map[string]bool            // members with a send under way, by name; guarded by mu
+	sending map[string]*memberSend     // members with a send under way, by name; guarded by mu
 	recent  map[string]recentChange    // changes of the last recentWindow, by peer id; guarded by mu
 }
 
@@ -211,7 +214,7 @@ func NewGossip(cfg GossipConfig, listen, grpcAddr string, leases *Leases, dial [
 	g := &Gossip{
 		cfg: cfg, name: grpcAddr + "#" + hex.EncodeToString(suffix[:]), grpc: grpcAddr,
 		leases: leases, dial: dial, log: logger, sync: make(chan string, 64),
-		pending: map[string]*entryBroadcast{}, failed: map[string]failedMember{}, batch: map[string]Change{}, recent: map[string]recentChange{}, sending: map[string]bool{},
+		pending: map[string]*entryBroadcast{}, failed: map[string]failedMember{}, batch: map[string]Change{}, recent: map[string]recentChange{}, sending: map[string]*memberSend{},
 	}
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = g.name
@@ -268,6 +271,7 @@ func NewGossip(cfg GossipConfig, listen, grpcAddr string, leases *Leases, dial [
 		return nil, fmt.Errorf("gossip on %s: %w", cfg.Bind, err)
 	}
 	g.ml = ml
+	g.sendMsg = ml.SendReliable
 	leases.OnChange(g.changed)
 	return g, nil
 }
@@ -557,30 +561,62 @@ func (g *Gossip) flush(ctx context.Context) {
 	}
 }
 
+// memberSend is a send under way to one member, and the batches that came
+// while it ran: they follow it, in order.
+type memberSend struct {
+	backlog [][]byte // guarded by Gossip.mu
+	bytes   int      // backlog's size; guarded by Gossip.mu
+}
+
+// maxBacklog bounds the batches waiting for one member, in bytes; past it
+// they are dropped and push-pull repairs what they carried.
+const maxBacklog = 4 * maxBatch
+
 // send delivers batch messages to one member in a goroutine of its own,
 // stopping at the first failure (push-pull repairs the rest), and returns
-// a channel closed when it ends; nil if a send to n is still under way.
+// a channel closed when it ends. While a send to n is under way, msgs wait
+// behind it and send returns nil: a member coming back is sent what it
+// missed (NotifyJoin), which its inbound streams take a while to read, and
+// the batches flushed meanwhile were once dropped for it, so it did not
+// agree until a push-pull brought them.
 func (g *Gossip) send(n *memberlist.Node, msgs [][]byte) chan struct{} {
 	g.mu.Lock()
-	if g.sending[n.Name] {
+	if ms := g.sending[n.Name]; ms != nil {
+		for _, m := range msgs {
+			if ms.bytes+len(m) > maxBacklog {
+				g.log.Debug("gossip: batch dropped, member reads slowly", "member", n.Name)
+				break
+			}
+			ms.backlog = append(ms.backlog, m)
+			ms.bytes += len(m)
+		}
 		g.mu.Unlock()
 		return nil
 	}
-	g.sending[n.Name] = true
+	ms := &memberSend{}
+	g.sending[n.Name] = ms
 	g.mu.Unlock()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		defer func() {
+		for {
+			for _, m := range msgs {
+				if err := g.sendMsg(n, m); err != nil {
+					g.log.Debug("gossip: batch not delivered", "member", n.Name, "err", err)
+					g.mu.Lock()
+					delete(g.sending, n.Name)
+					g.mu.Unlock()
+					return
+				}
+			}
 			g.mu.Lock()
-			delete(g.sending, n.Name)
-			g.mu.Unlock()
-		}()
-		for _, m := range msgs {
-			if err := g.ml.SendReliable(n, m); err != nil {
-				g.log.Debug("gossip: batch not delivered", "member", n.Name, "err", err)
+			if len(ms.backlog) == 0 {
+				delete(g.sending, n.Name)
+				g.mu.Unlock()
 				return
 			}
+			msgs, ms.backlog, ms.bytes = ms.backlog, nil, 0
+			g.mu.Unlock()
 		}
 	}()
 	return done
@@ -826,16 +862,23 @@ func (d *gossipDelegate) MergeRemoteState(buf []byte, join bool) { (*Gossip)(d).
 // gossipEvents follows members coming and going.
 type gossipEvents Gossip
 
-// NotifyJoin: a member new or back (a partition healing) gets our table
-// and gives us its own soon (syncer), rather than at the next random
-// push-pull.
+// NotifyJoin: a member back (a partition healing) gets the changes made
+// here while it was away; a member new, or back after a long absence,
+// gets our table and gives us its own soon (syncer), rather than at the
+// next random push-pull.
 func (ev *gossipEvents) NotifyJoin(n *memberlist.Node) {
 	if n.Name == ev.name {
 		return
 	}
 	ev.mu.Lock()
-	_, back := ev.failed[n.Name]
+	f, back := ev.failed[n.Name]
 	delete(ev.failed, n.Name)
+	// A member back after a short absence gets, from each member, the
+	// changes made there since (recentWindow, which also covers the time
+	// it took to find the member dead): a push-pull of whole tables with it
+	// would only repeat them, and at a partition's heal those were dozens
+	// at once, queued behind each other (inboundStreams).
+	briefly := back && time.Since(f.since) < recentWindow-30*time.Second
 	var missed map[string]Change
 	if back {
 		missed = make(map[string]Change, len(ev.recent))
@@ -847,6 +890,9 @@ func (ev *gossipEvents) NotifyJoin(n *memberlist.Node) {
 	if len(missed) > 0 {
 		node := *n
 		(*Gossip)(ev).send(&node, encodeBatch(missed)) // in its own goroutine: memberlist holds its lock here
+	}
+	if briefly {
+		return
 	}
 	select {
 	case ev.sync <- n.Address():

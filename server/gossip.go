@@ -862,10 +862,10 @@ func (d *gossipDelegate) MergeRemoteState(buf []byte, join bool) { (*Gossip)(d).
 // gossipEvents follows members coming and going.
 type gossipEvents Gossip
 
-// NotifyJoin: a member back (a partition healing) gets the changes made
-// here while it was away; a member new, or back after a long absence,
-// gets our table and gives us its own soon (syncer), rather than at the
-// next random push-pull.
+// NotifyJoin: a member new or back (a partition healing) gets the changes
+// made here in the last recentWindow; a member new, or back after a long
+// absence, also gets our table and gives us its own soon (syncer), rather
+// than at the next random push-pull.
 func (ev *gossipEvents) NotifyJoin(n *memberlist.Node) {
 	if n.Name == ev.name {
 		return
@@ -879,12 +879,12 @@ func (ev *gossipEvents) NotifyJoin(n *memberlist.Node) {
 	// would only repeat them, and at a partition's heal those were dozens
 	// at once, queued behind each other (inboundStreams).
 	briefly := back && time.Since(f.since) < recentWindow-30*time.Second
-	var missed map[string]Change
-	if back {
-		missed = make(map[string]Change, len(ev.recent))
-		for id, r := range ev.recent {
-			missed[id] = r.Change
-		}
+	// A new member gets them too: a registry that announced peers before
+	// its join succeeded (its seed not answering yet) flushed them to no
+	// one, and its join's push-pull reached only some members.
+	missed := make(map[string]Change, len(ev.recent))
+	for id, r := range ev.recent {
+		missed[id] = r.Change
 	}
 	ev.mu.Unlock()
 	if len(missed) > 0 {

@@ -67,3 +67,30 @@ func TestBatchesWaitBehindASendUnderWay(t *testing.T) {
 		t.Fatalf("delivered %q, want [next]", got)
 	}
 }
+
+// A member seen for the first time is sent the changes made here lately,
+// as one coming back is: announces made before this registry's join
+// succeeded were flushed to no one.
+func TestNewMemberGetsRecentChanges(t *testing.T) {
+	l, _ := newTestLeases(LeaseConfig{})
+	got := make(chan []byte, 4)
+	g := &Gossip{name: "a", leases: l, sending: map[string]*memberSend{}, failed: map[string]failedMember{},
+		recent: map[string]recentChange{}, batch: map[string]Change{}, pending: map[string]*entryBroadcast{},
+		sync: make(chan string, 4), log: slog.New(slog.DiscardHandler)}
+	g.sendMsg = func(_ *memberlist.Node, m []byte) error { got <- m; return nil }
+	p := testPeer(1, 1)
+	g.recent[p.ID] = recentChange{Change: Change{LeasedPeer: LeasedPeer{Peer: p, Expires: time.Now().Add(time.Minute)}, Full: true}, at: time.Now()}
+	(*gossipEvents)(g).NotifyJoin(&memberlist.Node{Name: "b"})
+	select {
+	case m := <-got:
+		entries, _, err := scanBatch(m[1:])
+		if err != nil || len(entries) != 1 || entries[0].id != p.ID {
+			t.Fatalf("the new member was sent %d entries (%v), want %s", len(entries), err, p.ID)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the new member was sent nothing")
+	}
+	if len(g.sync) != 1 {
+		t.Fatal("no push-pull asked for with a new member")
+	}
+}

@@ -197,6 +197,15 @@ func run(ctx context.Context, m *netlab.Main, c config) error {
 		b.slots = append(b.slots, make(chan struct{}, 48))
 		b.names = append(b.names, h.Addr(7000))
 	}
+	if c.logs != "" {
+		// Also when the run fails: that is when they are read.
+		defer func() {
+			os.MkdirAll(c.logs, 0o755)
+			for i, p := range b.procs {
+				os.WriteFile(filepath.Join(c.logs, fmt.Sprintf("registry-%d.log", i+1)), []byte(p.Output()), 0o644)
+			}
+		}()
+	}
 	if err := b.waitServing(ctx); err != nil {
 		return err
 	}
@@ -305,12 +314,6 @@ func run(ctx context.Context, m *netlab.Main, c config) error {
 	}
 	if c.check && (b.violations.Load() > 0 || c.partition > 0 && heal < 0) {
 		m.Errorf("check failed: %d entries shown after their lease, agreement after the partition %v", b.violations.Load(), heal)
-	}
-	if c.logs != "" {
-		os.MkdirAll(c.logs, 0o755)
-		for i, p := range b.procs {
-			os.WriteFile(filepath.Join(c.logs, fmt.Sprintf("registry-%d.log", i+1)), []byte(p.Output()), 0o644)
-		}
 	}
 	return nil
 }

@@ -128,7 +128,7 @@ type Gossip struct {
 	// sendMsg delivers one message to a member over TCP: memberlist's
 	// SendReliable (tests replace it).
 	sendMsg func(*memberlist.Node, []byte) error
-	sync   chan string // members to push-pull with, by gossip address
+	sync    chan string // members to push-pull with, by gossip address
 
 	// stateMu lets one push-pull encode or merge a whole table at a time:
 	// a healing partition brings many at once, and each costs a table's

@@ -41,8 +41,11 @@ import (
 //     it) when gossip is quiet, so most members see it within a few rounds;
 //     a burst of announces goes by batch alone, so it cannot crowd out the
 //     next one.
+//   - a member that joins or comes back is sent, by every member, the
+//     changes made there in the last recentWindow (hinted handoff).
 //   - memberlist's push-pull carries the whole table, for anti-entropy, on
-//     join, and with a member that comes back (a partition healing).
+//     join, and with a member back after longer than the handoff covers.
+//     A registry reads at most inboundStreams inbound streams at once.
 //   - each ReconnectInterval one member found dead, at random, is asked to
 //     join again (memberlist alone gives up on it), so a partition heals
 //     by itself.

@@ -546,11 +546,11 @@ func (g *Gossip) flush(ctx context.Context) {
 			}
 		}
 	}
-	// memberlist's SendReliable sets no write deadline: a member that
-	// accepts and never reads holds its send, and only its own, for good.
-	// The batcher waits twice memberlist's dial timeout (a send to a
-	// member that reads ends well within it) and goes on; that member is
-	// skipped until its send ends.
+	// A member that accepts and never reads holds its send, and only its
+	// own, until the stream's deadline (outboundDeadline: memberlist's
+	// SendReliable sets none). The batcher waits twice memberlist's dial
+	// timeout (a send to a member that reads ends well within it) and goes
+	// on; batches for that member wait behind its send.
 	limit := time.NewTimer(2 * tcpTimeout)
 	defer limit.Stop()
 	for _, ch := range done {

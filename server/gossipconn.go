@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -26,11 +27,12 @@ const inboundStreams = 2
 // its connection.
 type streamLimit struct {
 	*memberlist.NetTransport
-	streams chan net.Conn
-	slots   chan struct{}
-	done    chan struct{}
-	stop    sync.Once
-	wg      sync.WaitGroup
+	streams  chan net.Conn
+	slots    chan struct{}
+	deadline time.Duration // outboundDeadline; tests shorten it
+	done     chan struct{}
+	stop     sync.Once
+	wg       sync.WaitGroup
 }
 
 // newStreamLimit listens on addr:port (port 0: a free one, the same for
@@ -54,9 +56,31 @@ func newStreamLimit(addr string, port, n int, logger *log.Logger) (*streamLimit,
 	if err != nil {
 		return nil, fmt.Errorf("gossip transport: %w", err)
 	}
-	t := &streamLimit{NetTransport: nt, streams: make(chan net.Conn), slots: make(chan struct{}, n), done: make(chan struct{})}
+	t := &streamLimit{NetTransport: nt, streams: make(chan net.Conn), slots: make(chan struct{}, n), done: make(chan struct{}), deadline: outboundDeadline}
 	t.wg.Go(t.forward)
 	return t, nil
+}
+
+// outboundDeadline bounds every stream this registry opens. memberlist
+// sets its own (TCPTimeout) on push-pulls and pings, which replaces this
+// one; a batch (SendReliable) had none, and a member that accepted and
+// never read held the send, and the batches waiting behind it, for good.
+// A member that reads takes a 4 MiB batch well within it.
+const outboundDeadline = 30 * time.Second
+
+// DialAddressTimeout opens a stream to a member, with outboundDeadline set.
+func (t *streamLimit) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	c, err := t.NetTransport.DialAddressTimeout(a, timeout)
+	if err != nil {
+		return nil, err
+	}
+	c.SetDeadline(time.Now().Add(t.deadline))
+	return c, nil
+}
+
+// DialTimeout opens a stream to an address, with outboundDeadline set.
+func (t *streamLimit) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	return t.DialAddressTimeout(memberlist.Address{Addr: addr}, timeout)
 }
 
 // StreamCh is where memberlist takes inbound streams from.

@@ -1,12 +1,17 @@
 package server
 
 import (
+	"errors"
 	"io"
 	"log"
 	"net"
+	"os"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 )
 
 // TestInboundStreamsWaitForASlot: with two slots, a third inbound stream
@@ -55,5 +60,55 @@ func TestInboundStreamsWaitForASlot(t *testing.T) {
 	second.Close()
 	if len(tr.slots) != 1 {
 		t.Fatalf("%d slots taken after a close, want 1", len(tr.slots))
+	}
+}
+
+// A stream this registry opens gives up on a member that accepts and never
+// reads: a batch's send once waited for it for good.
+func TestOutboundStreamsHaveADeadline(t *testing.T) {
+	tr, err := newStreamLimit("127.0.0.1", 0, 2, log.New(io.Discard, "", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Shutdown()
+	tr.deadline = 200 * time.Millisecond
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(stop)
+	wg.Go(func() { // accepts, never reads
+		c, err := lis.Accept()
+		if err == nil {
+			<-stop
+			c.Close()
+		}
+	})
+	c, err := tr.DialAddressTimeout(memberlist.Address{Addr: lis.Addr().String()}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	done := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 1<<20)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("the write ended with %v, want a deadline exceeded", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a write to a member that never reads did not give up")
 	}
 }

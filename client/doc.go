@@ -17,9 +17,12 @@
 //
 // Endgame. When the queue is empty, an idle worker takes a second copy of
 // the oldest in-flight chunk that has one requester and is not its own, as
-// a single-chunk request. The first verified copy is written; any request
-// whose chunks are all written elsewhere is cancelled. At most two workers
-// ever request a chunk.
+// a single-chunk request; a worker with a request still under way does so
+// only for the chunks of a peer sending at under a third of its rate (a
+// far peer is idle only a round trip after its last request ends, and
+// equal peers copying each other would halve each other's upload). The
+// first verified copy is written; any request whose chunks are all written
+// elsewhere is cancelled. At most two workers ever request a chunk.
 //
 // Sequential sources. A SequentialSource (the course protocol's
 // whole-file stream) can only move forward from its start: its worker takes

@@ -112,13 +112,12 @@ func (s *sched) notifyLocked() {
 }
 
 // take hands worker w pending chunks within budget (bytes with lens set,
-// else chunks; at least one, at most maxTreeBatch); with none pending, and if
-// dup (the worker has no other request under way: a second request would
-// share the peer's upload with its first), one endgame duplicate. cancel
-// stops the returned request; accept,
-// if set, says which chunks the worker's peer can serve. It returns the request to run, or nil and a channel
-// that is closed when it is worth asking again.
-func (s *sched) take(w int, budget int64, accept func(i int) bool, dup bool, cancel context.CancelCauseFunc) (*request, <-chan struct{}) {
+// else chunks; at least one, at most maxTreeBatch); with none pending, one
+// endgame duplicate of a chunk whose requester dupFrom allows (nil: none).
+// cancel stops the returned request; accept, if set, says which chunks
+// the worker's peer can serve. It returns the request to run, or nil and
+// a channel that is closed when it is worth asking again.
+func (s *sched) take(w int, budget int64, accept func(i int) bool, dupFrom func(owner int) bool, cancel context.CancelCauseFunc) (*request, <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var got []int
@@ -127,7 +126,7 @@ func (s *sched) take(w int, budget int64, accept func(i int) bool, dup bool, can
 	} else {
 		got = s.takeRarestLocked(w, budget, accept)
 	}
-	if len(got) == 0 && dup {
+	if len(got) == 0 && dupFrom != nil {
 		// Endgame: a second copy of the oldest chunk in flight elsewhere.
 		for k := s.ohead; k < len(s.order); k++ {
 			i := s.order[k]
@@ -137,7 +136,7 @@ func (s *sched) take(w int, budget int64, accept func(i int) bool, dup bool, can
 				}
 				continue
 			}
-			if s.reqs[i] == 1 && s.owner[i] != int32(w) && (accept == nil || accept(i)) {
+			if s.reqs[i] == 1 && s.owner[i] != int32(w) && dupFrom(int(s.owner[i])) && (accept == nil || accept(i)) {
 				s.reqs[i] = 2
 				got = append(got, i)
 				break

@@ -2,20 +2,22 @@ package client
 
 import "testing"
 
+func anyone(int) bool { return true }
+
 func TestEndgameDuplicateOnlyForAnIdlePeer(t *testing.T) {
 	s := newSched(2, nil, false)
 	nop := func(error) {}
 	// Worker 0 takes both chunks; the queue is empty.
-	if st, _ := s.take(0, 2, nil, true, nop); st == nil || len(st.chunks) != 2 {
+	if st, _ := s.take(0, 2, nil, anyone, nop); st == nil || len(st.chunks) != 2 {
 		t.Fatalf("first take: %+v", st)
 	}
 	// Worker 1 has another request under way: sharing its peer's upload
 	// with a duplicate would slow that request down.
-	if st, _ := s.take(1, 2, nil, false, nop); st != nil {
+	if st, _ := s.take(1, 2, nil, nil, nop); st != nil {
 		t.Fatalf("a busy worker got endgame duplicate %v", st.chunks)
 	}
 	// Idle, it takes a second copy of the oldest chunk in flight.
-	st, _ := s.take(1, 2, nil, true, nop)
+	st, _ := s.take(1, 2, nil, anyone, nop)
 	if st == nil || len(st.chunks) != 1 || st.chunks[0] != 0 {
 		t.Fatalf("an idle worker's endgame take: %+v", st)
 	}
@@ -25,7 +27,7 @@ func TestTailFirstQueueAndSequentialTake(t *testing.T) {
 	nop := func(error) {}
 	s := newSched(6, []bool{false, false, true, false, false, false}, true)
 	// Other sources work from the end backwards, skipping what is done.
-	if st, _ := s.take(0, 2, nil, true, nop); st == nil || len(st.chunks) != 2 || st.chunks[0] != 5 || st.chunks[1] != 4 {
+	if st, _ := s.take(0, 2, nil, anyone, nop); st == nil || len(st.chunks) != 2 || st.chunks[0] != 5 || st.chunks[1] != 4 {
 		t.Fatalf("tail-first take: %+v", st)
 	}
 	// A sequential source gets the first pending chunk at or after its
@@ -61,5 +63,22 @@ func TestTailFirstQueueAndSequentialTake(t *testing.T) {
 	}
 	if s.left() != 5 {
 		t.Fatalf("left %d, want 5", s.left())
+	}
+}
+
+// Beside its own request, a worker copies only the chunks of the
+// requesters dupFrom names, the oldest first.
+func TestEndgameCopiesOnlyFromTheNamed(t *testing.T) {
+	s := newSched(4, nil, false)
+	nop := func(error) {}
+	s.take(0, 2, nil, nil, nop) // 0, 1
+	s.take(2, 2, nil, nil, nop) // 2, 3
+	slow := func(owner int) bool { return owner == 2 }
+	st, _ := s.take(1, 2, nil, slow, nop)
+	if st == nil || len(st.chunks) != 1 || st.chunks[0] != 2 {
+		t.Fatalf("a copy from worker 2 only: %+v", st)
+	}
+	if st, _ := s.take(3, 2, nil, func(owner int) bool { return owner == 1 }, nop); st != nil {
+		t.Fatalf("a copy of a chunk worker 1 does not own first: %+v", st)
 	}
 }

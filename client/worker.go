@@ -178,7 +178,7 @@ func (d *Download) work(ctx context.Context, p *peerState) error {
 				seq.Left(s.left())
 				req, wait = s.takeFrom(p.id, seq.Next(), scancel)
 			} else {
-				req, wait = s.take(p.id, d.batchBytes(p), accept, len(slots) == 1, scancel)
+				req, wait = s.take(p.id, d.batchBytes(p), accept, d.dupFrom(p, len(slots) == 1), scancel)
 			}
 			if req != nil {
 				break
@@ -222,6 +222,35 @@ func (d *Download) work(ctx context.Context, p *peerState) error {
 			s.release(req)
 		})
 	}
+}
+
+// dupFrom says whose chunks p may take endgame copies of: anyone's when p
+// has no other request under way (idle); beside one, only those of a peer
+// sending at under a third of p's rate. A far peer waits a round trip for
+// its own last request to end before it is idle, and a slow peer's last
+// chunks were left to the very end (BenchmarkDownloadFarCapped); equal
+// peers copying each other beside their own requests only halved each
+// other's upload.
+func (d *Download) dupFrom(p *peerState, idle bool) func(owner int) bool {
+	if idle {
+		return func(int) bool { return true }
+	}
+	r := p.rate.Load()
+	if r == 0 {
+		return nil
+	}
+	d.mu.Lock()
+	var slow []int
+	for _, q := range d.peers {
+		if qr := q.rate.Load(); q != p && qr > 0 && 3*qr < r {
+			slow = append(slow, q.id)
+		}
+	}
+	d.mu.Unlock()
+	if len(slow) == 0 {
+		return nil
+	}
+	return func(owner int) bool { return slices.Contains(slow, owner) }
 }
 
 // isClosed reports whether c is closed.

@@ -30,7 +30,8 @@ type streamLimit struct {
 	streams  chan net.Conn
 	slots    chan struct{}
 	deadline time.Duration // outboundDeadline; tests shorten it
-	done     chan struct{}
+	done     chan struct{} // closed by Shutdown
+	drained  chan struct{} // closed once the listeners have stopped
 	stop     sync.Once
 	wg       sync.WaitGroup
 }
@@ -56,7 +57,7 @@ func newStreamLimit(addr string, port, n int, logger *log.Logger) (*streamLimit,
 	if err != nil {
 		return nil, fmt.Errorf("gossip transport: %w", err)
 	}
-	t := &streamLimit{NetTransport: nt, streams: make(chan net.Conn), slots: make(chan struct{}, n), done: make(chan struct{}), deadline: outboundDeadline}
+	t := &streamLimit{NetTransport: nt, streams: make(chan net.Conn), slots: make(chan struct{}, n), done: make(chan struct{}), drained: make(chan struct{}), deadline: outboundDeadline}
 	t.wg.Go(t.forward)
 	return t, nil
 }
@@ -92,33 +93,36 @@ func (t *streamLimit) Shutdown() error {
 	var err error
 	t.stop.Do(func() {
 		close(t.done)
-		err = t.NetTransport.Shutdown()
+		err = t.NetTransport.Shutdown() // forward drains what its listener still hands over
+		close(t.drained)
 		t.wg.Wait()
 	})
 	return err
 }
 
+// forward passes inbound streams on as slots free. It takes streams until
+// the listeners have stopped (after Shutdown, only to close them):
+// NetTransport's Shutdown waits for a listener that is handing one over.
 func (t *streamLimit) forward() {
 	in := t.NetTransport.StreamCh()
 	for {
 		var conn net.Conn
 		select {
 		case conn = <-in:
-		case <-t.done:
+		case <-t.drained:
 			return
 		}
 		select {
 		case t.slots <- struct{}{}:
 		case <-t.done:
 			conn.Close()
-			return
+			continue
 		}
 		c := &slotConn{Conn: conn, release: func() { <-t.slots }}
 		select {
 		case t.streams <- c:
 		case <-t.done:
 			c.Close()
-			return
 		}
 	}
 }

@@ -99,3 +99,13 @@ func (l *layout) verify(g int, pieces [][]byte) error {
 	}
 	return nil
 }
+
+// bytesOf is the size of chunks gs together.
+func (l *layout) bytesOf(gs []int) int64 {
+	var n int64
+	for _, g := range gs {
+		_, _, size := l.bounds(g)
+		n += int64(size)
+	}
+	return n
+}

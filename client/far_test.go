@@ -151,3 +151,23 @@ func TestNearPeerKeepsItsWindow(t *testing.T) {
 		t.Fatalf("near peer: round trip %.3f ms, window %d; want a round trip timed and no wide window", p.RoundTripMs, p.Window)
 	}
 }
+
+// A far client of a super-seeder moves its requests to a wider connection
+// while its have feed stays on the first: the seeder must still count what
+// it sends there as sent to that client, and reveal more. It counted by
+// connection, revealed nothing more after the first chunks, and the
+// download stalled.
+func TestFarClientOfASuperSeederGetsEveryChunk(t *testing.T) {
+	f := newFixture(t, 6<<20)
+	far := newDelayProxy(t, 40*time.Millisecond)
+	f.start(t, []cluster.PeerSpec{{SuperSeed: true, Advertise: far.front}}, nil)
+	out := filepath.Join(t.TempDir(), "far.bin")
+	rep, err := f.download(t, testCtx(t), client.Config{Peers: 1, NoPeerTimeout: 5 * time.Second}, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFile(t, out, f.data)
+	if p := rep.Peers[0]; p.Window == 0 {
+		t.Fatalf("the peer was not moved to a wide window (round trip %.1f ms): the test shows nothing", p.RoundTripMs)
+	}
+}

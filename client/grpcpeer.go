@@ -2,12 +2,15 @@ package client
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc/metadata"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -86,6 +89,7 @@ type Peer struct {
 	id, addr string
 	lay      *layout
 	partial  bool              // registered as holding part of the file or tree
+	clientID string            // sent with WatchHave and GetChunks: one client over p's connections
 	opts     []grpc.DialOption // how cc was dialed; nil if unknown: then it is not widened
 	// connected is how long cc took to connect (a round trip for the
 	// HTTP/2 handshake, plus TCP's and TLS's where they go as far), 0 if
@@ -96,6 +100,25 @@ type Peer struct {
 	cc     *grpc.ClientConn   // new requests go here; guarded by mu
 	older  []*grpc.ClientConn // connections replaced by SetWindow, closed with the peer; guarded by mu
 	closed bool               // guarded by mu
+}
+
+// clientIDKey is the metadata that names a client across its connections
+// to a peer (see PeerService.WatchHave in the proto): a super-seeder
+// counts what it sends over a widened connection against what it revealed
+// over the first.
+const clientIDKey = "shoal-client-id"
+
+// newClientID is a random client id.
+func newClientID() string {
+	return rand.Text()[:16]
+}
+
+// asClient adds p's client id to ctx's outgoing metadata.
+func (p *Peer) asClient(ctx context.Context) context.Context {
+	if p.clientID == "" {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, clientIDKey, p.clientID)
 }
 
 // conn is the connection new requests use.
@@ -148,6 +171,7 @@ func (p *Peer) Partial() bool { return p.partial }
 
 // WatchHave follows the peer's WatchHave stream.
 func (p *Peer) WatchHave(ctx context.Context, fn func(have []bool, added []int)) error {
+	ctx = p.asClient(ctx)
 	stream, err := shoalv1.NewPeerServiceClient(p.conn()).WatchHave(ctx, &shoalv1.WatchHaveRequest{ContentId: p.lay.id})
 	if err != nil {
 		return fromStatus("have feed", err)
@@ -180,7 +204,7 @@ func (p *Peer) WatchHave(ctx context.Context, fn func(have []bool, added []int))
 
 // NewPeer wraps a connection to a peer serving the file of m.
 func NewPeer(id, addr string, cc *grpc.ClientConn, m *chunkstore.Manifest) *Peer {
-	return &Peer{id: id, addr: addr, cc: cc, lay: fileLayout(m)}
+	return &Peer{id: id, addr: addr, cc: cc, lay: fileLayout(m), clientID: newClientID()}
 }
 
 // ID is the peer's registry id.
@@ -208,7 +232,7 @@ func (p *Peer) Close() error {
 // gRPC read them into.
 func (p *Peer) Fetch(ctx context.Context, chunks []int, got func(int, [][]byte) error) error {
 	req, files := p.request(chunks)
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(p.asClient(ctx))
 	defer cancel()
 	stream, err := p.conn().NewStream(ctx, &shoalv1.PeerService_ServiceDesc.Streams[0], shoalv1.PeerService_GetChunks_FullMethodName, grpc.ForceCodecV2(newChunkCodec()))
 	if err != nil {

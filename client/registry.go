@@ -295,7 +295,7 @@ func (r *Registry) peer(p *shoalv1.PeerInfo, cc *grpc.ClientConn, lay *layout, c
 	for _, f := range p.GetFiles() {
 		partial = partial || f.GetPartial()
 	}
-	return &Peer{id: p.GetPeerId(), addr: p.GetAddress(), cc: cc, lay: lay, partial: partial, opts: r.dialOptions(), connected: connected}
+	return &Peer{id: p.GetPeerId(), addr: p.GetAddress(), cc: cc, lay: lay, partial: partial, opts: r.dialOptions(), connected: connected, clientID: newClientID()}
 }
 
 func closeAll(srcs []Source) {

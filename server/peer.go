@@ -194,8 +194,9 @@ func (p *PeerService) GetChunks(req *shoalv1.GetChunksRequest, stream grpc.Serve
 		}
 	})
 	defer send.timer.Stop()
+	client := seedClientKey(ctx)
 	for k, f := range files {
-		if err := p.sendFile(send, uint32(k), f, addr); err != nil {
+		if err := p.sendFile(send, uint32(k), f, client); err != nil {
 			return err
 		}
 		if k == 0 {
@@ -266,8 +267,8 @@ func (p *PeerService) requested(req *shoalv1.GetChunksRequest) ([]fileChunks, er
 }
 
 // sendFile sends the chunks of f, the file at position file of the
-// request.
-func (p *PeerService) sendFile(send *guardedStream, file uint32, f fileChunks, addr string) error {
+// request; client names the client to a super-seeder (seedClientKey).
+func (p *PeerService) sendFile(send *guardedStream, file uint32, f fileChunks, client string) error {
 	r, err := p.files.OpenChunks(f.id)
 	if err != nil {
 		return toStatus(err)
@@ -295,7 +296,7 @@ func (p *PeerService) sendFile(send *guardedStream, file uint32, f fileChunks, a
 		}
 		p.stats.ChunksServed.Add(1)
 		if p.seed != nil {
-			p.seed.sent(f.id, addr, i)
+			p.seed.sent(f.id, client, i)
 		}
 	}
 	return nil
@@ -415,9 +416,9 @@ func (p *PeerService) superSeedHave(id chunkstore.ID, stream grpc.ServerStreamin
 		return toStatus(err)
 	}
 	ctx := stream.Context()
-	addr := clientAddr(ctx)
-	have, c := p.seed.subscribe(id, m.NumChunks(), addr)
-	defer p.seed.unsubscribe(id, addr, c)
+	client := seedClientKey(ctx)
+	have, c := p.seed.subscribe(id, m.NumChunks(), client)
+	defer p.seed.unsubscribe(id, client, c)
 	if err := stream.Send(&shoalv1.WatchHaveResponse{ChunkCount: uint32(len(have)), Bitmap: chunkstore.PackHave(have)}); err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 
 	"github.com/shoalnet/shoal/chunkstore"
@@ -70,6 +71,23 @@ func clientAddr(ctx context.Context) string {
 	return ""
 }
 
+// clientIDKey is the metadata a client sends with WatchHave and GetChunks
+// to be one client over several connections (see PeerService.WatchHave
+// in the proto).
+const clientIDKey = "shoal-client-id"
+
+// seedClientKey names the client a super-seeder reveals to: its IP and
+// its shoal-client-id, or its connection's address without one. A far
+// client moves its requests to a wider connection while its have feed
+// stays on the first; counted by connection, nothing it was sent was
+// counted and the seeder stopped revealing to it.
+func seedClientKey(ctx context.Context) string {
+	if v := metadata.ValueFromIncomingContext(ctx, clientIDKey); len(v) == 1 && len(v[0]) >= 1 && len(v[0]) <= 64 {
+		return clientIP(ctx) + " " + v[0]
+	}
+	return clientAddr(ctx)
+}
+
 // subscribe registers a client of file id (n chunks) and returns what is
 // revealed to it now and a channel of later reveals.
 func (s *superSeed) subscribe(id chunkstore.ID, n int, addr string) ([]bool, *seedClient) {
@@ -79,6 +97,11 @@ func (s *superSeed) subscribe(id chunkstore.ID, n int, addr string) ([]bool, *se
 	if f == nil {
 		f = &seedFile{n: n, unassigned: rand.Perm(n), subs: map[string]*seedClient{}, sentOnce: make([]bool, n)}
 		s.files[id] = f
+	}
+	if old := f.subs[addr]; old != nil && !f.allOut {
+		// The same client again (a new feed, say): what was revealed to
+		// the old feed and not sent is revealed afresh.
+		s.giveBackLocked(f, old)
 	}
 	c := &seedClient{have: make([]bool, n), wake: make(chan []int, n+1)}
 	f.subs[addr] = c
@@ -110,16 +133,22 @@ func (s *superSeed) unsubscribe(id chunkstore.ID, addr string, c *seedClient) {
 	if f.allOut {
 		return
 	}
-	for i, h := range c.have {
-		if h && !f.sentOnce[i] {
-			f.unassigned = append(f.unassigned, i)
-		}
-	}
+	s.giveBackLocked(f, c)
 	for _, sub := range f.subs { // hand them out now, not at the next send
 		if sub.pending < s.reveal {
 			if added := s.revealLocked(f, sub, s.reveal-sub.pending); len(added) > 0 {
 				sub.wake <- added
 			}
+		}
+	}
+}
+
+// giveBackLocked returns the chunks revealed to c and never sent to anyone
+// to the unassigned ones.
+func (s *superSeed) giveBackLocked(f *seedFile, c *seedClient) {
+	for i, h := range c.have {
+		if h && !f.sentOnce[i] {
+			f.unassigned = append(f.unassigned, i)
 		}
 	}
 }

@@ -1,11 +1,16 @@
 package server
 
 import (
+	"context"
+	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/shoalnet/shoal/chunkstore"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 )
 
 func TestSuperSeedRevealsEachChunkToOneClient(t *testing.T) {
@@ -208,5 +213,45 @@ func TestSuperSeedIdleTimerStopsWithTheLastClient(t *testing.T) {
 	s.subscribe(id, n, "c")
 	if !armed() {
 		t.Fatal("a new client after all were revealed did not arm the timer again")
+	}
+}
+
+// A client subscribing again under the same key (a new feed) gets afresh
+// what was revealed to its old feed and not sent: nothing is stranded.
+func TestSuperSeedResubscribeGivesBackUnsent(t *testing.T) {
+	const n = 4
+	s, id, a, _ := twoClients(n)
+	aHas := revealed(s, a)
+	_, a2 := s.subscribe(id, n, "a")
+	s.unsubscribe(id, "a", a) // the old feed ending changes nothing now
+	again := revealed(s, a2)
+	for _, i := range aHas {
+		if !slices.Contains(again, i) {
+			t.Errorf("chunk %d, revealed to a's old feed and never sent, not revealed to its new one", i)
+		}
+	}
+}
+
+// Clients are told apart by their shoal-client-id where they send one (the
+// same client over two connections is one), else by connection.
+func TestSeedClientKey(t *testing.T) {
+	conn := func(port int, id string) context.Context {
+		ctx := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: port}})
+		if id != "" {
+			ctx = metadata.NewIncomingContext(ctx, metadata.Pairs(clientIDKey, id))
+		}
+		return ctx
+	}
+	if a, b := seedClientKey(conn(1000, "x")), seedClientKey(conn(2000, "x")); a != b {
+		t.Errorf("one client id over two connections: keys %q and %q", a, b)
+	}
+	if a, b := seedClientKey(conn(1000, "x")), seedClientKey(conn(1000, "y")); a == b {
+		t.Errorf("two client ids: one key %q", a)
+	}
+	if a, b := seedClientKey(conn(1000, "")), seedClientKey(conn(2000, "")); a == b {
+		t.Errorf("two connections without ids: one key %q", a)
+	}
+	if a, b := seedClientKey(conn(1000, strings.Repeat("z", 65))), seedClientKey(conn(2000, strings.Repeat("z", 65))); a == b {
+		t.Errorf("an over-long id was taken: one key %q", a)
 	}
 }

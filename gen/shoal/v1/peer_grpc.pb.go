@@ -42,7 +42,12 @@ type PeerServiceClient interface {
 	GetChunks(ctx context.Context, in *GetChunksRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetChunksResponse], error)
 	// WatchHave streams which chunks of a file this peer holds: first the
 	// whole set, then each chunk as it is verified. Seeders send one complete
-	// set and keep the stream open until the client goes away.
+	// set and keep the stream open until the client goes away. A
+	// super-seeder (hides_chunks) reveals chunks to each client a few at a
+	// time, more as it sends them to that client: a client that may ask for
+	// chunks over another connection than its WatchHave sends the same
+	// "shoal-client-id" metadata (1 to 64 characters of its choosing) with
+	// both; without it a client is its connection.
 	WatchHave(ctx context.Context, in *WatchHaveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchHaveResponse], error)
 	// GetTree streams the tree of the peer's shared folder or of one of its
 	// subfolders: its files (by content id) and empty folders, in canonical
@@ -168,7 +173,12 @@ type PeerServiceServer interface {
 	GetChunks(*GetChunksRequest, grpc.ServerStreamingServer[GetChunksResponse]) error
 	// WatchHave streams which chunks of a file this peer holds: first the
 	// whole set, then each chunk as it is verified. Seeders send one complete
-	// set and keep the stream open until the client goes away.
+	// set and keep the stream open until the client goes away. A
+	// super-seeder (hides_chunks) reveals chunks to each client a few at a
+	// time, more as it sends them to that client: a client that may ask for
+	// chunks over another connection than its WatchHave sends the same
+	// "shoal-client-id" metadata (1 to 64 characters of its choosing) with
+	// both; without it a client is its connection.
 	WatchHave(*WatchHaveRequest, grpc.ServerStreamingServer[WatchHaveResponse]) error
 	// GetTree streams the tree of the peer's shared folder or of one of its
 	// subfolders: its files (by content id) and empty folders, in canonical

@@ -68,7 +68,12 @@ class PeerServiceServicer(object):
     def WatchHave(self, request, context):
         """WatchHave streams which chunks of a file this peer holds: first the
         whole set, then each chunk as it is verified. Seeders send one complete
-        set and keep the stream open until the client goes away.
+        set and keep the stream open until the client goes away. A
+        super-seeder (hides_chunks) reveals chunks to each client a few at a
+        time, more as it sends them to that client: a client that may ask for
+        chunks over another connection than its WatchHave sends the same
+        "shoal-client-id" metadata (1 to 64 characters of its choosing) with
+        both; without it a client is its connection.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -133,6 +133,7 @@ func (d *Download) fetchAll(ctx context.Context, rep *Report, lay *layout, o sin
 	}
 	s := newSched(lay.chunks(), have, d.cfg.TailFirst)
 	s.keepDups = d.cfg.FinishDuplicates
+	s.share = len(lay.files) > 1
 	s.lens = func(g int) int { _, _, n := lay.bounds(g); return n }
 	d.lay, d.s, d.o = lay, s, o
 	close(d.ready)

@@ -45,6 +45,28 @@ type sched struct {
 	finished  chan struct{}      // closed when remaining reaches 0
 	keepDups  bool               // never cancel a request whose chunks were written elsewhere
 	lens      func(i int) int    // chunk i's length, what take's budget counts; nil counts 1 a chunk
+	share     bool               // a request holds at most its share of the chunks left (a folder's)
+	takers    int                // workers taking requests; guarded by mu
+}
+
+// addTaker counts a worker that takes requests (delta 1) or one that
+// stopped (-1).
+func (s *sched) addTaker(delta int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.takers += delta
+}
+
+// mostLocked is the most chunks one request may hold: maxTreeBatch, and
+// with share set the request's share of the chunks left among the workers.
+// Without it one fast peer took a folder's thousand small files in one
+// request while the others, with nothing left to take, copied them one
+// request each (300-700 requests, not 100).
+func (s *sched) mostLocked() int {
+	if !s.share || s.takers <= 1 {
+		return maxTreeBatch
+	}
+	return max(1, min(maxTreeBatch, (s.remaining+s.takers-1)/s.takers))
 }
 
 // fits reports whether chunk i fits in what is left of a budget after
@@ -112,7 +134,7 @@ func (s *sched) notifyLocked() {
 }
 
 // take hands worker w pending chunks within budget (bytes with lens set,
-// else chunks; at least one, at most maxTreeBatch); with none pending, one
+// else chunks; at least one, at most mostLocked); with none pending, one
 // endgame duplicate of a chunk whose requester dupFrom allows (nil: none).
 // cancel stops the returned request; accept, if set, says which chunks
 // the worker's peer can serve. It returns the request to run, or nil and
@@ -160,7 +182,8 @@ func (s *sched) takeQueuedLocked(w int, budget int64) []int {
 		got  []int
 		used int64
 	)
-	for len(got) < maxTreeBatch {
+	most := s.mostLocked()
+	for len(got) < most {
 		i := -1
 		for len(s.retry) > 0 && i < 0 {
 			if c := s.retry[len(s.retry)-1]; s.state[c] == pending {
@@ -222,9 +245,10 @@ func (s *sched) takeRarestLocked(w int, budget int64, accept func(int) bool) []i
 	var (
 		got  []int
 		used int64
+		most = s.mostLocked()
 	)
 	for _, c := range cs {
-		if len(got) == maxTreeBatch || !s.fits(c.i, used, budget) {
+		if len(got) == most || !s.fits(c.i, used, budget) {
 			break
 		}
 		s.dispatchLocked(w, c.i)

@@ -82,3 +82,33 @@ func TestEndgameCopiesOnlyFromTheNamed(t *testing.T) {
 		t.Fatalf("a copy of a chunk worker 1 does not own first: %+v", st)
 	}
 }
+
+// A folder's request holds at most its share of the chunks left among the
+// workers taking, however large its budget: a file's is not held so.
+func TestFolderRequestsHoldTheirShare(t *testing.T) {
+	nop := func(error) {}
+	for _, share := range []bool{true, false} {
+		s := newSched(100, nil, false)
+		s.lens = func(int) int { return 100 }
+		s.share = share
+		for range 4 {
+			s.addTaker(1)
+		}
+		want := 100
+		if share {
+			want = 25
+		}
+		st, _ := s.take(0, 1<<30, nil, nil, nop)
+		if st == nil || len(st.chunks) != want {
+			t.Fatalf("share %v: first take of 100 chunks among 4 workers holds %d, want %d", share, len(st.chunks), want)
+		}
+		if !share {
+			continue
+		}
+		// Rarest-first takes keep to the share too: 100 left, 25 in flight.
+		st, _ = s.take(1, 1<<30, anyone, nil, nop)
+		if st == nil || len(st.chunks) != 25 {
+			t.Fatalf("rarest-first take holds %d, want 25", len(st.chunks))
+		}
+	}
+}

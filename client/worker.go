@@ -130,6 +130,8 @@ func (d *Download) work(ctx context.Context, p *peerState) error {
 		s.addAvail(nil, 1)
 		defer s.addAvail(nil, -1)
 	}
+	s.addTaker(1)
+	defer s.addTaker(-1)
 	slots := make(chan struct{}, d.cfg.StreamsPerPeer)
 	defer wg.Wait()
 	if pr, ok := p.src.(prober); ok {
@@ -308,10 +310,12 @@ func (d *Download) followHave(ctx context.Context, p *peerState, hs HaveSource, 
 	}
 }
 
-// batchUnit is the least a chunk of a folder counts for in a request's
-// budget: below it, each request's own cost outweighs its bytes, so a
-// tree's small files go many to a request. A file's chunks count their
-// size (MaxBatch caps them).
+// batchUnit is the least a chunk counts for in a peer's rate, and a
+// folder's in the cap on a request: below it, each request's own cost
+// outweighs its bytes, so a tree's small files go many to a request.
+// Measured in their bytes alone, a request of small files (a few KiB in
+// the tens of milliseconds a busy machine takes) sized the next for one
+// or two files.
 const batchUnit = 64 << 10
 
 // batchBytes is how many bytes of chunks a request to p should hold:
@@ -481,6 +485,7 @@ func (d *Download) fetch(ctx context.Context, p *peerState, req *request, free f
 	started := time.Now()
 	var (
 		got       int64
+		work      int64 // got with each chunk counted as at least batchUnit: what rates count
 		left      = lay.bytesOf(req.chunks)
 		firstAt   time.Time // when the first chunk came
 		firstSize int64
@@ -507,9 +512,10 @@ func (d *Download) fetch(ctx context.Context, p *peerState, req *request, free f
 			stall.Reset(d.cfg.StallTimeout)
 		}
 		got += int64(size)
+		work += int64(max(size, batchUnit))
 		left -= int64(size)
 		now := time.Now()
-		if r, ok := rateSoFar(got, now.Sub(started), time.Duration(p.delay.Load())); ok {
+		if r, ok := rateSoFar(work, now.Sub(started), time.Duration(p.delay.Load())); ok {
 			p.rate.Store(r)
 		}
 		if firstAt.IsZero() {
@@ -536,7 +542,7 @@ func (d *Download) fetch(ctx context.Context, p *peerState, req *request, free f
 		return nil
 	})
 	if el := time.Since(started); el > 20*time.Millisecond && err == nil {
-		p.rate.Store(rateOf(got, el, time.Duration(p.delay.Load())))
+		p.rate.Store(rateOf(work, el, time.Duration(p.delay.Load())))
 	}
 	if cause := context.Cause(ctx); cause != nil && (errors.Is(cause, errNotNeeded) || errors.Is(cause, ErrStalled)) {
 		if errors.Is(cause, errNotNeeded) {

@@ -156,3 +156,29 @@ func TestFirstRequestHoldsAtLeastFirstBatch(t *testing.T) {
 		}
 	}
 }
+
+// A peer that connected fast is never widened by slow health checks: on a
+// busy machine they time the client's own queue, not the distance. A
+// peer whose connect time is unknown still is.
+func TestFastConnectIsNeverWidenedByHealthChecks(t *testing.T) {
+	d := &Download{cfg: Config{Peers: 5}.withDefaults()}
+	for _, tc := range []struct {
+		connected time.Duration
+		wide      bool
+	}{{time.Millisecond, false}, {0, true}} {
+		var p peerState
+		pr := &fakeProber{connected: tc.connected, rtt: 2 * widenAfter, windows: make(chan int32, 4)}
+		d.probe(context.Background(), &p, pr)
+		close(pr.windows)
+		var got []int32
+		for w := range pr.windows {
+			got = append(got, w)
+		}
+		if wide := len(got) > 0; wide != tc.wide {
+			t.Errorf("connected in %v, round trips of %v: windows set %v; want widened: %v", tc.connected, pr.rtt, got, tc.wide)
+		}
+		if far := time.Duration(p.delay.Load()) > widenAfter; far != tc.wide {
+			t.Errorf("connected in %v: delay %v; want far: %v", tc.connected, time.Duration(p.delay.Load()), tc.wide)
+		}
+	}
+}

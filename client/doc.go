@@ -48,7 +48,22 @@
 // manifest was fetched (Registry.Ahead) and slower than 50 ms to connect
 // is widened at once. A request's rate leaves out the peer's round trip
 // (at most half the request's time), so a far peer's first small requests
-// measure its sending, not its distance, and the next ones grow to match.
+// measure its sending, not its distance, and the next ones grow to match;
+// mid-request a far peer's rate is taken only after two round trips, as
+// a request's first chunk says how far the peer is, not how fast. A far
+// peer's two requests are served interleaved and would end together, so
+// a far request frees its slot once what is left of it would arrive
+// within 1.5 round trips: the peer's next request is then on its way.
+//
+// Shares. A peer's rate counts each chunk as at least 64 KiB, and a
+// folder's request holds at most its share of the chunks left among the
+// workers: otherwise one fast peer took a thousand small files at once and
+// the others copied them one request each.
+//
+// Super-seeders. A client sends a random shoal-client-id with WatchHave
+// and GetChunks, so that a super-seeder, which reveals more chunks to a
+// client as it sends them, sees one client over the first connection and
+// a widened one.
 //
 // Stalls. A request that delivers no chunk for Config.StallTimeout is
 // cancelled and its peer dropped. The timeout must exceed one chunk's time

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,10 +55,17 @@ func TestWindowsShareABudget(t *testing.T) {
 // records the windows it is given.
 type fakeProber struct {
 	connected, rtt time.Duration
+	later          time.Duration // the connect time once a round trip came back, if connected is 0
 	windows        chan int32
+	trips          atomic.Int32
 }
 
-func (f *fakeProber) connectTime() time.Duration { return f.connected }
+func (f *fakeProber) connectTime() time.Duration {
+	if f.connected == 0 && f.trips.Load() > 0 {
+		return f.later
+	}
+	return f.connected
+}
 
 func (f *fakeProber) SetWindow(w int32) bool {
 	f.windows <- w
@@ -69,6 +77,7 @@ func (f *fakeProber) RoundTrip(ctx context.Context) (time.Duration, error) {
 	defer t.Stop()
 	select {
 	case <-t.C:
+		f.trips.Add(1)
 		return f.rtt, nil
 	case <-ctx.Done():
 		return 0, ctx.Err()
@@ -158,16 +167,26 @@ func TestFirstRequestHoldsAtLeastFirstBatch(t *testing.T) {
 }
 
 // A peer that connected fast is never widened by slow health checks: on a
-// busy machine they time the client's own queue, not the distance. A
-// peer whose connect time is unknown still is.
+// busy machine they time the client's own queue, not the distance; nor is
+// one whose connect time, taken alongside its first requests, is known
+// fast by its first round trip. A peer whose connect time stays unknown
+// still is.
 func TestFastConnectIsNeverWidenedByHealthChecks(t *testing.T) {
 	d := &Download{cfg: Config{Peers: 5}.withDefaults()}
 	for _, tc := range []struct {
-		connected time.Duration
-		wide      bool
-	}{{time.Millisecond, false}, {0, true}} {
+		connected, later time.Duration
+		wide             bool
+	}{
+		{time.Millisecond, 0, false},
+		{0, time.Millisecond, false},
+		{0, 0, true},
+		{0, 2 * widenAfter, true},
+		// Behind a proxy 40 ms each way a connect takes the one way only:
+		// the health checks decide.
+		{nearConnect + time.Millisecond, 0, true},
+	} {
 		var p peerState
-		pr := &fakeProber{connected: tc.connected, rtt: 2 * widenAfter, windows: make(chan int32, 4)}
+		pr := &fakeProber{connected: tc.connected, later: tc.later, rtt: 2 * widenAfter, windows: make(chan int32, 4)}
 		d.probe(context.Background(), &p, pr)
 		close(pr.windows)
 		var got []int32
@@ -175,10 +194,10 @@ func TestFastConnectIsNeverWidenedByHealthChecks(t *testing.T) {
 			got = append(got, w)
 		}
 		if wide := len(got) > 0; wide != tc.wide {
-			t.Errorf("connected in %v, round trips of %v: windows set %v; want widened: %v", tc.connected, pr.rtt, got, tc.wide)
+			t.Errorf("connected in %v (later %v), round trips of %v: windows set %v; want widened: %v", tc.connected, tc.later, pr.rtt, got, tc.wide)
 		}
 		if far := time.Duration(p.delay.Load()) > widenAfter; far != tc.wide {
-			t.Errorf("connected in %v: delay %v; want far: %v", tc.connected, time.Duration(p.delay.Load()), tc.wide)
+			t.Errorf("connected in %v (later %v): delay %v; want far: %v", tc.connected, tc.later, time.Duration(p.delay.Load()), tc.wide)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/metadata"
@@ -92,9 +93,10 @@ type Peer struct {
 	clientID string            // sent with WatchHave and GetChunks: one client over p's connections
 	opts     []grpc.DialOption // how cc was dialed; nil if unknown: then it is not widened
 	// connected is how long cc took to connect (a round trip for the
-	// HTTP/2 handshake, plus TCP's and TLS's where they go as far), 0 if
-	// unknown: a first hint of the peer's distance.
-	connected time.Duration
+	// HTTP/2 handshake, plus TCP's and TLS's where they go as far), in ns,
+	// 0 until known; nil if it is not timed: a first hint of the peer's
+	// distance, taken before any data flowed.
+	connected *atomic.Int64
 
 	mu     sync.Mutex
 	cc     *grpc.ClientConn   // new requests go here; guarded by mu
@@ -164,7 +166,12 @@ func (p *Peer) SetWindow(window int32) bool {
 	return true
 }
 
-func (p *Peer) connectTime() time.Duration { return p.connected }
+func (p *Peer) connectTime() time.Duration {
+	if p.connected == nil {
+		return 0
+	}
+	return time.Duration(p.connected.Load())
+}
 
 // Partial reports whether the peer registered as a partial holder.
 func (p *Peer) Partial() bool { return p.partial }

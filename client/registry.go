@@ -259,7 +259,7 @@ func (r *Registry) Discover(ctx context.Context, exclude []string, limit int) ([
 			w.cc.Close()
 			continue
 		}
-		out = append(out, r.peer(w.info, w.cc, lay, time.Duration(w.ready.Load())))
+		out = append(out, r.peer(w.info, w.cc, lay, &w.ready))
 		exclude = append(slices.Clip(exclude), w.info.GetPeerId())
 	}
 	if len(out) == limit {
@@ -283,14 +283,18 @@ func (r *Registry) Discover(ctx context.Context, exclude []string, limit int) ([
 		if err != nil {
 			continue
 		}
-		out = append(out, r.peer(p, cc, lay, 0))
+		// Timed from here, alongside its first requests: before data
+		// flows, as the warm ones were.
+		w := &warmPeer{info: p, cc: cc}
+		go w.timeConnect()
+		out = append(out, r.peer(p, cc, lay, &w.ready))
 	}
 	return out, nil
 }
 
 // peer is a Source for the holder p over cc; connected is how long cc took
-// to connect, 0 if unknown.
-func (r *Registry) peer(p *shoalv1.PeerInfo, cc *grpc.ClientConn, lay *layout, connected time.Duration) *Peer {
+// to connect in ns, 0 until known (see warmPeer.timeConnect).
+func (r *Registry) peer(p *shoalv1.PeerInfo, cc *grpc.ClientConn, lay *layout, connected *atomic.Int64) *Peer {
 	partial := false
 	for _, f := range p.GetFiles() {
 		partial = partial || f.GetPartial()

@@ -402,6 +402,13 @@ type prober interface {
 	connectTime() time.Duration
 }
 
+// nearConnect is the connect time below which a peer is near whatever its
+// health checks say. A connect takes about two round trips across a
+// network (TCP's, then the server's HTTP/2 settings), but only the one-way
+// delay behind a local proxy that delays each way (toxiproxy: the settings
+// come back through it): under half of widenAfter is near either way.
+const nearConnect = widenAfter / 2
+
 // Round trips timed per peer, the shortest kept; the pause between two,
 // and the longest wait for one.
 const (
@@ -421,8 +428,8 @@ const (
 //
 // A peer whose connection took longer than widenAfter to connect is
 // widened before its first round trip is timed: that took a round trip
-// or more already. One that connected faster is never widened by its
-// health checks, which a busy client times behind its own work: five
+// or more already. One that connected within nearConnect is never widened
+// by its health checks, which a busy client times behind its own work: five
 // local peers on two cores measured 40-140 ms, and widened, pushed ahead
 // of the client until it took 3.9-4.8 s for 1 GiB and over 100 MiB,
 // against 2.6-2.8 s and 75-84 MiB unwidened.
@@ -465,7 +472,14 @@ func (d *Download) probe(ctx context.Context, p *peerState, pr prober) {
 		if best == 0 || rtt < best {
 			best = rtt
 		}
-		if connected > 0 && connected <= widenAfter && best > widenAfter {
+		if connected == 0 {
+			// Timed alongside the first requests; known by now, as a
+			// round trip has come back over the connection.
+			if connected = pr.connectTime(); connected > widenAfter && !wide && !widen(true) {
+				return
+			}
+		}
+		if connected > 0 && connected <= nearConnect && best > widenAfter {
 			// Connected fast, before any data flowed: the round trip
 			// is the peer's queue, not its distance.
 			continue

@@ -44,9 +44,12 @@
 // MiB each) for its later requests. A window of W holds a peer to W per
 // round trip: 4 MiB over 100 ms is 40 MB/s. Waits for a request's first
 // chunk are no measure of distance: on a busy loopback they were up to
-// 125 ms behind the connection's other stream. A peer connected while the
-// manifest was fetched (Registry.Ahead) and slower than 50 ms to connect
-// is widened at once. A request's rate leaves out the peer's round trip
+// 125 ms behind the connection's other stream. A peer slower than 50 ms
+// to connect (timed before data flows: while the manifest is fetched, or
+// alongside the first requests) is widened at once; one that connected
+// within 25 ms is never widened by its health checks, which a busy client
+// times behind its own work (five local peers on two cores measured
+// 40-140 ms). A request's rate leaves out the peer's round trip
 // (at most half the request's time), so a far peer's first small requests
 // measure its sending, not its distance, and the next ones grow to match;
 // mid-request a far peer's rate is taken only after two round trips, as

@@ -116,6 +116,13 @@ func (d *Download) work(ctx context.Context, p *peerState) error {
 	fail := func(err error) {
 		errOnce.Do(func() {
 			werr = err
+			// Recorded now, while the download runs: a download that
+			// finished before this worker returned would not be told.
+			if ctx.Err() == nil {
+				if v, reason := decide(err); v != endDownload {
+					d.drop(p, reason, err)
+				}
+			}
 			if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrProtocol) || errors.Is(err, ErrDisk) {
 				cancel(err)
 			}

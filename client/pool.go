@@ -201,14 +201,8 @@ func (p *pool) start(ctx context.Context, src Source) {
 	ps.retire = retire
 	p.wg.Go(func() {
 		defer retire()
-		err := d.work(wctx, ps)
+		err := d.work(wctx, ps) // a failure's drop reason is recorded there
 		src.Close()
-		if err != nil && ctx.Err() == nil {
-			v, reason := decide(err)
-			if v != endDownload {
-				d.drop(ps, reason, err)
-			}
-		}
 		select {
 		case p.results <- workerResult{ps, err}:
 		case <-ctx.Done():

@@ -116,8 +116,9 @@ func (d *Download) work(ctx context.Context, p *peerState) error {
 	fail := func(err error) {
 		errOnce.Do(func() {
 			werr = err
-			// Recorded now, while the download runs: a download that
-			// finished before this worker returned would not be told.
+			// Why the peer is dropped, recorded here alone and at the
+			// failure, while the download runs: recorded when the worker
+			// returned, a download that finished in between lost it.
 			if ctx.Err() == nil {
 				if v, reason := decide(err); v != endDownload {
 					d.drop(p, reason, err)

@@ -58,6 +58,21 @@
 // a far request frees its slot once what is left of it would arrive
 // within 1.5 round trips: the peer's next request is then on its way.
 //
+// First requests. Registry.Manifest connects to the first holders while
+// it fetches the manifest, and as soon as each connection is up sends it
+// two requests of 2 MiB (a stream window each, the connection's in all) of
+// the file's first chunks, guessed from the size the registry reported: a
+// shoal peer cuts a file of that size into chunkstore.ChunkSizeFor(size)
+// chunks. Their chunks are set aside for that peer's worker, which takes
+// the requests up as its first two; a manifest that proves the guess wrong,
+// or a .part that holds those chunks already, drops them. Chunks are
+// verified against the manifest as any others. A holder slower than 50 ms
+// to connect gets its wide connection dialed there and then too. Both save
+// the round trip after the manifest: 5 capped sources 50 ms away each way
+// took 5.40 s for 512 MiB instead of 5.54 s. The windows carry 64 KiB of
+// slack so that a request of a window's worth of chunks never waits for
+// the client to read before its last bytes.
+//
 // Shares. A peer's rate counts each chunk as at least 64 KiB, and a
 // folder's request holds at most its share of the chunks left among the
 // workers: otherwise one fast peer took a thousand small files at once and

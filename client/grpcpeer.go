@@ -33,6 +33,11 @@ const maxMessageBytes = chunkstore.MaxChunkSize + 64<<10
 // its RSS reached 100 MiB.
 const windowBytes = 2 << 20
 
+// windowSlack is added to every window for the framing of the chunks it
+// holds: a request of windowBytes of chunks then never waits for the
+// client to read before its last message.
+const windowSlack = 64 << 10
+
 // A peer farther than widenAfter (its shortest round trip, see
 // Download.probe) is moved to a connection with a wider window: a window of W
 // holds a peer to W per round trip, 40 MB/s at 100 ms for 4 MiB, 80 MB/s
@@ -68,8 +73,8 @@ func DialOptions() []grpc.DialOption {
 // window turns off, starts at 64 KiB and stops at 16 MiB.
 func TuningOptions() []grpc.DialOption {
 	return []grpc.DialOption{
-		grpc.WithInitialWindowSize(windowBytes),
-		grpc.WithInitialConnWindowSize(2 * windowBytes),
+		grpc.WithInitialWindowSize(windowBytes + windowSlack),
+		grpc.WithInitialConnWindowSize(2 * (windowBytes + windowSlack)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes)),
 		grpc.WithReadBufferSize(256 << 10),
 		// A peer whose address accepts nothing, or accepts and never
@@ -96,6 +101,8 @@ type Peer struct {
 	// 0 until known; nil if it is not timed: a first hint of the peer's
 	// distance, taken before any data flowed.
 	connected *atomic.Int64
+	spare     *spareConn  // a wide connection dialed ahead for SetWindow; nil if none
+	earlyReqs []*earlyReq // first requests sent before the manifest came
 
 	mu     sync.Mutex
 	cc     *grpc.ClientConn   // new requests go here; guarded by mu
@@ -147,22 +154,89 @@ func (p *Peer) SetWindow(window int32) bool {
 	if p.opts == nil {
 		return false
 	}
-	opts := slices.Clip(p.opts)
-	if window > 0 {
-		opts = append(opts, grpc.WithInitialWindowSize(window), grpc.WithInitialConnWindowSize(window))
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
 		return false
 	}
-	cc, err := grpc.NewClient(p.addr, opts...)
-	if err != nil {
-		return false
+	cc := p.spare.take(window)
+	if cc == nil {
+		var err error
+		if cc, err = grpc.NewClient(p.addr, windowOptions(p.opts, window)...); err != nil {
+			return false
+		}
 	}
 	p.older = append(p.older, p.cc)
 	p.cc = cc
 	return true
+}
+
+// windowOptions are opts with windows of window bytes; 0 leaves opts'.
+func windowOptions(opts []grpc.DialOption, window int32) []grpc.DialOption {
+	if window <= 0 {
+		return opts
+	}
+	return append(slices.Clip(opts), grpc.WithInitialWindowSize(window), grpc.WithInitialConnWindowSize(window))
+}
+
+// spareConn is a connection with wide windows dialed before it is needed
+// (see warmPeer.timeConnect). The zero value holds none.
+type spareConn struct {
+	mu     sync.Mutex
+	cc     *grpc.ClientConn // guarded by mu
+	window int32            // cc's windows; guarded by mu
+	done   bool             // taken or closed: no more spares; guarded by mu
+}
+
+// dial starts connecting a spare to addr with windows of window bytes,
+// unless one was taken or closed already.
+func (s *spareConn) dial(addr string, opts []grpc.DialOption, window int32) {
+	if s == nil || opts == nil || window <= 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done || s.cc != nil {
+		return
+	}
+	cc, err := grpc.NewClient(addr, windowOptions(opts, window)...)
+	if err != nil {
+		return
+	}
+	cc.Connect()
+	s.cc, s.window = cc, window
+}
+
+// take hands over the spare if its windows are window bytes, else nil;
+// later spares are not dialed. An unfitting spare is closed.
+func (s *spareConn) take(window int32) *grpc.ClientConn {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.done = true
+	cc := s.cc
+	s.cc = nil
+	if cc != nil && s.window != window {
+		cc.Close()
+		return nil
+	}
+	return cc
+}
+
+// close closes the spare, if not taken.
+func (s *spareConn) close() {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.done = true
+	if s.cc != nil {
+		s.cc.Close()
+		s.cc = nil
+	}
 }
 
 func (p *Peer) connectTime() time.Duration {
@@ -224,6 +298,10 @@ func (p *Peer) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = true
+	for _, e := range p.earlyReqs {
+		e.drop()
+	}
+	p.spare.close()
 	for _, cc := range p.older {
 		cc.Close()
 	}
@@ -238,18 +316,11 @@ func (p *Peer) Close() error {
 // gRPC read them into.
 func (p *Peer) Fetch(ctx context.Context, chunks []int, got func(int, [][]byte) error) error {
 	req, files := p.request(chunks)
-	ctx, cancel := context.WithCancel(p.asClient(ctx))
-	defer cancel()
-	stream, err := p.conn().NewStream(ctx, &shoalv1.PeerService_ServiceDesc.Streams[0], shoalv1.PeerService_GetChunks_FullMethodName, grpc.ForceCodecV2(newChunkCodec()))
+	stream, err := p.open(ctx, req, chunks)
 	if err != nil {
-		return fromStatus("chunks", err)
+		return err
 	}
-	if err := stream.SendMsg(req); err != nil {
-		return fromStatus("chunks", err)
-	}
-	if err := stream.CloseSend(); err != nil {
-		return fromStatus("chunks", err)
-	}
+	defer stream.stop()
 	var (
 		cur    = -1 // the chunk being filled, in the download's chunk space
 		want   int
@@ -310,6 +381,38 @@ func (p *Peer) Fetch(ctx context.Context, chunks []int, got func(int, [][]byte) 
 		}
 	}
 }
+
+// chunkStream is a GetChunks call and what ends it.
+type chunkStream struct {
+	grpc.ClientStream
+	stop func()
+}
+
+// open sends req, the request for chunks, or takes up the early request
+// for them; the stream ends with ctx or stop.
+func (p *Peer) open(ctx context.Context, req *shoalv1.GetChunksRequest, chunks []int) (chunkStream, error) {
+	for _, e := range p.earlyReqs {
+		if s, cancel := e.take(chunks); s != nil {
+			unhook := context.AfterFunc(ctx, cancel)
+			return chunkStream{s, func() { unhook(); cancel() }}, nil
+		}
+	}
+	ctx, cancel := context.WithCancel(p.asClient(ctx))
+	stream, err := p.conn().NewStream(ctx, &shoalv1.PeerService_ServiceDesc.Streams[0], shoalv1.PeerService_GetChunks_FullMethodName, grpc.ForceCodecV2(newChunkCodec()))
+	if err == nil {
+		err = stream.SendMsg(req)
+	}
+	if err == nil {
+		err = stream.CloseSend()
+	}
+	if err != nil {
+		cancel()
+		return chunkStream{}, fromStatus("chunks", err)
+	}
+	return chunkStream{stream, cancel}, nil
+}
+
+func (p *Peer) early() []*earlyReq { return p.earlyReqs }
 
 // request is the GetChunks request for chunks, and the layout file of
 // each position of its files (one position for a single file).

@@ -195,6 +195,17 @@ func (p *pool) start(ctx context.Context, src Source) {
 	ps := &peerState{src: src, id: len(d.peers)}
 	d.peers = append(d.peers, ps)
 	d.mu.Unlock()
+	if es, ok := src.(earlySource); ok {
+		// Set aside before any worker runs, or another one's first
+		// requests take them from the queue.
+		for _, e := range es.early() {
+			if chunks, _ := e.want(); chunks != nil && d.s.reserve(ps.id, chunks) {
+				ps.early = append(ps.early, e)
+			} else {
+				e.drop() // a resumed download holds some of them
+			}
+		}
+	}
 	p.active++
 	d.active.Add(1)
 	wctx, retire := context.WithCancel(ctx)

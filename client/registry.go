@@ -121,7 +121,7 @@ func (r *Registry) Manifest(ctx context.Context) (*chunkstore.Manifest, error) {
 	// A manifest message may be as large as the file's size implies, not
 	// only one chunk: 3.5 MB for 100 GiB.
 	limit := max(maxMessageBytes, chunkstore.WireBytes(int64(resp.GetFile().GetSize())))
-	r.warmUp(resp.GetPeers())
+	r.warmUp(resp.GetFile(), resp.GetPeers())
 	first := &shoalv1.LookupResponse{File: resp.GetFile(), Peers: resp.GetPeers()[:min(len(resp.GetPeers()), manifestHedge)]}
 	m, err = fromHolders(ctx, r, first, "manifest", func(ctx context.Context, addr string) (*chunkstore.Manifest, error) {
 		m, err := r.fetchManifest(ctx, addr, id, limit)
@@ -132,10 +132,22 @@ func (r *Registry) Manifest(ctx context.Context) (*chunkstore.Manifest, error) {
 	})
 	if err != nil {
 		r.closeWarm()
+		// A holder that found its file edited since it announced it (a
+		// first request reading it, say) no longer serves the old id.
+		if changed := r.renamedFrom(ctx, id); changed != nil {
+			return nil, changed
+		}
 		return nil, err
 	}
 	r.mu.Lock()
 	r.m, r.lay = m, fileLayout(m)
+	for _, w := range r.warm {
+		for _, e := range w.early {
+			if !e.fits(m) {
+				e.drop()
+			}
+		}
+	}
 	r.mu.Unlock()
 	return m, nil
 }
@@ -256,10 +268,10 @@ func (r *Registry) Discover(ctx context.Context, exclude []string, limit int) ([
 	var out []Source
 	for _, w := range warm {
 		if len(out) == limit || slices.Contains(exclude, w.info.GetPeerId()) {
-			w.cc.Close()
+			w.close()
 			continue
 		}
-		out = append(out, r.peer(w.info, w.cc, lay, &w.ready))
+		out = append(out, r.peer(w.info, w.cc, lay, w))
 		exclude = append(slices.Clip(exclude), w.info.GetPeerId())
 	}
 	if len(out) == limit {
@@ -285,21 +297,22 @@ func (r *Registry) Discover(ctx context.Context, exclude []string, limit int) ([
 		}
 		// Timed from here, alongside its first requests: before data
 		// flows, as the warm ones were.
-		w := &warmPeer{info: p, cc: cc}
+		w := r.newWarm(p, cc)
 		go w.timeConnect()
-		out = append(out, r.peer(p, cc, lay, &w.ready))
+		out = append(out, r.peer(p, cc, lay, w))
 	}
 	return out, nil
 }
 
-// peer is a Source for the holder p over cc; connected is how long cc took
-// to connect in ns, 0 until known (see warmPeer.timeConnect).
-func (r *Registry) peer(p *shoalv1.PeerInfo, cc *grpc.ClientConn, lay *layout, connected *atomic.Int64) *Peer {
+// peer is a Source for the holder p over cc, which w times and may
+// widen ahead (see warmPeer.timeConnect).
+func (r *Registry) peer(p *shoalv1.PeerInfo, cc *grpc.ClientConn, lay *layout, w *warmPeer) *Peer {
 	partial := false
 	for _, f := range p.GetFiles() {
 		partial = partial || f.GetPartial()
 	}
-	return &Peer{id: p.GetPeerId(), addr: p.GetAddress(), cc: cc, lay: lay, partial: partial, opts: r.dialOptions(), connected: connected, clientID: newClientID()}
+	return &Peer{id: p.GetPeerId(), addr: p.GetAddress(), cc: cc, lay: lay, partial: partial, opts: r.dialOptions(),
+		connected: &w.ready, spare: &w.spare, earlyReqs: w.early, clientID: w.clientID}
 }
 
 func closeAll(srcs []Source) {
@@ -308,34 +321,65 @@ func closeAll(srcs []Source) {
 	}
 }
 
-// warmPeer is a holder connected to while the manifest is fetched.
+// warmPeer is a holder connected to while the manifest is fetched, or
+// alongside its first requests.
 type warmPeer struct {
-	info  *shoalv1.PeerInfo
-	cc    *grpc.ClientConn
-	ready atomic.Int64 // time from dial to a ready connection, in ns; 0 until then
+	info     *shoalv1.PeerInfo
+	cc       *grpc.ClientConn
+	opts     []grpc.DialOption // how cc was dialed
+	window   int32             // the wide window a far peer gets (see windowFor)
+	clientID string            // the Peer's (see Peer.asClient)
+	ready    atomic.Int64      // time from dial to a ready connection, in ns; 0 until then
+	spare    spareConn         // a wide connection, dialed once cc is found far
+	file     string            // the content id early asks for
+	early    []*earlyReq       // sent once cc is ready
 }
 
-// warmUp starts connecting to holders, up to Ahead of them (at least
-// manifestHedge, none if Ahead is 0): the first Discover hands them out.
-func (r *Registry) warmUp(holders []*shoalv1.PeerInfo) {
+// newWarm is a warmPeer for the holder p over cc.
+func (r *Registry) newWarm(p *shoalv1.PeerInfo, cc *grpc.ClientConn) *warmPeer {
+	return &warmPeer{info: p, cc: cc, opts: r.dialOptions(), window: windowFor(max(1, r.Ahead)), clientID: newClientID()}
+}
+
+// close closes w's connections; a Peer made of w closes them instead.
+func (w *warmPeer) close() {
+	for _, e := range w.early {
+		e.drop()
+	}
+	w.spare.close()
+	w.cc.Close()
+}
+
+// warmUp starts connecting to holders of file, up to Ahead of them (at
+// least manifestHedge, none if Ahead is 0): the first Discover hands them
+// out. The Ahead first are sent their first requests as soon as they are
+// connected (see earlyReq).
+func (r *Registry) warmUp(file *shoalv1.FileInfo, holders []*shoalv1.PeerInfo) {
 	if r.Ahead <= 0 {
 		return
 	}
+	holders = holders[:min(len(holders), max(manifestHedge, r.Ahead))]
+	plan := earlyPlan(file, holders[:min(len(holders), r.Ahead)])
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, p := range holders[:min(len(holders), max(manifestHedge, r.Ahead))] {
+	for k, p := range holders {
 		cc, err := grpc.NewClient(p.GetAddress(), r.dialOptions()...)
 		if err != nil {
 			continue
 		}
-		w := &warmPeer{info: p, cc: cc}
+		w := r.newWarm(p, cc)
+		if k < len(plan) {
+			w.file, w.early = file.GetContentId(), plan[k]
+		}
 		r.warm = append(r.warm, w)
 		go w.timeConnect()
 	}
 }
 
 // timeConnect connects w and records how long that took; it gives up
-// after connectTimeout, or when w is closed.
+// after connectTimeout, or when w is closed. A connect slower than
+// widenAfter marks a far peer, which Download.probe widens as soon as its
+// first request goes: its wide connection is dialed now, beside the
+// manifest's round trip, rather than after it.
 func (w *warmPeer) timeConnect() {
 	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 	defer cancel()
@@ -346,7 +390,19 @@ func (w *warmPeer) timeConnect() {
 			return
 		}
 	}
-	w.ready.Store(int64(max(1, time.Since(t0))))
+	w.connected(max(1, time.Since(t0)))
+}
+
+// connected records that w's connection came up in took: its early
+// requests go, and a far peer's wide connection is dialed.
+func (w *warmPeer) connected(took time.Duration) {
+	for _, e := range w.early {
+		e.send(w.cc, w.file, w.clientID)
+	}
+	if took > widenAfter {
+		w.spare.dial(w.info.GetAddress(), w.opts, w.window)
+	}
+	w.ready.Store(int64(took))
 }
 
 // warmConn is the warm connection to addr, nil if none.
@@ -387,7 +443,7 @@ func (r *Registry) closeWarm() {
 	r.warm = nil
 	r.mu.Unlock()
 	for _, w := range warm {
-		w.cc.Close()
+		w.close()
 	}
 }
 
@@ -399,6 +455,12 @@ func (r *Registry) renamed(ctx context.Context) error {
 	if m == nil {
 		return nil // a folder's name changing is not followed
 	}
+	return r.renamedFrom(ctx, m.ID)
+}
+
+// renamedFrom checks whether Target, a name, now names another content
+// id than old.
+func (r *Registry) renamedFrom(ctx context.Context, old chunkstore.ID) error {
 	if isID(r.Target) {
 		return nil // asked by id: an id never changes
 	}
@@ -407,10 +469,10 @@ func (r *Registry) renamed(ctx context.Context) error {
 		return nil
 	}
 	now, err := chunkstore.ParseID(resp.GetFile().GetContentId())
-	if err != nil || now == m.ID {
+	if err != nil || now == old {
 		return nil
 	}
-	return &NameChangedError{Name: r.Target, Old: m.ID, New: now}
+	return &NameChangedError{Name: r.Target, Old: old, New: now}
 }
 
 // ListedFile is one file or folder the registry knows, with its holder

@@ -14,6 +14,7 @@ const (
 	inflight
 	writing
 	done
+	reserved // for one worker's early request (see reserve)
 )
 
 // request is one open request to a peer: the chunks it asked for and how
@@ -23,7 +24,8 @@ type request struct {
 	chunks  []int
 	left    int // chunks not yet written by anyone; guarded by sched.mu
 	cancel  context.CancelCauseFunc
-	stopped bool // cancelled because every chunk was written elsewhere
+	stopped bool      // cancelled because every chunk was written elsewhere
+	sent    time.Time // when it was sent, if before it was taken (see earlyReq)
 }
 
 // sched is the shared chunk queue. All fields below mu are guarded by it.
@@ -173,6 +175,56 @@ func (s *sched) take(w int, budget int64, accept func(i int) bool, dupFrom func(
 		s.requests[i] = append(s.requests[i], st)
 	}
 	return st, nil
+}
+
+// reserve sets chunks aside for worker w, if every one is pending: a
+// request for them went to w's peer before the download began (see
+// earlyReq). No take hands them out; w takes them with takeThese, or
+// gives them back with unreserve.
+func (s *sched) reserve(w int, chunks []int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, i := range chunks {
+		if i < 0 || i >= len(s.state) || s.state[i] != pending {
+			return false
+		}
+	}
+	for _, i := range chunks {
+		s.state[i], s.owner[i] = reserved, int32(w)
+	}
+	return true
+}
+
+// unreserve gives back to the queue the chunks of chunks still reserved
+// for w.
+func (s *sched) unreserve(w int, chunks []int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, i := range chunks {
+		if s.state[i] == reserved && s.owner[i] == int32(w) {
+			s.state[i] = pending
+			s.retry = append(s.retry, i)
+		}
+	}
+	s.notifyLocked()
+}
+
+// takeThese hands worker w exactly chunks if every one is pending or
+// reserved for w; else nil.
+func (s *sched) takeThese(w int, chunks []int, cancel context.CancelCauseFunc) *request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, i := range chunks {
+		if i < 0 || i >= len(s.state) || (s.state[i] != pending && (s.state[i] != reserved || s.owner[i] != int32(w))) {
+			return nil
+		}
+	}
+	st := &request{worker: w, chunks: chunks, left: len(chunks), cancel: cancel}
+	for _, i := range chunks {
+		s.dispatchLocked(w, i)
+		s.requests[i] = append(s.requests[i], st)
+	}
+	return st
 }
 
 // takeQueuedLocked takes chunks in queue order: handed-back chunks first,

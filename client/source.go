@@ -50,6 +50,13 @@ type SequentialSource interface {
 	Left(chunks int)
 }
 
+// earlySource is a Source with requests sent before the download began
+// (see earlyReq): its worker's first requests, if their chunks are still
+// pending; else the worker drops them.
+type earlySource interface {
+	early() []*earlyReq
+}
+
 // Discoverer finds a file's manifest and the peers that hold it.
 type Discoverer interface {
 	// Manifest returns the verified manifest of the file to download. A

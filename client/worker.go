@@ -29,6 +29,7 @@ type peerState struct {
 	window  atomic.Int32 // the wide window the peer was moved to; 0 if none
 	dropped DropReason   // set once when dropped; guarded by Download.mu
 	dropErr string       // the error that dropped it; guarded by Download.mu
+	early   []*earlyReq  // the peer's early requests, their chunks reserved (see sched.reserve)
 
 	retire   context.CancelFunc // stops the worker at once, without blaming the peer
 	retiring atomic.Bool        // the worker stops after its requests under way
@@ -140,6 +141,11 @@ func (d *Download) work(ctx context.Context, p *peerState) error {
 	}
 	s.addTaker(1)
 	defer s.addTaker(-1)
+	defer func() {
+		for _, e := range p.early {
+			s.unreserve(p.id, e.chunks) // those no request took
+		}
+	}()
 	slots := make(chan struct{}, d.cfg.StreamsPerPeer)
 	defer wg.Wait()
 	if pr, ok := p.src.(prober); ok {
@@ -151,6 +157,7 @@ func (d *Download) work(ctx context.Context, p *peerState) error {
 		wg.Wait()
 		return werr
 	}
+	nextEarly := 0 // p.early[nextEarly:] are to be taken up
 	for {
 		select {
 		case slots <- struct{}{}:
@@ -178,6 +185,16 @@ func (d *Download) work(ctx context.Context, p *peerState) error {
 		}
 		sctx, scancel := context.WithCancelCause(ctx)
 		var req *request
+		for req == nil && nextEarly < len(p.early) {
+			// A request under way since before the manifest came.
+			e := p.early[nextEarly]
+			nextEarly++
+			if req = s.takeThese(p.id, e.chunks, scancel); req != nil {
+				_, req.sent = e.want()
+			} else {
+				e.drop()
+			}
+		}
 		for req == nil {
 			var wait <-chan struct{}
 			accept := p.acceptFunc()
@@ -515,6 +532,9 @@ func (d *Download) fetch(ctx context.Context, p *peerState, req *request, free f
 		asked[i] = true
 	}
 	started := time.Now()
+	if !req.sent.IsZero() {
+		started = req.sent // sent before the manifest came
+	}
 	var (
 		got       int64
 		work      int64 // got with each chunk counted as at least batchUnit: what rates count

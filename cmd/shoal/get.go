@@ -135,6 +135,11 @@ func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
 		if attempt == 0 && isFolderTarget(target, err) {
 			return getFolder(ctx, g, target, f, cc, dial, err)
 		}
+		var changed *client.NameChangedError
+		if errors.As(err, &changed) && attempt < 2 {
+			fmt.Fprintf(g.stderr, "%s changed on the network; fetching %s\n", changed.Name, changed.New)
+			continue
+		}
 		if err != nil {
 			err = downloadError(ctx, "", nil, f.conn.explain(ctx, f.registry, err))
 			if f.json {
@@ -168,7 +173,6 @@ func runGet(ctx context.Context, g *globals, target string, f getFlags) error {
 			rep, err = d.Run(ctx)
 			stop(err == nil)
 		}
-		var changed *client.NameChangedError
 		if !errors.As(err, &changed) || attempt == 2 {
 			break
 		}

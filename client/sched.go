@@ -40,6 +40,7 @@ type sched struct {
 	order     []int // in-flight chunks in dispatch order, for the endgame
 	ohead     int
 	remaining int                // chunks not done
+	queued    int                // chunks pending: not dispatched, not reserved
 	avail     []int32            // peers known to hold each chunk, for rarest-first
 	rnd       uint64             // xorshift state for random tie-breaks
 	requests  map[int][]*request // open requests per chunk
@@ -60,15 +61,23 @@ func (s *sched) addTaker(delta int) {
 }
 
 // mostLocked is the most chunks one request may hold: maxTreeBatch, and
-// with share set the request's share of the chunks left among the workers.
-// Without it one fast peer took a folder's thousand small files in one
-// request while the others, with nothing left to take, copied them one
-// request each (300-700 requests, not 100).
+// the request's share among the workers of the chunks left (with share
+// set, a folder's) or of those not yet handed out. Without the first one
+// fast peer took a folder's thousand small files in one request while the
+// others, with nothing left to take, copied them one request each
+// (300-700 requests, not 100). Without the second the queue's last chunks
+// went out in whole requests to whichever workers asked first, and the
+// others, idle, could not help: a capped peer 50 ms away still had four
+// chunks to send, 130 ms, when the other four were done.
 func (s *sched) mostLocked() int {
-	if !s.share || s.takers <= 1 {
+	if s.takers <= 1 {
 		return maxTreeBatch
 	}
-	return max(1, min(maxTreeBatch, (s.remaining+s.takers-1)/s.takers))
+	left := s.queued
+	if s.share {
+		left = s.remaining
+	}
+	return max(1, min(maxTreeBatch, (left+s.takers-1)/s.takers))
 }
 
 // fits reports whether chunk i fits in what is left of a budget after
@@ -119,6 +128,7 @@ func newSched(n int, have []bool, tailFirst bool) *sched {
 		}
 		s.queue = append(s.queue, i)
 		s.remaining++
+		s.queued++
 	}
 	if tailFirst {
 		slices.Reverse(s.queue)
@@ -192,6 +202,7 @@ func (s *sched) reserve(w int, chunks []int) bool {
 	for _, i := range chunks {
 		s.state[i], s.owner[i] = reserved, int32(w)
 	}
+	s.queued -= len(chunks)
 	return true
 }
 
@@ -203,6 +214,7 @@ func (s *sched) unreserve(w int, chunks []int) {
 	for _, i := range chunks {
 		if s.state[i] == reserved && s.owner[i] == int32(w) {
 			s.state[i] = pending
+			s.queued++
 			s.retry = append(s.retry, i)
 		}
 	}
@@ -342,6 +354,9 @@ func (s *sched) takeFrom(w, from int, cancel context.CancelCauseFunc) (*request,
 }
 
 func (s *sched) dispatchLocked(w, i int) {
+	if s.state[i] == pending {
+		s.queued--
+	}
 	s.state[i], s.reqs[i], s.owner[i] = inflight, 1, int32(w)
 	s.order = append(s.order, i)
 }
@@ -436,6 +451,7 @@ func (s *sched) release(st *request) {
 		}
 		if s.state[i] == inflight && s.reqs[i] == 0 {
 			s.state[i] = pending
+			s.queued++
 			s.retry = append(s.retry, i)
 		}
 	}

@@ -83,9 +83,10 @@ func TestEndgameCopiesOnlyFromTheNamed(t *testing.T) {
 	}
 }
 
-// A folder's request holds at most its share of the chunks left among the
-// workers taking, however large its budget: a file's is not held so.
-func TestFolderRequestsHoldTheirShare(t *testing.T) {
+// A request holds at most its share among the workers taking, however
+// large its budget: a folder's of the chunks left, a file's of the chunks
+// not yet handed out, so that the last ones spread over every worker.
+func TestRequestsHoldTheirShare(t *testing.T) {
 	nop := func(error) {}
 	for _, share := range []bool{true, false} {
 		s := newSched(100, nil, false)
@@ -94,21 +95,29 @@ func TestFolderRequestsHoldTheirShare(t *testing.T) {
 		for range 4 {
 			s.addTaker(1)
 		}
-		want := 100
+		st, _ := s.take(0, 1<<30, nil, nil, nop)
+		if st == nil || len(st.chunks) != 25 {
+			t.Fatalf("share %v: first take of 100 chunks among 4 workers holds %d, want 25", share, len(st.chunks))
+		}
+		// A folder's share is of the chunks left, 100 (rarest-first takes
+		// keep to it too); a file's of those not handed out yet, 75.
+		want := 19
 		if share {
 			want = 25
 		}
-		st, _ := s.take(0, 1<<30, nil, nil, nop)
-		if st == nil || len(st.chunks) != want {
-			t.Fatalf("share %v: first take of 100 chunks among 4 workers holds %d, want %d", share, len(st.chunks), want)
-		}
-		if !share {
-			continue
-		}
-		// Rarest-first takes keep to the share too: 100 left, 25 in flight.
 		st, _ = s.take(1, 1<<30, anyone, nil, nop)
-		if st == nil || len(st.chunks) != 25 {
-			t.Fatalf("rarest-first take holds %d, want 25", len(st.chunks))
+		if st == nil || len(st.chunks) != want {
+			t.Fatalf("share %v: second take holds %d, want %d", share, len(st.chunks), want)
+		}
+	}
+	// The queue's last chunks go out one request each.
+	s := newSched(6, nil, false)
+	for range 4 {
+		s.addTaker(1)
+	}
+	for k, want := range []int{2, 1, 1, 1, 1} {
+		if st, _ := s.take(k%4, 1<<30, nil, nil, nop); st == nil || len(st.chunks) != want {
+			t.Fatalf("take %d of 6 chunks among 4 workers: %+v, want %d chunks", k, st, want)
 		}
 	}
 }

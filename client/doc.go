@@ -116,15 +116,19 @@
 // hashed, and chunks that match the manifest are not fetched again. This
 // needs no separate journal file that could disagree with the data.
 //
-// Writes. On Linux a chunk is copied into an aligned buffer and written
-// with O_DIRECT (the last one padded, the file truncated at the end): on
-// the 6.18 VMs shoal is benchmarked on, page-cache writes of 1 GiB cost
-// 0.85 to 3.7 s of system time depending on how fresh the memory was, and
-// direct writes 0.35 to 0.41 s. Where O_DIRECT is refused (or
-// Config.PageCache), chunks go through the page cache in Config.WriteSize
-// pieces (32 KiB), several per pwritev: 1 MiB pwrites took 2.4 s of system
-// time per GiB against 0.35 s in 32 KiB ones. Either way, every
-// Config.WritebackEvery bytes (8 MiB) the part file is fsynced in the
+// Writes. Chunks go through the page cache in Config.WriteSize pieces
+// (32 KiB), several per pwritev: 1 MiB pwrites took 2.4 s of system time
+// per GiB against 0.35 s in 32 KiB ones. With Config.Direct, on Linux, a
+// chunk is copied into an aligned buffer and written with O_DIRECT (the
+// last one padded, the file truncated at the end), which costs less system
+// time and more wall time: each write waits for the disk. Side by side,
+// 1 GiB from 5 local peers on the 6.18 VMs shoal is benchmarked on took
+// 1.62-1.75 s through the page cache and 2.13-2.56 s direct with most of
+// the memory free, 1.99-2.31 s and 2.22-2.74 s with the page cache full
+// of another file (system time 0.86-0.89 and 0.59-0.79 s, then 1.26-2.02
+// and 0.63-0.80 s); an earlier week measured 0.85 to 3.7 s of system time
+// through the page cache. Direct was the default until then. Either way,
+// every Config.WritebackEvery bytes (8 MiB) the part file is fsynced in the
 // background, one at a time, so the fsync before the rename finds little
 // left: direct writes leave no dirty pages but sit in the disk's write
 // cache, and on those VMs the final fsync of 1 GiB written directly took

@@ -427,8 +427,8 @@ func TestEndgameDuplicatesSlowLastChunks(t *testing.T) {
 }
 
 // TestResumeAfterDirectWrites cancels a download whose chunks went to disk
-// with O_DIRECT (the default part file), then resumes it: the chunks the
-// first run reported verified and written are not fetched again.
+// with O_DIRECT, then resumes it: the chunks the first run reported
+// verified and written are not fetched again.
 func TestResumeAfterDirectWrites(t *testing.T) {
 	f := newFixture(t, 16<<20)
 	specs := make([]cluster.PeerSpec, 3)
@@ -444,7 +444,7 @@ func TestResumeAfterDirectWrites(t *testing.T) {
 	defer cc.Close()
 	ctx, cancel := context.WithCancel(testCtx(t))
 	defer cancel()
-	d := client.NewDownload(client.Config{}, &client.Registry{Target: f.name, Conn: cc}, out)
+	d := client.NewDownload(client.Config{Direct: true}, &client.Registry{Target: f.name, Conn: cc}, out)
 	var written int
 	watched := make(chan struct{})
 	go func() {

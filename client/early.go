@@ -39,7 +39,7 @@ type earlyReq struct {
 
 	mu     sync.Mutex
 	stream grpc.ClientStream  // nil until sent; guarded by mu
-	cancel context.CancelFunc // ends stream; guarded by mu
+	cancel context.CancelFunc // ends stream, or its sending; guarded by mu
 	sent   time.Time          // when the request went; guarded by mu
 	done   bool               // taken up or dropped; guarded by mu
 }
@@ -94,20 +94,22 @@ func (e *earlyReq) send(cc *grpc.ClientConn, id, clientID string) {
 	if e == nil {
 		return
 	}
+	// The stream ends when the download takes it up and finishes it, or
+	// when e is dropped: by the manifest, by the worker, or with the
+	// peer's connections; a drop while it is being sent cancels that.
+	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(context.Background(), clientIDKey, clientID))
 	e.mu.Lock()
-	done := e.done
-	e.mu.Unlock()
-	if done {
+	if e.done {
+		e.mu.Unlock()
+		cancel()
 		return
 	}
+	e.cancel = cancel
+	e.mu.Unlock()
 	req := &shoalv1.GetChunksRequest{ContentId: id, Indexes: make([]uint32, len(e.chunks))}
 	for k, i := range e.chunks {
 		req.Indexes[k] = uint32(i)
 	}
-	// The stream ends when the download takes it up and finishes it, or
-	// when e is dropped: by the manifest, by another first request, or
-	// with the peer's connections.
-	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(context.Background(), clientIDKey, clientID))
 	sent := time.Now()
 	stream, err := cc.NewStream(ctx, &shoalv1.PeerService_ServiceDesc.Streams[0], shoalv1.PeerService_GetChunks_FullMethodName, grpc.ForceCodecV2(newChunkCodec()))
 	if err == nil {
@@ -122,7 +124,7 @@ func (e *earlyReq) send(cc *grpc.ClientConn, id, clientID string) {
 		cancel()
 		return
 	}
-	e.stream, e.cancel, e.sent = stream, cancel, sent
+	e.stream, e.sent = stream, sent
 }
 
 // want is the chunks e asks for and when it was sent (zero if not yet),
@@ -140,8 +142,9 @@ func (e *earlyReq) want() ([]int, time.Time) {
 }
 
 // take hands over e's stream, and its cancel, if e was sent for exactly
-// chunks, and marks e done; a request for other chunks gets nil and
-// leaves e be: the worker's other requests may go first.
+// chunks, and marks e done; if it is still being sent, that is cancelled
+// and the caller gets nil, to send its own. A request for other chunks
+// gets nil and leaves e be: the worker's other requests may go first.
 func (e *earlyReq) take(chunks []int) (grpc.ClientStream, context.CancelFunc) {
 	if e == nil {
 		return nil, nil
@@ -153,7 +156,13 @@ func (e *earlyReq) take(chunks []int) (grpc.ClientStream, context.CancelFunc) {
 	}
 	e.done = true
 	s, c := e.stream, e.cancel
-	e.stream = nil
+	e.stream, e.cancel = nil, nil
+	if s == nil {
+		if c != nil {
+			c()
+		}
+		return nil, nil
+	}
 	return s, c
 }
 
@@ -165,10 +174,10 @@ func (e *earlyReq) drop() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.done = true
-	if e.stream != nil {
+	if e.cancel != nil {
 		e.cancel()
-		e.stream = nil
 	}
+	e.stream, e.cancel = nil, nil
 }
 
 // fits reports whether m bears out e's prediction of its chunks.

@@ -218,7 +218,7 @@ func TestNoPeerTimeoutFiresWhileWorkersWait(t *testing.T) {
 func TestDiskErrorEndsTheDownload(t *testing.T) {
 	data, m := testFile(20)
 	good := &funcSource{id: "good", fetch: serve(data, m)}
-	cfg := client.Config{Peers: 1, PageCache: true, OpenPart: func(p string) (client.PartFile, error) {
+	cfg := client.Config{Peers: 1, OpenPart: func(p string) (client.PartFile, error) {
 		f, err := os.Create(p)
 		return &fullDisk{File: f}, err
 	}}

@@ -88,7 +88,7 @@ func openOutput(ctx context.Context, path string, m *chunkstore.Manifest, cfg Co
 		unlock()
 		return nil, fmt.Errorf("size %s: %w", o.part, err)
 	}
-	if !cfg.PageCache {
+	if cfg.Direct {
 		o.directFile = openDirect(f, o.part, m.ChunkSize)
 		o.direct.Store(o.directFile)
 	}

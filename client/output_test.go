@@ -85,7 +85,7 @@ func TestOutputDirectWrites(t *testing.T) {
 	data := bytes.Repeat([]byte("direct io "), 30000) // 300,000 bytes: a short last chunk
 	m := &chunkstore.Manifest{Size: int64(len(data)), ChunkSize: chunk}
 	path := filepath.Join(t.TempDir(), "out")
-	o, err := openOutput(context.Background(), path, m, Config{}.withDefaults())
+	o, err := openOutput(context.Background(), path, m, Config{Direct: true}.withDefaults())
 	if err != nil {
 		t.Fatal(err)
 	}

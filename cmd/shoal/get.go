@@ -24,6 +24,7 @@ type getFlags struct {
 	peers    int
 	force    bool
 	direct   bool
+	cache    bool // --page-cache, the default; false asks for --direct
 	json     bool
 	stall    time.Duration
 	wait     time.Duration
@@ -83,7 +84,7 @@ with --force, which keeps the files that match.`,
 	cmd.Flags().IntVar(&f.peers, "peers", 5, "how many peers to download from at once")
 	cmd.Flags().BoolVar(&f.force, "force", false, "replace an existing output file or folder with different contents (a folder's matching files are kept)")
 	cmd.Flags().BoolVar(&f.direct, "direct", false, "write with O_DIRECT instead of through the page cache: less system time, more wall time where measured")
-	cmd.Flags().Bool("page-cache", true, "write through the page cache (the default)")
+	cmd.Flags().BoolVar(&f.cache, "page-cache", true, "write through the page cache (the default; --page-cache=false is --direct)")
 	cmd.Flags().MarkHidden("page-cache")
 	cmd.Flags().BoolVar(&f.json, "json", false, "print a JSON summary on stdout instead of a progress bar")
 	cmd.Flags().DurationVar(&f.stall, "stall-timeout", 20*time.Second, "drop a peer that sends nothing for this long")
@@ -256,5 +257,5 @@ func (f *getFlags) lookup(cc *grpc.ClientConn, peers []grpc.DialOption, target s
 
 // config is the download's configuration from the flags.
 func (f *getFlags) config() client.Config {
-	return client.Config{Peers: f.peers, Direct: f.direct, StallTimeout: f.stall, NoPeerTimeout: f.wait, MaxRate: int64(f.maxRate)}
+	return client.Config{Peers: f.peers, Direct: f.direct || !f.cache, StallTimeout: f.stall, NoPeerTimeout: f.wait, MaxRate: int64(f.maxRate)}
 }

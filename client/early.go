@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/shoalnet/shoal/chunkstore"
 	shoalv1 "github.com/shoalnet/shoal/gen/shoal/v1"
@@ -97,7 +96,7 @@ func (e *earlyReq) send(cc *grpc.ClientConn, id, clientID string) {
 	// The stream ends when the download takes it up and finishes it, or
 	// when e is dropped: by the manifest, by the worker, or with the
 	// peer's connections; a drop while it is being sent cancels that.
-	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(context.Background(), clientIDKey, clientID))
+	ctx, cancel := context.WithCancel(withClientID(context.Background(), clientID))
 	e.mu.Lock()
 	if e.done {
 		e.mu.Unlock()
@@ -106,18 +105,8 @@ func (e *earlyReq) send(cc *grpc.ClientConn, id, clientID string) {
 	}
 	e.cancel = cancel
 	e.mu.Unlock()
-	req := &shoalv1.GetChunksRequest{ContentId: id, Indexes: make([]uint32, len(e.chunks))}
-	for k, i := range e.chunks {
-		req.Indexes[k] = uint32(i)
-	}
 	sent := time.Now()
-	stream, err := cc.NewStream(ctx, &shoalv1.PeerService_ServiceDesc.Streams[0], shoalv1.PeerService_GetChunks_FullMethodName, grpc.ForceCodecV2(newChunkCodec()))
-	if err == nil {
-		err = stream.SendMsg(req)
-	}
-	if err == nil {
-		err = stream.CloseSend()
-	}
+	stream, err := sendChunks(ctx, cc, fileRequest(id, e.chunks))
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if err != nil || e.done {

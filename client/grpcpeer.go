@@ -122,11 +122,14 @@ func newClientID() string {
 }
 
 // asClient adds p's client id to ctx's outgoing metadata.
-func (p *Peer) asClient(ctx context.Context) context.Context {
-	if p.clientID == "" {
+func (p *Peer) asClient(ctx context.Context) context.Context { return withClientID(ctx, p.clientID) }
+
+// withClientID adds the client id id, if any, to ctx's outgoing metadata.
+func withClientID(ctx context.Context, id string) context.Context {
+	if id == "" {
 		return ctx
 	}
-	return metadata.AppendToOutgoingContext(ctx, clientIDKey, p.clientID)
+	return metadata.AppendToOutgoingContext(ctx, clientIDKey, id)
 }
 
 // conn is the connection new requests use.
@@ -398,13 +401,7 @@ func (p *Peer) open(ctx context.Context, req *shoalv1.GetChunksRequest, chunks [
 		}
 	}
 	ctx, cancel := context.WithCancel(p.asClient(ctx))
-	stream, err := p.conn().NewStream(ctx, &shoalv1.PeerService_ServiceDesc.Streams[0], shoalv1.PeerService_GetChunks_FullMethodName, grpc.ForceCodecV2(newChunkCodec()))
-	if err == nil {
-		err = stream.SendMsg(req)
-	}
-	if err == nil {
-		err = stream.CloseSend()
-	}
+	stream, err := sendChunks(ctx, p.conn(), req)
 	if err != nil {
 		cancel()
 		return chunkStream{}, fromStatus("chunks", err)
@@ -412,17 +409,38 @@ func (p *Peer) open(ctx context.Context, req *shoalv1.GetChunksRequest, chunks [
 	return chunkStream{stream, cancel}, nil
 }
 
+// sendChunks opens a GetChunks call over cc, whose messages the chunk
+// codec decodes in place, and sends req; the call lives as long as ctx.
+func sendChunks(ctx context.Context, cc *grpc.ClientConn, req *shoalv1.GetChunksRequest) (grpc.ClientStream, error) {
+	stream, err := cc.NewStream(ctx, &shoalv1.PeerService_ServiceDesc.Streams[0], shoalv1.PeerService_GetChunks_FullMethodName, grpc.ForceCodecV2(newChunkCodec()))
+	if err != nil {
+		return nil, err
+	}
+	if err := stream.SendMsg(req); err != nil {
+		return nil, err
+	}
+	if err := stream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return stream, nil
+}
+
 func (p *Peer) early() []*earlyReq { return p.earlyReqs }
+
+// fileRequest is the GetChunks request for chunks of the one file id.
+func fileRequest(id string, chunks []int) *shoalv1.GetChunksRequest {
+	req := &shoalv1.GetChunksRequest{ContentId: id, Indexes: make([]uint32, len(chunks))}
+	for k, i := range chunks {
+		req.Indexes[k] = uint32(i)
+	}
+	return req
+}
 
 // request is the GetChunks request for chunks, and the layout file of
 // each position of its files (one position for a single file).
 func (p *Peer) request(chunks []int) (*shoalv1.GetChunksRequest, []int) {
 	if len(p.lay.files) == 1 {
-		req := &shoalv1.GetChunksRequest{ContentId: p.lay.files[0].ID.String(), Indexes: make([]uint32, len(chunks))}
-		for k, i := range chunks {
-			req.Indexes[k] = uint32(i)
-		}
-		return req, []int{0}
+		return fileRequest(p.lay.files[0].ID.String(), chunks), []int{0}
 	}
 	req := &shoalv1.GetChunksRequest{}
 	var files []int
